@@ -1,0 +1,1 @@
+"""File readers and writers: the only part of cohortnorm that touches paths."""
