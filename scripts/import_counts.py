@@ -1,0 +1,80 @@
+"""Import counts in any supported format → counts/raw_counts.tsv and gene lengths."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from cohortnorm.io.gtf import read_gene_lengths
+from cohortnorm.io.importers import import_counts, validate_count_matrix
+from cohortnorm.io.runner import run
+from cohortnorm.io.tables import read_table, write_table
+from cohortnorm.validation import reconcile_samples
+
+QUANTIFIERS = {"salmon", "kallisto", "rsem"}
+
+
+def main(smk, logger):
+    settings = smk.params.counts_config
+    fmt = settings["format"]
+    files = list(smk.input.counts)
+    sheet_samples = list(smk.params.sample_names)
+    per_sample = "{sample}" in settings["path"]
+    paths = dict(zip(sheet_samples, files, strict=True)) if per_sample else files[0]
+    tx2gene = None
+    if "tx2gene" in smk.input.keys():
+        table = read_table(smk.input.tx2gene, string_columns=None)
+        tx2gene = table.iloc[:, :2].astype(str).set_index(table.columns[0]).iloc[:, 0]
+    logger.info("reading %s counts from %d file(s)", fmt, len(files))
+    result = import_counts(
+        fmt,
+        paths,
+        star_strand=settings["star_strand"],
+        tx2gene=tx2gene,
+        counts_from_abundance=settings["counts_from_abundance"],
+    )
+    for note in result.notes:
+        logger.info("%s", note)
+    counts = result.counts
+    source = settings["path"]
+    keep, dropped = reconcile_samples(
+        list(counts.columns),
+        sheet_samples,
+        counts_source=source,
+        sheet_source=smk.input.samples,
+        subset=settings["subset_samples"],
+    )
+    if dropped:
+        logger.warning("dropped %d count column(s) without a sample-sheet row: %s", len(dropped), dropped)
+    counts = counts[keep]
+    if fmt in QUANTIFIERS:
+        # DESeqDataSetFromTximport rounds estimated counts; round half to even as R does.
+        fractional = int(np.count_nonzero(counts.to_numpy() % 1))
+        counts = counts.round(0)
+        logger.info("rounded %d fractional quantifier counts to the nearest integer", fractional)
+    validate_count_matrix(counts, source, require_integer=True)
+    counts = counts.astype(np.int64)
+    logger.info("imported %d genes × %d samples", *counts.shape)
+    write_table(counts, smk.output.counts, index_label="gene_id")
+
+    lengths = gene_lengths(smk, result, counts.index, keep, logger)
+    write_table(lengths, smk.output.lengths, index_label="gene_id")
+
+
+def gene_lengths(smk, result, genes, samples, logger) -> pd.DataFrame:
+    """Per-gene lengths (column `length`) or per-sample quantifier lengths."""
+    if "lengths" in smk.input.keys():
+        lengths = read_gene_lengths(smk.input.lengths)
+        logger.info("read %d gene lengths from %s", lengths.size, smk.input.lengths)
+        return lengths.reindex(genes).to_frame("length")
+    if isinstance(result.lengths, pd.DataFrame):
+        logger.info("using the quantifier's average transcript lengths per sample")
+        return result.lengths.reindex(index=genes)[samples]
+    if isinstance(result.lengths, pd.Series):
+        logger.info("using gene lengths from the featureCounts Length column")
+        return result.lengths.reindex(genes).to_frame("length")
+    logger.info("no gene lengths configured: TPM is not computed")
+    return pd.DataFrame({"length": np.full(len(genes), np.nan)}, index=genes)
+
+
+run(main, snakemake)

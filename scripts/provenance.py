@@ -1,0 +1,48 @@
+"""provenance.json: input checksums, the resolved config and package versions."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+from importlib import metadata
+
+from cohortnorm.io.runner import run
+from cohortnorm.io.tables import atomic_output
+
+PACKAGES = ["cohortnorm", "numpy", "pandas", "scipy", "pyarrow", "pydeseq2", "matplotlib",
+            "snakemake"]
+
+
+def sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def main(smk, logger):
+    inputs = {name: list(smk.input[name]) if not isinstance(smk.input[name], str)
+              else [smk.input[name]] for name in smk.input.keys() if name != "outputs"}
+    record = {
+        "inputs": {name: {path: sha256(path) for path in paths} for name, paths in inputs.items()},
+        "outputs": {path: sha256(path) for path in smk.input.outputs},
+        "config": smk.params.config,
+        "python": platform.python_version(),
+        "packages": {name: version(name) for name in PACKAGES},
+    }
+    with atomic_output(smk.output[0]) as temporary:
+        temporary.write_text(json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
+    logger.info("recorded %d input and %d output checksums", len(record["inputs"]),
+                len(record["outputs"]))
+
+
+run(main, snakemake)

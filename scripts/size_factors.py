@@ -1,0 +1,47 @@
+"""edgeR normalization factors and DESeq2 size factors → normalization/size_factors.tsv."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from cohortnorm import deseq2, edger
+from cohortnorm.io.runner import run
+from cohortnorm.io.tables import read_matrix, write_table
+
+
+def main(smk, logger):
+    settings = smk.params.normalization
+    counts = read_matrix(smk.input.counts)
+    values = counts.to_numpy(dtype=np.float64)
+    # keep.lib.sizes=FALSE: library sizes are the filtered column sums, as in the reference.
+    lib_size = values.sum(axis=0)
+    norm_factor = edger.calc_norm_factors(
+        values,
+        method=settings["method"],
+        lib_size=lib_size,
+        logratio_trim=settings["logratio_trim"],
+        sum_trim=settings["sum_trim"],
+        do_weighting=settings["do_weighting"],
+        a_cutoff=settings["a_cutoff"],
+        p=settings["p"],
+    )
+    size_factor = deseq2.size_factors(values, type=settings["size_factor_type"])
+    table = pd.DataFrame(
+        {
+            "sample": counts.columns,
+            "lib_size": lib_size,
+            "norm_factor": norm_factor,
+            "effective_lib_size": lib_size * norm_factor,
+            "size_factor": size_factor,
+        }
+    )
+    logger.info(
+        "%s norm factors in [%.4g, %.4g]; DESeq2 %s size factors in [%.4g, %.4g]",
+        settings["method"], norm_factor.min(), norm_factor.max(),
+        settings["size_factor_type"], size_factor.min(), size_factor.max(),
+    )
+    write_table(table, smk.output[0])
+
+
+run(main, snakemake)

@@ -1,0 +1,44 @@
+"""TPM (or FPKM on request) for visualization → tpm/tpm.tsv. Not for DE testing."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cohortnorm import expression
+from cohortnorm.errors import InputError
+from cohortnorm.io.runner import run
+from cohortnorm.io.tables import read_matrix, write_matrix
+
+
+def main(smk, logger):
+    counts = read_matrix(smk.input.counts)
+    lengths = read_matrix(smk.input.lengths)
+    if list(lengths.columns) == ["length"]:
+        length_values = lengths["length"].reindex(counts.index).to_numpy()[:, None]
+    else:
+        length_values = lengths.reindex(index=counts.index, columns=counts.columns).to_numpy()
+    bad = (~np.isfinite(length_values) | (length_values <= 0)).any(axis=1)
+    if bad.any():
+        bad_genes = counts.index[bad]
+        message = (
+            f"{smk.input.lengths}: {bad.sum()} of {len(bad)} kept gene(s) have a missing, zero or "
+            f"negative length (first: {', '.join(bad_genes[:5])})"
+        )
+        if smk.params.missing_lengths == "error" or bad.all():
+            raise InputError(
+                message + ". Provide a lengths file or GTF that covers every gene, or set "
+                "tpm.missing_lengths: drop."
+            )
+        # TPM sums over genes, so one bad length would turn a whole sample's column into NaN.
+        logger.warning("%s; they are left out of %s.", message, smk.params.unit)
+        counts, length_values = counts.loc[~bad], length_values[~bad]
+    values = counts.to_numpy(dtype=np.float64)
+    if smk.params.unit == "FPKM":
+        result = expression.fpkm(values, length_values, values.sum(axis=0))
+    else:
+        result = expression.tpm(values, length_values)
+    write_matrix(result, counts.index, list(counts.columns), smk.output[0])
+    logger.info("wrote %s for %d genes × %d samples", smk.params.unit, *values.shape)
+
+
+run(main, snakemake)

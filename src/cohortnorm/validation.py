@@ -1,0 +1,117 @@
+"""Checks that tie a count matrix to its sample sheet.
+
+Each check raises :class:`~cohortnorm.errors.InputError` with a message that names
+the samples or columns involved and says what to change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pandas as pd
+
+from cohortnorm.errors import InputError
+
+
+def _preview(names: Sequence[str], limit: int = 10) -> str:
+    shown = ", ".join(map(str, list(names)[:limit]))
+    return shown + (f" … ({len(names)} in all)" if len(names) > limit else "")
+
+
+def reconcile_samples(
+    count_samples: Sequence[str],
+    sheet_samples: Sequence[str],
+    *,
+    counts_source: str,
+    sheet_source: str,
+    subset: bool = False,
+) -> tuple[list[str], list[str]]:
+    """Match the count columns to the sample sheet and return the columns to keep.
+
+    Parameters
+    ----------
+    count_samples
+        Sample names found in the counts, in file order.
+    sheet_samples
+        Sample names of the sample sheet, in sheet order.
+    counts_source, sheet_source
+        File names used in messages.
+    subset
+        When true, count columns without a sheet row are dropped (and reported)
+        instead of being an error.
+
+    Returns
+    -------
+    kept, dropped
+        The samples in sample-sheet order, and the count columns dropped.
+
+    Raises
+    ------
+    InputError
+        A sheet sample is missing from the counts, or (unless ``subset``) a count
+        column has no sheet row.
+    """
+    in_counts = set(count_samples)
+    in_sheet = set(sheet_samples)
+    missing = [s for s in sheet_samples if s not in in_counts]
+    if missing:
+        raise InputError(
+            f"{sheet_source}: {len(missing)} sample(s) in the sample sheet have no column in "
+            f"{counts_source}: {_preview(missing)}. Fix the names, or remove those rows."
+        )
+    extra = [s for s in count_samples if s not in in_sheet]
+    if extra and not subset:
+        raise InputError(
+            f"{counts_source}: {len(extra)} count column(s) have no row in {sheet_source}: "
+            f"{_preview(extra)}. Add them to the sample sheet, or set "
+            "counts.subset_samples: true to analyse only the samples in the sheet."
+        )
+    return list(sheet_samples), extra
+
+
+def sheet_column(
+    sheet: pd.DataFrame, column: str, samples: Sequence[str], *, sheet_source: str, purpose: str
+) -> pd.Series:
+    """Return ``sheet[column]`` for ``samples``, refusing empty cells.
+
+    Parameters
+    ----------
+    sheet
+        Sample sheet indexed by sample name.
+    column
+        Column to take.
+    samples
+        Samples, in the order wanted.
+    sheet_source
+        File name for messages.
+    purpose
+        What the column is used for, e.g. ``"filter.group"``.
+    """
+    if column not in sheet.columns:
+        raise InputError(
+            f"{sheet_source}: no column {column!r} (needed for {purpose}); "
+            f"columns are {list(sheet.columns)}."
+        )
+    values = sheet.loc[list(samples), column]
+    empty = values.isna() | (values.astype(str).str.strip() == "")
+    if empty.any():
+        raise InputError(
+            f"{sheet_source}: column {column!r} (used for {purpose}) is empty for sample(s) "
+            f"{_preview(values.index[empty].tolist())}. Fill in a value for each sample."
+        )
+    return values.astype(str).str.strip()
+
+
+def check_min_group_size(
+    values: pd.Series, minimum: int, *, column: str, sheet_source: str, purpose: str
+) -> None:
+    """Raise when a level of ``values`` has fewer than ``minimum`` samples."""
+    sizes = values.value_counts()
+    small = sizes[sizes < minimum]
+    if len(small):
+        listing = ", ".join(f"{level!r} ({n})" for level, n in small.items())
+        raise InputError(
+            f"{sheet_source}: column {column!r} has level(s) with fewer than {minimum} "
+            f"sample(s): {listing}; {purpose} needs at least {minimum} per level. "
+            "Merge or drop those samples."
+        )
