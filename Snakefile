@@ -21,7 +21,6 @@ report: "report/workflow.rst"
 
 
 rule all:
+    default_target: True
     input:
         final_outputs(),
-        qc_outputs(),
-    default_target: True

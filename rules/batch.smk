@@ -1,31 +1,34 @@
-def batch_input(wildcards):
-    if BATCH_METHOD == "combat_seq":
-        return out("counts/filtered_counts.tsv")
-    return out("normalization/logcpm.tsv")
+# One rule per method, so both can write the documented batch/combat_params.tsv.
+for method, source in [
+    ("combat", "normalization/logcpm.tsv"),
+    ("combat_seq", "counts/filtered_counts.tsv"),
+]:
 
-
-if BATCH_OUTPUT:
-
-    rule batch_correction:
+    rule:
+        name:
+            f"batch_correction_{method}"
         input:
-            values=batch_input,
-            samples=config["samples"],
+            values=out(source),
+            samples=setting("samples"),
         output:
-            corrected=BATCH_OUTPUT,
+            corrected=out(batch_output({"batch_correction": {"method": method}})),
             params=report(
                 out("batch/combat_params.tsv"),
                 caption="../report/combat_params.rst",
                 category="Batch correction",
+                labels={"cohort": "{outdir}", "table": f"{method} parameters"},
             ),
-        params:
-            batch_correction=config["batch_correction"],
         log:
             log("batch_correction"),
+        wildcard_constraints:
+            outdir=cohorts_using(method),
+        conda:
+            "../envs/batch.yaml"
         threads: 2
         resources:
             mem_mb=mem_mb(5),
             runtime=runtime_min(0.5),
-        conda:
-            "../envs/batch.yaml"
+        params:
+            batch_correction=setting("batch_correction"),
         script:
             "../scripts/batch_correction.py"

@@ -1,6 +1,13 @@
-"""Shared helpers: config and sample-sheet validation, output paths, resources."""
+"""Shared helpers: config and sample-sheet validation, cohorts, output paths, resources.
 
+Every output path carries the wildcard ``{outdir}``, the cohort's output directory, so
+one config can hold several cohorts (``cohorts:``) and a change to one cohort's inputs
+reruns only that cohort's jobs. A single-cohort config is the one-cohort case.
+"""
+
+import copy
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -12,127 +19,206 @@ min_version("8.0")
 
 # Scripts import the numeric core from src/ whichever interpreter or conda env runs them.
 SRC_DIR = str(Path(workflow.basedir) / "src")
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    [SRC_DIR] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+os.environ.update(
+    PYTHONPATH=os.pathsep.join(
+        [SRC_DIR] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    )
 )
 if SRC_DIR not in sys.path:
     sys.path.insert(0, SRC_DIR)
 
-CONFIG_FILES = ", ".join(str(f) for f in workflow.configfiles) or "the config"
+SCHEMAS = Path(workflow.basedir) / "config" / "schemas"
+CONFIG_FILES = [Path(f) for f in workflow.configfiles]
+CONFIG_NAMES = ", ".join(map(str, CONFIG_FILES)) or "the config"
+COHORT_KEYS = ("samples", "counts", "lengths", "filter", "normalization", "tpm")
+COHORT_KEYS += ("batch_correction", "qc")
 
 
-def _validate_or_explain(data, schema, what):
+def _validate_or_explain(data, schema_name, what):
     """Validate with snakemake.utils.validate; restate a failure as one clear line."""
+    schema = SCHEMAS / schema_name
     try:
-        validate(data, schema, set_default=True)
-    except WorkflowError as error:
+        validate(data, str(schema), set_default=True)
+    except WorkflowError:
         import jsonschema
         import yaml
 
-        with open(Path(workflow.basedir) / schema) as handle:
-            schema_dict = yaml.safe_load(handle)
+        validator = jsonschema.Draft202012Validator(yaml.safe_load(schema.read_text()))
         records = data.to_dict("records") if isinstance(data, pd.DataFrame) else [data]
         for row_number, record in enumerate(records, start=2):
-            best = jsonschema.exceptions.best_match(
-                jsonschema.Draft202012Validator(schema_dict).iter_errors(record)
-            )
+            best = jsonschema.exceptions.best_match(validator.iter_errors(record))
             if best is not None:
                 key = ".".join(str(p) for p in best.absolute_path) or "(top level)"
-                where = f"row {row_number}" if isinstance(data, pd.DataFrame) else "key"
+                where = (
+                    f"row {row_number}, column"
+                    if isinstance(data, pd.DataFrame)
+                    else "key"
+                )
                 raise WorkflowError(
-                    f"{what}: {where} {key}: {best.message}. "
-                    f"Fix it and rerun (schema: {schema})."
+                    f"{what}: {where} {key}: {best.message}. Fix it and rerun "
+                    f"(the allowed keys and values are in config/README.md)."
                 ) from None
         raise
 
 
-_validate_or_explain(config, "../config/schemas/config.schema.yaml", f"config ({CONFIG_FILES})")
+def _deep_merge(base, override):
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
 
-OUTDIR = config["outdir"].rstrip("/")
-LOGDIR = f"logs/{Path(OUTDIR).name}"
+
+def resolve_path(path):
+    """A relative input path: as given if it exists, else relative to the config file."""
+    if path is None or os.path.isabs(path) or "://" in path:
+        return path
+    probe = path.replace("{sample}", "*")
+    if list(Path().glob(probe)) or not CONFIG_FILES:
+        return path
+    for config_file in CONFIG_FILES:
+        candidate = config_file.resolve().parent / path
+        if list(candidate.parent.glob(Path(probe).name)):
+            return str(candidate)
+    return path
 
 
-def _read_sample_sheet(path):
+def _read_sample_sheet(path, cohort):
     if not Path(path).exists():
-        raise WorkflowError(f"sample sheet {path} (config key `samples`) does not exist.")
-    sheet = pd.read_csv(path, sep=None, engine="python", dtype=str, comment=None)
+        raise WorkflowError(
+            f"{cohort}: sample sheet {path} (config key `samples`) does not exist."
+        )
+    sheet = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
     sheet.columns = [c.strip() for c in sheet.columns]
     if "sample" not in sheet.columns:
         raise WorkflowError(
             f"sample sheet {path}: no `sample` column (columns are {list(sheet.columns)}). "
-            "Name the column holding the sample names `sample`."
+            "Name the column holding the sample names `sample` (tab-separated file)."
         )
     duplicated = sheet["sample"][sheet["sample"].duplicated()].tolist()
     if duplicated:
         raise WorkflowError(
             f"sample sheet {path}: duplicate sample names {duplicated}; each sample needs one row."
         )
-    _validate_or_explain(
-        sheet.fillna(""), "../config/schemas/samples.schema.yaml", f"sample sheet {path}"
-    )
+    _validate_or_explain(sheet, "samples.schema.yaml", f"sample sheet {path}")
     return sheet.set_index("sample", drop=False)
 
 
-SAMPLES = _read_sample_sheet(config["samples"])
-
-
-def _check_sheet_columns():
+def _check_sheet_columns(settings, sheet, cohort):
     """Every sample-sheet column the config names must exist."""
+    batch = settings["batch_correction"]
+    active = batch["method"] != "none"
     named = {
-        "filter.group": [config["filter"].get("group")],
-        "batch_correction.batch": [
-            config["batch_correction"]["batch"]
-            if config["batch_correction"]["method"] != "none"
-            else None
-        ],
-        "batch_correction.covariates": config["batch_correction"]["covariates"]
-        if config["batch_correction"]["method"] != "none"
-        else [],
-        "batch_correction.combat_seq.group": [
-            config["batch_correction"]["combat_seq"].get("group")
-        ],
-        "batch_correction.combat_seq.covariates": config["batch_correction"]["combat_seq"][
-            "covariates"
-        ],
+        "filter.group": [settings["filter"].get("group")],
+        "batch_correction.batch": [batch["batch"] if active else None],
+        "batch_correction.covariates": batch["covariates"] if active else [],
+        "batch_correction.combat_seq.group": [batch["combat_seq"].get("group")],
+        "batch_correction.combat_seq.covariates": batch["combat_seq"]["covariates"],
     }
     for key, columns in named.items():
         for column in columns:
-            if column is not None and column not in SAMPLES.columns:
+            if column is not None and column not in sheet.columns:
                 raise WorkflowError(
-                    f"config key {key} names column {column!r}, which the sample sheet "
-                    f"{config['samples']} does not have (columns: {list(SAMPLES.columns)})."
+                    f"{cohort}: config key {key} names column {column!r}, which the sample "
+                    f"sheet {settings['samples']} does not have (columns: {list(sheet.columns)})."
                 )
 
 
-_check_sheet_columns()
+def _cohorts(config):
+    """Map each cohort's output directory to its merged, validated settings."""
+    _validate_or_explain(config, "config.schema.yaml", f"config ({CONFIG_NAMES})")
+    base = {key: value for key, value in config.items() if key != "cohorts"}
+    if not config.get("cohorts"):
+        named = {None: base}
+    else:
+        named = {
+            name: _deep_merge(
+                {k: v for k, v in base.items() if k in COHORT_KEYS or k == "outdir"},
+                overrides,
+            )
+            for name, overrides in config["cohorts"].items()
+        }
+    cohorts = {}
+    for name, settings in named.items():
+        what = f"config ({CONFIG_NAMES})" + (f", cohort {name}" if name else "")
+        if name is not None:
+            unknown = sorted(set(config["cohorts"][name]) - set(COHORT_KEYS))
+            if unknown:
+                raise WorkflowError(
+                    f"{what}: key(s) {unknown} cannot be set per cohort; allowed: {COHORT_KEYS}."
+                )
+            settings["outdir"] = f"{base['outdir'].rstrip('/')}/{name}"
+        _validate_or_explain(settings, "config.schema.yaml", what)
+        if "samples" not in settings or "counts" not in settings:
+            raise WorkflowError(f"{what}: `samples` and `counts` are required.")
+        settings["samples"] = resolve_path(settings["samples"])
+        settings["counts"]["path"] = resolve_path(settings["counts"]["path"])
+        settings["lengths"] = resolve_path(settings.get("lengths"))
+        if settings["counts"].get("tx2gene"):
+            settings["counts"]["tx2gene"] = resolve_path(settings["counts"]["tx2gene"])
+        settings["outdir"] = settings["outdir"].rstrip("/")
+        settings["cohort"] = name or Path(settings["outdir"]).name
+        sheet = _read_sample_sheet(settings["samples"], what)
+        _check_sheet_columns(settings, sheet, what)
+        settings["sample_names"] = sheet["sample"].tolist()
+        cohorts[settings["outdir"]] = settings
+    return cohorts
+
+
+COHORTS = _cohorts(config)
+
+
+wildcard_constraints:
+    outdir="|".join(re.escape(outdir) for outdir in COHORTS),
+
+
+def cohort(wildcards):
+    """The settings of the cohort a job belongs to."""
+    return COHORTS[wildcards.outdir]
+
+
+def setting(*keys):
+    """A params function returning cohort(wildcards)[keys[0]][keys[1]]..."""
+
+    def _get(wildcards):
+        value = cohort(wildcards)
+        for key in keys:
+            value = value[key]
+        return value
+
+    return _get
 
 
 def out(path):
-    """A path under the cohort's output directory."""
-    return f"{OUTDIR}/{path}"
+    """An output path under the cohort's output directory."""
+    return f"{{outdir}}/{path}"
 
 
 def log(name):
-    """The log file of one rule."""
-    return f"{LOGDIR}/{name}.log"
+    """The log file of one rule, under logs/<outdir>/."""
+    return f"logs/{{outdir}}/{name}.log"
 
 
-def count_inputs(wildcards=None):
+def count_inputs(wildcards):
     """The count file(s): one path, or one per sample (sheet order) when it holds {sample}."""
-    pattern = config["counts"]["path"]
+    settings = cohort(wildcards)
+    pattern = settings["counts"]["path"]
     if "{sample}" in pattern:
-        return {"counts": [pattern.format(sample=s) for s in SAMPLES["sample"]]}
+        return {"counts": [pattern.format(sample=s) for s in settings["sample_names"]]}
     return {"counts": [pattern]}
 
 
-def optional_inputs():
-    """Lengths and tx2gene files, when configured, as named inputs."""
-    extra = {}
-    if config.get("lengths"):
-        extra["lengths"] = config["lengths"]
-    if config["counts"].get("tx2gene"):
-        extra["tx2gene"] = config["counts"]["tx2gene"]
-    return extra
+def cohort_inputs(wildcards):
+    """Counts, sample sheet and, when configured, lengths and tx2gene, as named inputs."""
+    settings = cohort(wildcards)
+    inputs = {**count_inputs(wildcards), "samples": settings["samples"]}
+    if settings.get("lengths"):
+        inputs["lengths"] = settings["lengths"]
+    if settings["counts"].get("tx2gene"):
+        inputs["tx2gene"] = settings["counts"]["tx2gene"]
+    return inputs
 
 
 def input_mb(input, factor=1.0, gz_factor=6.0):
@@ -167,37 +253,75 @@ def runtime_min(factor, floor=10):
     return _runtime
 
 
-BATCH_METHOD = config["batch_correction"]["method"]
-BATCH_OUTPUT = {
-    "combat": out("batch/combat_logcpm.tsv"),
-    "combat_seq": out("batch/combat_seq_counts.tsv"),
-}.get(BATCH_METHOD)
+def batch_output(settings):
+    """The batch-corrected matrix of a cohort, or None without batch correction."""
+    return {
+        "combat": "batch/combat_logcpm.tsv",
+        "combat_seq": "batch/combat_seq_counts.tsv",
+    }.get(settings["batch_correction"]["method"])
 
 
-def final_outputs():
-    """Every file the workflow produces for this config."""
-    files = [
-        out("counts/raw_counts.tsv"),
-        out("counts/filtered_counts.tsv"),
-        out("counts/filter_report.tsv"),
-        out("normalization/size_factors.tsv"),
-        out("normalization/logcpm.tsv"),
-        out("normalization/cpm.tsv"),
-        out("normalization/normalized_counts.tsv"),
-        out("provenance.json"),
-    ]
-    if lengths_available():
-        files.append(out("tpm/tpm.tsv"))
-    if BATCH_OUTPUT:
-        files += [BATCH_OUTPUT, out("batch/combat_params.tsv")]
-    return files
-
-
-def lengths_available():
+def lengths_available(settings):
     """Whether gene lengths exist for TPM: a lengths file, featureCounts or a quantifier."""
-    return bool(config.get("lengths")) or config["counts"]["format"] in {
+    return bool(settings.get("lengths")) or settings["counts"]["format"] in {
         "featurecounts",
         "salmon",
         "kallisto",
         "rsem",
     }
+
+
+def cohort_outputs(settings):
+    """Every table the core steps produce for one cohort (relative to its outdir)."""
+    files = [
+        "counts/raw_counts.tsv",
+        "counts/filtered_counts.tsv",
+        "counts/filter_report.tsv",
+        "normalization/size_factors.tsv",
+        "normalization/logcpm.tsv",
+        "normalization/cpm.tsv",
+        "normalization/normalized_counts.tsv",
+    ]
+    if lengths_available(settings):
+        files.append("tpm/tpm.tsv")
+    if batch_output(settings):
+        files += [batch_output(settings), "batch/combat_params.tsv"]
+    return files
+
+
+def final_outputs():
+    """Every file the workflow produces, over all cohorts."""
+    files = []
+    for outdir, settings in COHORTS.items():
+        files += [f"{outdir}/{name}" for name in cohort_outputs(settings)]
+        files += [f"{outdir}/{name}" for name in qc_outputs(settings)]
+        files.append(f"{outdir}/provenance.json")
+    return files
+
+
+def tpm_counts_input(wildcards):
+    settings = cohort(wildcards)
+    if settings["tpm"]["source"] == "batch_corrected":
+        if settings["batch_correction"]["method"] != "combat_seq":
+            raise WorkflowError(
+                f"{settings['cohort']}: tpm.source is batch_corrected, which needs counts: set "
+                "batch_correction.method to combat_seq or tpm.source to filtered."
+            )
+        return f"{wildcards.outdir}/{batch_output(settings)}"
+    return f"{wildcards.outdir}/counts/filtered_counts.tsv"
+
+
+def provenance_inputs(wildcards):
+    settings = cohort(wildcards)
+    outputs = [f"{wildcards.outdir}/{name}" for name in cohort_outputs(settings)]
+    return {**cohort_inputs(wildcards), "outputs": outputs}
+
+
+def cohorts_using(method):
+    """A regex matching the output directories of the cohorts that use `method`."""
+    outdirs = [
+        re.escape(outdir)
+        for outdir, settings in COHORTS.items()
+        if settings["batch_correction"]["method"] == method
+    ]
+    return "|".join(outdirs) or "(?!)"

@@ -6,17 +6,18 @@ rule size_factors:
             out("normalization/size_factors.tsv"),
             caption="../report/size_factors.rst",
             category="Normalization",
+            labels={"cohort": "{outdir}", "table": "size factors"},
         ),
-    params:
-        normalization=config["normalization"],
     log:
         log("size_factors"),
+    conda:
+        "../envs/core.yaml"
     threads: 1
     resources:
         mem_mb=mem_mb(3),
         runtime=runtime_min(0.05),
-    conda:
-        "../envs/core.yaml"
+    params:
+        normalization=setting("normalization"),
     script:
         "../scripts/size_factors.py"
 
@@ -29,15 +30,15 @@ rule normalized_values:
         logcpm=out("normalization/logcpm.tsv"),
         cpm=out("normalization/cpm.tsv"),
         normalized_counts=out("normalization/normalized_counts.tsv"),
-    params:
-        prior_count=config["normalization"]["prior_count"],
     log:
         log("normalized_values"),
+    conda:
+        "../envs/core.yaml"
     threads: 1
     resources:
         mem_mb=mem_mb(4),
         runtime=runtime_min(0.1),
-    conda:
-        "../envs/core.yaml"
+    params:
+        prior_count=setting("normalization", "prior_count"),
     script:
         "../scripts/normalized_values.py"

@@ -1,18 +1,18 @@
 rule provenance:
     input:
-        unpack(lambda wildcards: {**count_inputs(), **optional_inputs()}),
-        samples=config["samples"],
-        outputs=[f for f in final_outputs() if not f.endswith("provenance.json")],
+        unpack(provenance_inputs),
     output:
         out("provenance.json"),
-    params:
-        config=config,
     log:
         log("provenance"),
+    conda:
+        "../envs/core.yaml"
     threads: 1
     resources:
         mem_mb=500,
-    conda:
-        "../envs/core.yaml"
+    params:
+        config=lambda wildcards: {
+            k: v for k, v in cohort(wildcards).items() if k != "sample_names"
+        },
     script:
         "../scripts/provenance.py"

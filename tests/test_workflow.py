@@ -24,9 +24,13 @@ pytestmark = pytest.mark.e2e
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 
 
-def run_snakemake(workdir: Path, config: dict, *extra: str) -> subprocess.CompletedProcess:
-    config_path = workdir / "config.yaml"
-    config_path.write_text(yaml.safe_dump(config))
+def run_snakemake(
+    workdir: Path, config: dict, *extra: str, config_path: Path | None = None
+) -> subprocess.CompletedProcess:
+    """Run the real snakemake in `workdir`; `config` is written there unless `config_path`."""
+    if config_path is None:
+        config_path = workdir / "config.yaml"
+        config_path.write_text(yaml.safe_dump(config))
     command = [
         SNAKEMAKE, "-s", str(REPO / "Snakefile"), "-d", str(workdir),
         "--configfile", str(config_path), "--cores", "2", "--nocolor", *extra,
