@@ -1,0 +1,781 @@
+"""Empirical-Bayes batch correction of continuous expression data (ComBat).
+
+Reproduces sva 3.46.0 ``ComBat(dat, batch, mod, par.prior, mean.only, ref.batch)``
+number for number (ALGORITHMS.md §5), with three kinds of departure, all reported in
+:attr:`CombatResult.messages` or as :class:`~cohortnorm.errors.InputError`:
+
+* where sva stops with a terse error (confounded design, a single batch, a gene with
+  fewer than two values in a batch, ...) we raise ``InputError`` naming the covariate,
+  batch or gene and what to change;
+* where sva silently does something surprising (missing values switch *every* gene to
+  another variance estimator; the non-parametric prior can underflow to NaN) the result
+  is the same as sva's but a message says so;
+* the reference batch's own shrinkage step is skipped, because sva overwrites its result
+  (``gamma.star = 0``, ``delta.star = 1``) and its ``it.sol`` only iterates on rounding
+  noise there (the ref batch's ``gamma.hat`` is ~1e-17), which could fail to converge.
+
+Memory: the data are processed in gene blocks in two passes (fit and sufficient
+statistics; then adjustment), so beyond the input and the output only a block of
+temporaries is alive. The shrinkage steps only need per-gene, per-batch sufficient
+statistics of the standardised data ``s`` (count ``n``, mean ``m`` and centred sum of
+squares ``S``), because ``sum((s - g)^2) = S + n (m - g)^2`` exactly; this centred form
+is also numerically safer than ``sum(s^2) - 2 g sum(s) + n g^2``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from cohortnorm.errors import InputError
+
+__all__ = [
+    "CombatResult",
+    "combat",
+    "design_column_names",
+    "design_matrix",
+]
+
+# sva it.sol convergence threshold on the (signed) relative change.
+_CONV = 1e-4
+# R's qr() (LINPACK dqrdc2) declares a column dependent below this relative tolerance.
+_RANK_TOL = 1e-7
+# Target size of one float64 temporary in the non-parametric G×G computation.
+_NONPAR_BLOCK_BYTES = 32 * 2**20
+# Genes per block in the fit and adjustment passes (a few MB of temporaries per block).
+_DEFAULT_BLOCK = 4096
+
+
+@dataclass
+class CombatResult:
+    """Output of :func:`combat`.
+
+    Attributes
+    ----------
+    adjusted
+        Batch-corrected data, genes × samples, same order as the input.
+    gamma_star, delta_star
+        Shrunken additive and multiplicative batch effects, batches × genes. Columns of
+        genes not adjusted (``zero_variance_genes``) are NaN.
+    gamma_hat, delta_hat
+        The per-batch least-squares estimates they were shrunk from (batches × genes,
+        NaN for ``zero_variance_genes``). With a reference batch ``gamma_hat`` holds the
+        reference batch's mean and the other batches' contrasts to it, as in sva.
+    batch_levels
+        Batch labels in the order of the rows above (sorted as R's ``factor`` sorts).
+    zero_variance_genes
+        Boolean mask of genes returned unchanged because they are constant within a batch.
+    messages
+        Notes for the user (what sva prints, and what sva does silently).
+    """
+
+    adjusted: np.ndarray
+    gamma_star: np.ndarray
+    delta_star: np.ndarray
+    gamma_hat: np.ndarray
+    delta_hat: np.ndarray
+    batch_levels: list[str]
+    zero_variance_genes: np.ndarray
+    messages: list[str] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- design
+
+
+def _r_sort_key(value: object) -> object:
+    # R's factor() sorts character levels with the locale collation; the references were
+    # made with ICU collation, which cohortnorm.tximport.r_sort_key reproduces for ASCII.
+    from cohortnorm.tximport import r_sort_key
+
+    return r_sort_key(str(value))
+
+
+def _factor_levels(values: pd.Series) -> list[object]:
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        present = set(values.dropna())
+        return [level for level in values.cat.categories if level in present]
+    if pd.api.types.is_bool_dtype(values):
+        return [level for level in (False, True) if (values == level).any()]
+    return sorted(pd.unique(values.dropna()), key=_r_sort_key)
+
+
+def _design(samples: pd.DataFrame, covariates: Sequence[str]) -> tuple[np.ndarray, list[str]]:
+    names = (
+        samples["sample"].astype(str).tolist()
+        if "sample" in samples.columns
+        else [str(i) for i in samples.index]
+    )
+    columns: list[np.ndarray] = [np.ones(len(samples))]
+    labels = ["(Intercept)"]
+    for covariate in covariates:
+        if covariate not in samples.columns:
+            raise InputError(
+                f"Covariate {covariate!r} is not a column of the sample sheet "
+                f"(columns: {', '.join(map(str, samples.columns))})."
+            )
+        values = samples[covariate]
+        missing = values.isna().to_numpy()
+        if isinstance(values.dtype, pd.StringDtype) or values.dtype == object:
+            missing |= values.astype(str).str.strip().isin(["", "NA", "nan", "NaN"]).to_numpy()
+        if missing.any():
+            bad = [names[i] for i in np.flatnonzero(missing)]
+            raise InputError(
+                f"Covariate {covariate!r} is missing for sample(s) {', '.join(bad)}. "
+                "Fill in a value for every sample, or drop the covariate."
+            )
+        is_numeric = pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(
+            values
+        )
+        if is_numeric:
+            columns.append(values.to_numpy(dtype=float))
+            labels.append(covariate)
+            continue
+        # Treatment contrasts: the first level is the baseline absorbed by the intercept.
+        levels = _factor_levels(values)
+        for level in levels[1:]:
+            columns.append((values == level).to_numpy(dtype=float))
+            # R prints logical levels as TRUE/FALSE in column names.
+            text = str(level).upper() if isinstance(level, bool | np.bool_) else str(level)
+            labels.append(f"{covariate}{text}")
+    return np.column_stack(columns), labels
+
+
+def design_matrix(samples: pd.DataFrame, covariates: Sequence[str]) -> np.ndarray:
+    """Build the ``mod`` design matrix as R's ``model.matrix(~cov1 + cov2 + ...)`` does.
+
+    Parameters
+    ----------
+    samples
+        Sample sheet, one row per sample in the column order of the data. Sample names
+        (for messages) come from a ``sample`` column if present, else from the index.
+    covariates
+        Column names, in formula order.
+
+    Returns
+    -------
+    numpy.ndarray
+        samples × p: an intercept column, then per covariate either the numeric column
+        itself (numeric dtypes) or treatment-contrast indicators for every level but the
+        first (strings, booleans, categoricals).
+
+    Notes
+    -----
+    Factor levels: a ``pandas.Categorical`` keeps its category order (R's
+    ``factor(x, levels=...)``; unused categories are dropped); booleans are ordered
+    ``False, True``; anything else is sorted as R's ``factor()`` sorts it under ICU
+    collation (case-insensitive first, see :func:`cohortnorm.tximport.r_sort_key`) — under
+    a ``C`` locale R would sort by code point instead. Strings are never parsed as numbers:
+    convert numeric covariates read as text before calling. ComBat's output does not
+    depend on the level order (the column space is the same), only column names do.
+
+    Raises
+    ------
+    InputError
+        A covariate column is absent, or a sample has no value for it (R would silently
+        drop the sample).
+    """
+    return _design(samples, covariates)[0]
+
+
+def design_column_names(samples: pd.DataFrame, covariates: Sequence[str]) -> list[str]:
+    """Column names of :func:`design_matrix`, as R's ``colnames(model.matrix(...))``."""
+    return _design(samples, covariates)[1]
+
+
+def _rank(matrix: np.ndarray) -> int:
+    if matrix.shape[1] == 0:
+        return 0
+    norms = np.linalg.norm(matrix, axis=0)
+    scaled = matrix / np.where(norms > 0, norms, 1.0)
+    singular = np.linalg.svd(scaled, compute_uv=False)
+    return int(np.sum(singular > _RANK_TOL * max(singular[0], 1e-300)))
+
+
+def _null_vectors(matrix: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(matrix, axis=0)
+    scaled = matrix / np.where(norms > 0, norms, 1.0)
+    _, singular, vt = np.linalg.svd(scaled)
+    rank = int(np.sum(singular > _RANK_TOL * max(singular[0], 1e-300)))
+    return vt[rank:]
+
+
+def _check_design(
+    design: np.ndarray,
+    n_batch: int,
+    levels: list[str],
+    batch_idx: np.ndarray,
+    cov_names: list[str],
+) -> None:
+    """Raise sva's rank-deficiency errors, naming the covariates and batches involved."""
+    if _rank(design) == design.shape[1]:
+        return
+    covs = design[:, n_batch:]
+    if covs.shape[1] > 1 and _rank(covs) < covs.shape[1]:
+        null = _null_vectors(covs)
+        involved = sorted({cov_names[k] for v in null for k in np.flatnonzero(np.abs(v) > 1e-6)})
+        raise InputError(
+            "The covariates are confounded with each other (sva: 'The covariates are "
+            f"confounded!'): {', '.join(involved)} are linearly dependent. Remove one of "
+            "them, or merge levels, so the design has full rank."
+        )
+    null = _null_vectors(design)
+    details = []
+    for k in sorted({k for v in null for k in np.flatnonzero(np.abs(v[n_batch:]) > 1e-6)}):
+        column = covs[:, k]
+        nonzero = sorted({levels[b] for b in batch_idx[column != 0]}, key=levels.index)
+        if all(np.ptp(column[batch_idx == b]) == 0 for b in range(n_batch)):
+            how = "takes a single value within each batch"
+        else:
+            how = "is a linear combination of batch indicators and other covariates"
+        where = (
+            f"; it is non-zero only in batch(es) {', '.join(nonzero)}"
+            if len(nonzero) < n_batch
+            else ""
+        )
+        details.append(f"covariate column {cov_names[k]!r} {how}{where}")
+    raise InputError(
+        "A covariate is confounded with batch (sva: 'The covariate is confounded with "
+        "batch!'), so batch and covariate effects cannot be separated: "
+        + "; ".join(details)
+        + ". Typical cause: a covariate level present in one batch only, making up that "
+        "whole batch. Remove the covariate, merge the batches, or add samples."
+    )
+
+
+# --------------------------------------------------------------------------- fitting
+
+
+@dataclass
+class _Model:
+    design: np.ndarray  # samples × p, batch columns first
+    n_batch: int
+    batch_idx: np.ndarray  # sample → batch index
+    n_per_batch: np.ndarray
+    ref: int | None
+    has_na: bool
+    xtx: np.ndarray
+    batch_design: np.ndarray
+    btb: np.ndarray
+
+
+def _ls_fit(block: np.ndarray, x: np.ndarray, xtx: np.ndarray) -> np.ndarray:
+    """Coefficients (p × genes) of sva's ``solve(crossprod(X), tcrossprod(t(X), Y))``."""
+    return np.linalg.solve(xtx, (block @ x).T)
+
+
+def _ls_fit_na(block: np.ndarray, x: np.ndarray, gene_ids: np.ndarray, names: Sequence[str]):
+    """Per-gene fit on the non-missing values: sva ``Beta.NA``, vectorised over genes."""
+    ok = ~np.isnan(block)
+    y0 = np.where(ok, block, 0.0)
+    w = ok.astype(float)
+    xtwx = np.einsum("gk,kp,kq->gpq", w, x, x, optimize=True)
+    xtwy = (y0 @ x)[..., None]
+    ranks = np.linalg.matrix_rank(xtwx, hermitian=True)
+    bad = np.flatnonzero(ranks < x.shape[1])
+    if bad.size:
+        shown = ", ".join(str(names[i]) for i in gene_ids[bad[:5]])
+        raise InputError(
+            f"{bad.size} gene(s) ({shown}{', ...' if bad.size > 5 else ''}) have too few "
+            "non-missing values to fit batch and covariates (a batch or covariate level "
+            "has no value left). Remove these genes or impute their missing values."
+        )
+    return np.linalg.solve(xtwx, xtwy)[..., 0].T
+
+
+def _row_vars(x: np.ndarray) -> np.ndarray:
+    """genefilter ``rowVars(x, na.rm=TRUE)``: centred, divisor n − 1, NA when n ≤ 1."""
+    n = np.sum(~np.isnan(x), axis=1).astype(float)
+    mean = np.nansum(x, axis=1) / n
+    dev = x - mean[:, None]
+    n[n <= 1] = np.nan
+    return np.nansum(dev * dev, axis=1) / (n - 1)
+
+
+def _standardise(
+    block: np.ndarray, model: _Model, gene_ids: np.ndarray, names: Sequence[str]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Standardise one gene block as sva does: ``s.data``, ``stand.mean``, ``var.pooled``."""
+    x = model.design
+    if model.has_na:
+        beta = _ls_fit_na(block, x, gene_ids, names)
+    else:
+        beta = _ls_fit(block, x, model.xtx)
+    nb = model.n_batch
+    if model.ref is not None:
+        grand_mean = beta[model.ref]
+    else:
+        grand_mean = (model.n_per_batch / model.n_per_batch.sum()) @ beta[:nb]
+    fitted = (x @ beta).T
+    if model.ref is not None:
+        cols = model.batch_idx == model.ref
+        resid = block[:, cols] - fitted[:, cols]
+    else:
+        resid = block - fitted
+    del fitted
+    if model.has_na:
+        var_pooled = _row_vars(resid)
+    else:
+        var_pooled = (resid * resid) @ np.full(resid.shape[1], 1.0 / resid.shape[1])
+    del resid
+    stand_mean = grand_mean[:, None] + (x[:, nb:] @ beta[nb:]).T
+    s = (block - stand_mean) / np.sqrt(var_pooled)[:, None]
+    return s, stand_mean, var_pooled
+
+
+def _blocks(n: int, size: int) -> Iterator[slice]:
+    for start in range(0, n, size):
+        yield slice(start, min(start + size, n))
+
+
+# --------------------------------------------------------------------------- shrinkage
+
+
+def _it_sol(
+    n: np.ndarray,
+    mean: np.ndarray,
+    ss: np.ndarray,
+    g_hat: np.ndarray,
+    d_hat: np.ndarray,
+    g_bar: float,
+    t2: float,
+    a: float,
+    b: float,
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """sva ``it.sol``: joint fixed-point iteration over all genes of one batch.
+
+    The stopping rule is a maximum over *all* genes, so the genes are never split into
+    blocks here. ``sum((s - g)^2)`` comes from the sufficient statistics.
+    """
+    g_old, d_old = g_hat, d_hat
+    change = 1.0
+    count = 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        while change > _CONV:
+            g_new = (t2 * n * g_hat + d_old * g_bar) / (t2 * n + d_old)
+            sum2 = ss + n * (mean - g_new) ** 2
+            d_new = (0.5 * sum2 + b) / (n / 2.0 + a - 1.0)
+            # sva divides by the signed old value: negative ratios never block convergence.
+            rel = np.concatenate([np.abs(g_new - g_old) / g_old, np.abs(d_new - d_old) / d_old])
+            change = float(np.max(rel))
+            g_old, d_old = g_new, d_new
+            count += 1
+            if math.isnan(change):
+                raise InputError(
+                    "Parametric ComBat failed: the shrinkage iteration produced NaN (sva "
+                    "stops with 'missing value where TRUE/FALSE needed'). This happens "
+                    "when a batch effect estimate is exactly 0 or a variance is NaN; try "
+                    "parametric=False or remove constant/near-constant genes."
+                )
+    return g_new, d_new, count
+
+
+def _int_eprior_rows(
+    rows: slice,
+    n: np.ndarray,
+    mean: np.ndarray,
+    ss: np.ndarray,
+    g: np.ndarray,
+    d: np.ndarray,
+    prefactor: dict[float, np.ndarray],
+    weights: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """sva ``int.eprior`` for the genes ``rows``; prior support is all other genes."""
+    with np.errstate(over="ignore", under="ignore", divide="ignore", invalid="ignore"):
+        # sum_k (x_ik - g_j)^2 = S_i + n_i (m_i - g_j)^2, in linear space like sva (see
+        # combat() notes on underflow).
+        lh = np.subtract.outer(mean[rows], g)
+        np.square(lh, out=lh)
+        n_rows = n[rows]
+        lh *= n_rows[:, None]
+        lh += ss[rows][:, None]
+        lh /= 2.0 * d
+        np.negative(lh, out=lh)
+        np.exp(lh, out=lh)
+        uniq = np.unique(n_rows)
+        if uniq.size == 1:
+            lh *= prefactor[float(uniq[0])]
+        else:
+            for value in uniq:
+                sel = n_rows == value
+                lh[sel] *= prefactor[float(value)]
+        idx = np.arange(rows.start, rows.stop)
+        lh[idx - rows.start, idx] = 0.0  # leave gene i out of its own prior
+        sums = lh @ weights
+        bad = np.flatnonzero(np.isnan(sums[:, 2]))
+        if bad.size:
+            # sva sets NaN likelihoods (Inf * 0) to 0; only those rows need the fix-up.
+            sub = lh[bad]
+            sub[np.isnan(sub)] = 0.0
+            sums[bad] = sub @ weights
+        return sums[:, 0] / sums[:, 2], sums[:, 1] / sums[:, 2]
+
+
+def _int_eprior(
+    n: np.ndarray,
+    mean: np.ndarray,
+    ss: np.ndarray,
+    g: np.ndarray,
+    d: np.ndarray,
+    block_size: int | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    genes = g.size
+    if block_size is None:
+        block_size = max(1, min(genes, _NONPAR_BLOCK_BYTES // (8 * max(genes, 1))))
+    with np.errstate(over="ignore", divide="ignore"):
+        # sva: 1/(2*pi*d)^(n/2), kept in linear space so overflow/underflow match R.
+        prefactor = {float(v): 1.0 / (2.0 * np.pi * d) ** (v / 2.0) for v in np.unique(n)}
+    weights = np.column_stack([g, d, np.ones(genes)])
+    g_star = np.empty(genes)
+    d_star = np.empty(genes)
+    slices = list(_blocks(genes, block_size))
+    workers = min(len(slices), os.cpu_count() or 1)
+
+    def run(rows: slice) -> None:
+        g_star[rows], d_star[rows] = _int_eprior_rows(rows, n, mean, ss, g, d, prefactor, weights)
+
+    if workers > 1:
+        # numpy releases the GIL in the ufuncs and BLAS calls that dominate here.
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(run, slices))
+    else:
+        for rows in slices:
+            run(rows)
+    return g_star, d_star
+
+
+# --------------------------------------------------------------------------- ComBat
+
+
+def _batch_factor(batch: Sequence[object], n_samples: int) -> tuple[list[str], np.ndarray]:
+    values = pd.Series(list(batch) if not isinstance(batch, pd.Series) else batch.to_numpy())
+    if isinstance(batch, pd.Series) and isinstance(batch.dtype, pd.CategoricalDtype):
+        values = batch.reset_index(drop=True)
+    if len(values) != n_samples:
+        raise InputError(
+            f"The batch vector has {len(values)} entries but the data have {n_samples} "
+            "samples (columns); give one batch label per sample, in column order."
+        )
+    missing = np.flatnonzero(values.isna().to_numpy())
+    if missing.size:
+        raise InputError(
+            f"Batch label missing for sample column(s) {', '.join(map(str, missing + 1))}; "
+            "every sample needs a batch."
+        )
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        levels_obj = _factor_levels(values)
+    elif pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+        levels_obj = sorted(pd.unique(values))
+    else:
+        levels_obj = _factor_levels(values.astype(str))
+        values = values.astype(str)
+    lookup = {level: i for i, level in enumerate(levels_obj)}
+    idx = np.array([lookup[v] for v in values], dtype=np.intp)
+    return [str(level) for level in levels_obj], idx
+
+
+def combat(
+    data: np.ndarray,
+    batch: Sequence[object],
+    covariates: np.ndarray | None = None,
+    parametric: bool = True,
+    mean_only: bool = False,
+    ref_batch: str | None = None,
+    block_size: int | None = None,
+    *,
+    gene_names: Sequence[str] | None = None,
+    covariate_names: Sequence[str] | None = None,
+) -> CombatResult:
+    """Adjust continuous data (e.g. log-CPM) for batch with empirical Bayes ComBat.
+
+    Reproduces sva 3.46.0 ``ComBat(dat, batch, mod, par.prior, prior.plots=FALSE,
+    mean.only, ref.batch)`` (ALGORITHMS.md §5), to ~1e-12 on the references.
+
+    Parameters
+    ----------
+    data
+        genes × samples, float. NaN marks a missing value (handled as sva does).
+    batch
+        One label per sample. Levels are sorted as R's ``factor()`` sorts them, unless a
+        ``pandas.Categorical`` gives the order. Needs at least two levels.
+    covariates
+        The ``mod`` matrix, samples × p, as R's ``model.matrix`` gives it (with the
+        intercept column; see :func:`design_matrix`). ``None`` for no covariates.
+    parametric
+        ``par.prior``: parametric priors (``it.sol``); ``False`` for the non-parametric
+        ``int.eprior``, which here is vectorised in gene blocks (O(G²·n) arithmetic but
+        no Python loop) and multi-threaded over blocks.
+    mean_only
+        Adjust only the batch means. Forced on when a batch has a single sample.
+    ref_batch
+        Label of a reference batch whose samples are returned unchanged and to which the
+        other batches are adjusted.
+    block_size
+        Genes per block. For the non-parametric step the default keeps each
+        block × genes float64 temporary at ~32 MB (two alive at once with two threads).
+    gene_names, covariate_names
+        Only used to name genes/covariate columns in error messages.
+
+    Returns
+    -------
+    CombatResult
+
+    Raises
+    ------
+    InputError
+        Shapes disagree; fewer than two batches (sva: a ``contrasts`` error); unknown
+        ``ref_batch``; rank-deficient design (covariate confounded with batch, covariates
+        confounded with each other, a covariate level only in one batch making up that
+        batch); a gene with fewer than two non-missing values in a batch (sva: an NA
+        variance and a ``BiocParallel`` error), or too few to fit the design; a NaN in
+        the parametric iteration; non-finite covariates.
+
+    Notes
+    -----
+    Underflow in the non-parametric prior: sva evaluates
+    ``LH_j = (2π d_j)^(-n/2) exp(-Σ(x - g_j)²/(2 d_j))`` in linear space. When every
+    ``LH_j`` of a gene underflows to 0 (large batches, outlying genes) sva returns NaN for
+    that gene's whole batch, and when the largest ``LH_j`` is subnormal sva's weights lose
+    precision. A log-sum-exp evaluation would give finite, more accurate numbers there,
+    i.e. *different* numbers from sva, so this function evaluates in linear space like
+    sva (same NaNs, same values to rounding) and adds a message counting the NaN genes.
+    """
+    messages: list[str] = []
+    dat = np.asarray(data, dtype=float)
+    if dat.ndim != 2:
+        raise InputError(f"ComBat needs a genes × samples matrix; got {dat.ndim} dimension(s).")
+    n_genes, n_samples = dat.shape
+    names: Sequence[str] = (
+        list(gene_names) if gene_names is not None else [f"row {i + 1}" for i in range(n_genes)]
+    )
+    if np.isinf(dat).any():
+        raise InputError("The data contain infinite values; ComBat needs finite values or NaN.")
+    levels, batch_idx = _batch_factor(batch, n_samples)
+    n_batch = len(levels)
+    if n_batch < 2:
+        raise InputError(
+            f"ComBat needs at least two batches; all samples are in batch {levels[0]!r} "
+            "(sva stops with 'contrasts can be applied only to factors with 2 or more "
+            "levels'). Nothing to correct: skip batch correction."
+        )
+    n_per_batch = np.bincount(batch_idx, minlength=n_batch)
+
+    # Zero-variance rows: sva's var(x) == 0 within any batch of ≥2 samples. var() of a
+    # vector with NA is NA, which which() ignores, so genes with NaN are never flagged.
+    zero = np.zeros(n_genes, dtype=bool)
+    for rows in _blocks(n_genes, _DEFAULT_BLOCK):
+        for b in range(n_batch):
+            if n_per_batch[b] > 1:
+                sub = dat[rows][:, batch_idx == b]
+                zero[rows] |= sub.max(axis=1) == sub.min(axis=1)
+    keep = np.flatnonzero(~zero)
+    if zero.any():
+        messages.append(
+            f"Found {int(zero.sum())} genes with uniform expression within a single batch "
+            "(all zeros); these will not be adjusted for batch."
+        )
+    if keep.size < 2:
+        raise InputError(
+            "Fewer than two genes vary within every batch; ComBat needs many genes to "
+            "estimate its priors."
+        )
+
+    if (n_per_batch == 1).any() and not mean_only:
+        single = [levels[b] for b in np.flatnonzero(n_per_batch == 1)]
+        messages.append(
+            f"Batch(es) {', '.join(single)} have a single sample, so only batch means are "
+            "adjusted (sva switches to mean.only=TRUE)."
+        )
+        mean_only = True
+    elif mean_only:
+        messages.append("Using the 'mean only' version of ComBat.")
+
+    batchmod = np.zeros((n_samples, n_batch))
+    batchmod[np.arange(n_samples), batch_idx] = 1.0
+    ref: int | None = None
+    if ref_batch is not None:
+        if str(ref_batch) not in levels:
+            raise InputError(
+                f"Reference batch {ref_batch!r} is not one of the batches ({', '.join(levels)})."
+            )
+        ref = levels.index(str(ref_batch))
+        batchmod[:, ref] = 1.0
+        messages.append(
+            f"Using batch {levels[ref]} as the reference: its {n_per_batch[ref]} samples are "
+            "returned unchanged and the other batches are adjusted towards it (the pooled "
+            "variance is taken from the reference batch only)."
+        )
+
+    if covariates is None:
+        mod = np.empty((n_samples, 0))
+    else:
+        mod = np.asarray(covariates, dtype=float)
+        if mod.ndim == 1:
+            mod = mod[:, None]
+        if mod.shape[0] != n_samples:
+            raise InputError(
+                f"The covariate matrix has {mod.shape[0]} rows but the data have "
+                f"{n_samples} samples; give one row per sample, in column order."
+            )
+        if not np.isfinite(mod).all():
+            raise InputError("The covariate matrix contains missing or infinite values.")
+    cov_labels = (
+        list(covariate_names)
+        if covariate_names is not None
+        else [f"covariate column {k + 1}" for k in range(mod.shape[1])]
+    )
+    design = np.column_stack([batchmod, mod])
+    labels = [f"batch {level}" for level in levels] + cov_labels
+    all_ones = np.all(design == 1.0, axis=0)
+    if ref is not None:
+        all_ones[ref] = False
+    design = design[:, ~all_ones]
+    labels = [label for label, drop in zip(labels, all_ones, strict=True) if not drop]
+    _check_design(design, n_batch, levels, batch_idx, labels[n_batch:])
+
+    # Rows are gathered block by block (dat[keep[rows]]) rather than copying dat[keep].
+    work_names = np.asarray(names, dtype=object)[keep]
+    na_genes = np.isnan(dat).any(axis=1)[keep]
+    has_na = bool(na_genes.any())
+    if has_na:
+        with_na = dat[keep[na_genes]]
+        messages.append(
+            f"Found {int(np.isnan(with_na).sum())} missing values in {int(na_genes.sum())} "
+            "genes. As sva does, every gene is then fitted on its non-missing values and the "
+            "pooled variance becomes the centred variance with divisor n−1 (not the mean "
+            "squared residual), for complete genes too. Missing values stay missing."
+        )
+        need = 1 if mean_only else 2
+        for b in range(n_batch):
+            counts = np.sum(~np.isnan(with_na[:, batch_idx == b]), axis=1)
+            bad = np.flatnonzero(counts < need)
+            if bad.size:
+                shown = ", ".join(str(v) for v in work_names[na_genes][bad[:5]])
+                raise InputError(
+                    f"{bad.size} gene(s) ({shown}{', ...' if bad.size > 5 else ''}) have fewer "
+                    f"than {need} non-missing value(s) in batch {levels[b]}, so their batch "
+                    "variance is undefined (sva fails with a BiocParallel error). Remove these "
+                    "genes or impute their missing values."
+                )
+
+    batch_design = design[:, :n_batch]
+    model = _Model(
+        design=design,
+        n_batch=n_batch,
+        batch_idx=batch_idx,
+        n_per_batch=n_per_batch,
+        ref=ref,
+        has_na=has_na,
+        xtx=design.T @ design,
+        batch_design=batch_design,
+        btb=batch_design.T @ batch_design,
+    )
+    n_keep = keep.size
+    block = max(1, block_size or _DEFAULT_BLOCK)
+    ids = np.arange(n_keep)
+
+    # Pass 1: fit, standardise, and keep per-gene per-batch sufficient statistics of s.
+    gamma_hat = np.empty((n_batch, n_keep))
+    cnt = np.empty((n_batch, n_keep))
+    mean = np.empty((n_batch, n_keep))
+    ss = np.empty((n_batch, n_keep))
+    for rows in _blocks(n_keep, block):
+        s, _, _ = _standardise(dat[keep[rows]], model, ids[rows], work_names)
+        if has_na:
+            gamma_hat[:, rows] = _ls_fit_na(s, batch_design, ids[rows], work_names)
+        else:
+            gamma_hat[:, rows] = _ls_fit(s, batch_design, model.btb)
+        for b in range(n_batch):
+            sb = s[:, batch_idx == b]
+            c = np.sum(~np.isnan(sb), axis=1).astype(float)
+            m = np.nansum(sb, axis=1) / c
+            dev = sb - m[:, None]
+            cnt[b, rows], mean[b, rows] = c, m
+            ss[b, rows] = np.nansum(dev * dev, axis=1)
+
+    with np.errstate(divide="ignore", invalid="ignore"):
+        # genefilter rowVars: NA (here NaN) when n <= 1.
+        delta_hat = np.where(cnt > 1, ss / (cnt - 1), np.nan)
+    if mean_only:
+        delta_hat = np.ones_like(delta_hat)
+    gamma_bar = gamma_hat.mean(axis=1)
+    t2 = gamma_hat.var(axis=1, ddof=1)
+    m_d = delta_hat.mean(axis=1)
+    s2_d = delta_hat.var(axis=1, ddof=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        a_prior = (2 * s2_d + m_d**2) / s2_d
+        b_prior = (m_d * s2_d + m_d**3) / s2_d
+
+    gamma_star = np.empty((n_batch, n_keep))
+    delta_star = np.empty((n_batch, n_keep))
+    nan_genes = np.zeros(n_keep, dtype=bool)
+    for b in range(n_batch):
+        if b == ref:
+            # sva computes then overwrites these; see the module notes.
+            gamma_star[b], delta_star[b] = 0.0, 1.0
+            continue
+        if parametric:
+            if mean_only:
+                gamma_star[b] = (t2[b] * gamma_hat[b] + gamma_bar[b]) / (t2[b] + 1.0)
+                delta_star[b] = 1.0
+            else:
+                gamma_star[b], delta_star[b], _ = _it_sol(
+                    cnt[b],
+                    mean[b],
+                    ss[b],
+                    gamma_hat[b],
+                    delta_hat[b],
+                    gamma_bar[b],
+                    t2[b],
+                    a_prior[b],
+                    b_prior[b],
+                )
+        else:
+            gamma_star[b], delta_star[b] = _int_eprior(
+                cnt[b], mean[b], ss[b], gamma_hat[b], delta_hat[b], block_size
+            )
+            nan_genes |= np.isnan(gamma_star[b])
+    if nan_genes.any():
+        shown = ", ".join(str(v) for v in work_names[nan_genes][:5])
+        messages.append(
+            f"Non-parametric ComBat: for {int(nan_genes.sum())} gene(s) ({shown}"
+            f"{', ...' if nan_genes.sum() > 5 else ''}) the prior likelihood of every other "
+            "gene underflowed to 0 in some batch, so (as in sva) all their adjusted values "
+            "are NaN. Use parametric=True, or remove these outlying genes."
+        )
+
+    # Pass 2: adjust. sva's expression, in its order of operations.
+    adjusted = dat.copy()
+    sqrt_dstar = np.sqrt(delta_star)
+    for rows in _blocks(n_keep, block):
+        block_data = dat[keep[rows]]
+        s, stand_mean, var_pooled = _standardise(block_data, model, ids[rows], work_names)
+        s -= (batch_design @ gamma_star[:, rows]).T
+        s /= sqrt_dstar[:, rows][batch_idx].T
+        s *= np.sqrt(var_pooled)[:, None]
+        s += stand_mean
+        if ref is not None:
+            cols = batch_idx == ref
+            s[:, cols] = block_data[:, cols]
+        adjusted[keep[rows]] = s
+
+    def widen(values: np.ndarray) -> np.ndarray:
+        out = np.full((n_batch, n_genes), np.nan)
+        out[:, keep] = values
+        return out
+
+    return CombatResult(
+        adjusted=adjusted,
+        gamma_star=widen(gamma_star),
+        delta_star=widen(delta_star),
+        gamma_hat=widen(gamma_hat),
+        delta_hat=widen(delta_hat),
+        batch_levels=levels,
+        zero_variance_genes=zero,
+        messages=messages,
+    )
