@@ -1,7 +1,5 @@
 """Low-count filtering (edgeR filterByExpr, a CPM threshold, or none)."""
 
-from __future__ import annotations
-
 import numpy as np
 import pandas as pd
 
@@ -19,7 +17,10 @@ def main(smk, logger):
     group = None
     if settings["group"]:
         group = sheet_column(
-            sheet, settings["group"], counts.columns, sheet_source=smk.input.samples,
+            sheet,
+            settings["group"],
+            counts.columns,
+            sheet_source=smk.input.samples,
             purpose="filter.group",
         ).to_numpy()
     method = settings["method"]

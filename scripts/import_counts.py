@@ -1,14 +1,12 @@
 """Import counts in any supported format → counts/raw_counts.tsv and gene lengths."""
 
-from __future__ import annotations
-
 import numpy as np
 import pandas as pd
 
 from cohortnorm.io.gtf import read_gene_lengths
-from cohortnorm.io.importers import import_counts, validate_count_matrix
+from cohortnorm.io.importers import import_counts, read_tx2gene, validate_count_matrix
 from cohortnorm.io.runner import run
-from cohortnorm.io.tables import read_table, write_table
+from cohortnorm.io.tables import write_table
 from cohortnorm.validation import reconcile_samples
 
 QUANTIFIERS = {"salmon", "kallisto", "rsem"}
@@ -21,14 +19,12 @@ def main(smk, logger):
     sheet_samples = list(smk.params.sample_names)
     per_sample = "{sample}" in settings["path"]
     paths = dict(zip(sheet_samples, files, strict=True)) if per_sample else files[0]
-    tx2gene = None
-    if "tx2gene" in smk.input.keys():
-        table = read_table(smk.input.tx2gene, string_columns=None)
-        tx2gene = table.iloc[:, :2].astype(str).set_index(table.columns[0]).iloc[:, 0]
+    tx2gene = read_tx2gene(smk.input.tx2gene) if "tx2gene" in smk.input.keys() else None
     logger.info("reading %s counts from %d file(s)", fmt, len(files))
     result = import_counts(
         fmt,
         paths,
+        samples=sheet_samples,
         star_strand=settings["star_strand"],
         tx2gene=tx2gene,
         counts_from_abundance=settings["counts_from_abundance"],
@@ -45,7 +41,9 @@ def main(smk, logger):
         subset=settings["subset_samples"],
     )
     if dropped:
-        logger.warning("dropped %d count column(s) without a sample-sheet row: %s", len(dropped), dropped)
+        logger.warning(
+            "dropped %d count column(s) without a sample-sheet row: %s", len(dropped), dropped
+        )
     counts = counts[keep]
     if fmt in QUANTIFIERS:
         # DESeqDataSetFromTximport rounds estimated counts; round half to even as R does.

@@ -1,7 +1,5 @@
 """logCPM, CPM (edgeR, effective library sizes) and DESeq2-normalized counts."""
 
-from __future__ import annotations
-
 import numpy as np
 
 from cohortnorm import edger
@@ -18,7 +16,9 @@ def main(smk, logger):
     genes, samples = counts.index, list(counts.columns)
     write_matrix(
         edger.cpm(values, effective, log=True, prior_count=smk.params.prior_count),
-        genes, samples, smk.output.logcpm,
+        genes,
+        samples,
+        smk.output.logcpm,
     )
     write_matrix(edger.cpm(values, effective), genes, samples, smk.output.cpm)
     write_matrix(

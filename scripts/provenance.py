@@ -1,7 +1,5 @@
 """provenance.json: input checksums, the resolved config and package versions."""
 
-from __future__ import annotations
-
 import hashlib
 import json
 import platform
@@ -10,8 +8,16 @@ from importlib import metadata
 from cohortnorm.io.runner import run
 from cohortnorm.io.tables import atomic_output
 
-PACKAGES = ["cohortnorm", "numpy", "pandas", "scipy", "pyarrow", "pydeseq2", "matplotlib",
-            "snakemake"]
+PACKAGES = [
+    "cohortnorm",
+    "numpy",
+    "pandas",
+    "scipy",
+    "pyarrow",
+    "pydeseq2",
+    "matplotlib",
+    "snakemake",
+]
 
 
 def sha256(path: str) -> str:
@@ -30,8 +36,11 @@ def version(package: str) -> str | None:
 
 
 def main(smk, logger):
-    inputs = {name: list(smk.input[name]) if not isinstance(smk.input[name], str)
-              else [smk.input[name]] for name in smk.input.keys() if name != "outputs"}
+    inputs = {
+        name: list(smk.input[name]) if not isinstance(smk.input[name], str) else [smk.input[name]]
+        for name in smk.input.keys()
+        if name != "outputs"
+    }
     record = {
         "inputs": {name: {path: sha256(path) for path in paths} for name, paths in inputs.items()},
         "outputs": {path: sha256(path) for path in smk.input.outputs},
@@ -41,8 +50,9 @@ def main(smk, logger):
     }
     with atomic_output(smk.output[0]) as temporary:
         temporary.write_text(json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
-    logger.info("recorded %d input and %d output checksums", len(record["inputs"]),
-                len(record["outputs"]))
+    logger.info(
+        "recorded %d input and %d output checksums", len(record["inputs"]), len(record["outputs"])
+    )
 
 
 run(main, snakemake)

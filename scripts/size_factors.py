@@ -1,7 +1,5 @@
 """edgeR normalization factors and DESeq2 size factors → normalization/size_factors.tsv."""
 
-from __future__ import annotations
-
 import numpy as np
 import pandas as pd
 
@@ -38,8 +36,12 @@ def main(smk, logger):
     )
     logger.info(
         "%s norm factors in [%.4g, %.4g]; DESeq2 %s size factors in [%.4g, %.4g]",
-        settings["method"], norm_factor.min(), norm_factor.max(),
-        settings["size_factor_type"], size_factor.min(), size_factor.max(),
+        settings["method"],
+        norm_factor.min(),
+        norm_factor.max(),
+        settings["size_factor_type"],
+        size_factor.min(),
+        size_factor.max(),
     )
     write_table(table, smk.output[0])
 

@@ -1,7 +1,5 @@
 """TPM (or FPKM on request) for visualization → tpm/tpm.tsv. Not for DE testing."""
 
-from __future__ import annotations
-
 import numpy as np
 
 from cohortnorm import expression

@@ -1,0 +1,114 @@
+"""DESeq2's median-of-ratios size factors (``estimateSizeFactorsForMatrix``, DESeq2 1.38).
+
+The ``ratio`` type runs PyDESeq2's own median-of-ratios code, which agrees with DESeq2
+(``shared/reference/ALGORITHMS.md`` §3), in blocks so that a consortium-sized matrix is
+never copied whole. ``poscounts`` is ours: PyDESeq2 keeps only genes whose
+positive-count geometric mean exceeds 1, whereas DESeq2 drops only all-zero genes.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+from pydeseq2.preprocessing import deseq2_norm_fit, deseq2_norm_transform
+
+SizeFactorType = Literal["ratio", "poscounts"]
+SIZE_FACTOR_TYPES: tuple[str, ...] = ("ratio", "poscounts")
+
+FloatArray = npt.NDArray[np.float64]
+
+# Cells per block: bounds the temporary log matrices to about 128 MB.
+_BLOCK_CELLS = 16_000_000
+
+
+def _blocks(length: int, other: int) -> list[slice]:
+    width = max(1, _BLOCK_CELLS // max(other, 1))
+    return [slice(start, min(start + width, length)) for start in range(0, length, width)]
+
+
+def _log_geometric_means(values: FloatArray, type: SizeFactorType) -> FloatArray:
+    n_genes, n_samples = values.shape
+    log_means = np.empty(n_genes)
+    for block in _blocks(n_genes, n_samples):
+        if type == "ratio":
+            log_means[block] = deseq2_norm_fit(values[block].T)[0]
+        else:
+            # DESeq2's geoMeanNZ: exp(sum(log(x[x > 0])) / n), 0 for an all-zero gene.
+            with np.errstate(divide="ignore"):
+                logs = np.log(values[block])
+            logs[~np.isfinite(logs)] = 0.0
+            log_means[block] = logs.sum(axis=1) / n_samples
+            log_means[block][~(values[block] > 0).any(axis=1)] = -np.inf
+    return log_means
+
+
+def size_factors(
+    counts: npt.ArrayLike,
+    type: SizeFactorType = "ratio",
+    *,
+    control_genes: npt.ArrayLike | None = None,
+) -> FloatArray:
+    """Median-of-ratios size factors, ``DESeq2::estimateSizeFactors`` (1.38).
+
+    Parameters
+    ----------
+    counts
+        Genes × samples raw counts.
+    type
+        ``"ratio"`` (DESeq2's default) uses genes with no zero in any sample.
+        ``"poscounts"`` uses the geometric mean of the positive counts, so genes with
+        zeros count too; the factors are re-centred to a geometric mean of 1 as on
+        DESeq2's ``DESeqDataSet`` path (``estimateSizeFactors(dds, type="poscounts")``).
+    control_genes
+        Optional boolean mask or indices of the genes whose ratios form the medians
+        (DESeq2's ``controlGenes``).
+
+    Returns
+    -------
+    numpy.ndarray
+        One size factor per sample.
+
+    Raises
+    ------
+    ValueError
+        With ``type="ratio"``, when every gene contains a zero (DESeq2's
+        "every gene contains at least one zero, cannot compute log geometric means").
+    """
+    values = np.asarray(counts, dtype=np.float64)
+    if type not in SIZE_FACTOR_TYPES:
+        raise ValueError(f"unknown size factor type {type!r}; use one of {SIZE_FACTOR_TYPES}")
+    if np.isnan(values).any():
+        raise ValueError("NA values are not allowed in the count matrix")
+    if np.any(values < 0):
+        raise ValueError("some values in assay are negative")
+    if not (values > 0).any():
+        raise ValueError("all samples have 0 counts for all genes. check the counting script.")
+    log_means = _log_geometric_means(values, type)
+    usable = np.isfinite(log_means)
+    if control_genes is not None:
+        chosen = np.zeros(values.shape[0], dtype=bool)
+        chosen[np.asarray(control_genes)] = True
+        usable &= chosen
+    if type == "ratio" and not usable.any():
+        raise ValueError(
+            "every gene contains at least one zero, cannot compute log geometric means"
+        )
+    rows = np.flatnonzero(usable)
+    factors = np.empty(values.shape[1])
+    for block in _blocks(values.shape[1], rows.size):
+        part = values[rows, block]
+        if type == "ratio":
+            factors[block] = deseq2_norm_transform(
+                part.T, log_means[rows], np.ones(rows.size, bool)
+            )[1]
+        else:
+            # A zero count has no log ratio: DESeq2 takes the median over c_j > 0 only.
+            with np.errstate(divide="ignore"):
+                log_ratios = np.log(part) - log_means[rows, None]
+            log_ratios[part <= 0] = np.nan
+            factors[block] = np.exp(np.nanmedian(log_ratios, axis=0))
+    if type == "poscounts":
+        factors = factors / np.exp(np.mean(np.log(factors)))
+    return factors
