@@ -4,6 +4,7 @@ import numpy as np
 import pandas as pd
 
 from cohortnorm import deseq2, edger
+from cohortnorm.errors import InputError
 from cohortnorm.io.runner import run
 from cohortnorm.io.tables import read_matrix, write_table
 
@@ -14,17 +15,25 @@ def main(smk, logger):
     values = counts.to_numpy(dtype=np.float64)
     # keep.lib.sizes=FALSE: library sizes are the filtered column sums, as in the reference.
     lib_size = values.sum(axis=0)
-    norm_factor = edger.calc_norm_factors(
-        values,
-        method=settings["method"],
-        lib_size=lib_size,
-        logratio_trim=settings["logratio_trim"],
-        sum_trim=settings["sum_trim"],
-        do_weighting=settings["do_weighting"],
-        a_cutoff=settings["a_cutoff"],
-        p=settings["p"],
-    )
-    size_factor = deseq2.size_factors(values, type=settings["size_factor_type"])
+    try:
+        norm_factor = edger.calc_norm_factors(
+            values,
+            method=settings["method"],
+            lib_size=lib_size,
+            logratio_trim=settings["logratio_trim"],
+            sum_trim=settings["sum_trim"],
+            do_weighting=settings["do_weighting"],
+            a_cutoff=settings["a_cutoff"],
+            p=settings["p"],
+        )
+        size_factor = deseq2.size_factors(values, type=settings["size_factor_type"])
+    except ValueError as error:
+        raise InputError(
+            f"{smk.input.counts}: {error} (normalization.method={settings['method']}, "
+            f"normalization.size_factor_type={settings['size_factor_type']}). For sparse, "
+            "low-input data set normalization.size_factor_type: poscounts and "
+            "normalization.method: TMMwsp."
+        ) from error
     table = pd.DataFrame(
         {
             "sample": counts.columns,

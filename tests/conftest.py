@@ -86,3 +86,55 @@ def dataset(request: pytest.FixtureRequest) -> Dataset:
     if name not in _LOADED:
         _LOADED[name] = load_dataset(name)
     return _LOADED[name]
+
+
+@dataclass
+class ReferenceVectors:
+    """Sections of ``testvectors/testvectors_output.txt`` (R's own printout, 10 digits).
+
+    ``tables`` holds the genes × samples matrices, ``vectors`` the ``S1=… S2=…`` lines and
+    ``masks`` the printed logical vectors, each keyed by the section title.
+    """
+
+    tables: dict[str, pd.DataFrame]
+    vectors: dict[str, pd.Series]
+    masks: dict[str, pd.Series]
+
+
+def _parse_testvectors() -> ReferenceVectors:
+    text = (DATA / "testvectors" / "testvectors_output.txt").read_text()
+    tables: dict[str, pd.DataFrame] = {}
+    vectors: dict[str, pd.Series] = {}
+    masks: dict[str, pd.Series] = {}
+    for chunk in text.split("### ")[1:]:
+        title, _, body = chunk.partition("\n")
+        title = title.strip()
+        lines = [line for line in body.splitlines() if line.strip()]
+        if not lines:
+            continue
+        starts = [i for i, line in enumerate(lines) if line.startswith("row\t")]
+        if starts:
+            header = lines[starts[0]].split("\t")[1:]
+            rows = [line.split("\t") for line in lines[starts[0] + 1 :] if "\t" in line]
+            tables[title] = pd.DataFrame(
+                [[float(value) for value in row[1:]] for row in rows],
+                index=[row[0] for row in rows],
+                columns=header,
+            )
+        elif "=" in lines[0] and not lines[0].startswith(("Error", "<")):
+            pairs = [item.split("=", 1) for item in lines[0].split()]
+            try:
+                vectors[title] = pd.Series({key: float(value) for key, value in pairs})
+            except ValueError:
+                continue
+        elif len(lines) >= 2 and set(lines[1].split()) <= {"TRUE", "FALSE"}:
+            masks[title] = pd.Series(
+                [value == "TRUE" for value in lines[1].split()], index=lines[0].split()
+            )
+    return ReferenceVectors(tables, vectors, masks)
+
+
+@pytest.fixture(scope="session")
+def testvectors() -> ReferenceVectors:
+    """The hand-made 10 × 6 test vectors and every R output printed for them."""
+    return _parse_testvectors()

@@ -152,16 +152,15 @@ def _tmmwsp_factor(
     state = 2 * (obs > eps) + (ref > eps)
     present = state != 0
     obs, ref, state = obs[present], ref[present], state[present]
-    if do_weighting:
-        zero_obs, zero_ref = state == 1, state == 2
-        single = zero_obs | zero_ref
-        n_pairs = min(int(zero_obs.sum()), int(zero_ref.sum()))
-        # Singletons are paired by rank: the largest count seen only in obs with the
-        # largest seen only in ref, and so on; the unpaired rest is discarded.
-        obs_single = -np.sort(-obs[single], kind="stable")[:n_pairs]
-        ref_single = -np.sort(-ref[single], kind="stable")[:n_pairs]
-        obs = np.concatenate([obs[~single], obs_single])
-        ref = np.concatenate([ref[~single], ref_single])
+    zero_obs, zero_ref = state == 1, state == 2
+    single = zero_obs | zero_ref
+    n_pairs = min(int(zero_obs.sum()), int(zero_ref.sum()))
+    # Singletons are paired by rank: the largest count seen only in obs with the largest
+    # seen only in ref, and so on; the unpaired rest is discarded.
+    obs_single = -np.sort(-obs[single], kind="stable")[:n_pairs]
+    ref_single = -np.sort(-ref[single], kind="stable")[:n_pairs]
+    obs = np.concatenate([obs[~single], obs_single])
+    ref = np.concatenate([ref[~single], ref_single])
     n = obs.size
     if n == 0:
         return 1.0
@@ -230,7 +229,13 @@ def calc_norm_factors(
     Notes
     -----
     Genes with no positive count are dropped first. With one sample, or none left,
-    all factors are 1. A zero upper quartile gives Inf/NaN factors, as in edgeR.
+    all factors are 1.
+
+    Raises
+    ------
+    ValueError
+        On NaN counts, and where edgeR would return Inf or NA factors: a zero upper
+        quartile, or RLE without a gene expressed in every sample.
     """
     values = _as_counts(counts)
     sizes = _library_sizes(values, lib_size)
@@ -245,11 +250,24 @@ def calc_norm_factors(
     with np.errstate(divide="ignore", invalid="ignore"):
         if method == "upperquartile":
             factors = upper_quartile_factors(values, sizes, p)
+            if not np.all(factors > 0):
+                # edgeR only warns "One or more quantiles are zero" and returns Inf/NaN.
+                raise ValueError(
+                    f"the {p} quantile of the counts is zero in "
+                    f"{int(np.sum(~(factors > 0)))} sample(s): upper-quartile normalization "
+                    "is undefined; use TMM or a higher p"
+                )
         elif method == "RLE":
             geo_mean = np.exp(np.log(values).mean(axis=1))
             usable = geo_mean > 0
             # The median of ratios (not of log ratios): with an even number of genes
             # edgeR averages the two middle ratios arithmetically.
+            if not usable.any():
+                # edgeR returns NA factors here; a number downstream would be meaningless.
+                raise ValueError(
+                    "RLE needs at least one gene with a positive count in every sample; "
+                    "use TMM or TMMwsp for sparse data"
+                )
             ratios = values[usable] / geo_mean[usable, None]
             factors = np.median(ratios, axis=0) / sizes
         elif method == "TMM":
