@@ -31,6 +31,7 @@ pytest: setup
 test: lint pytest
 
 bench: setup
+	$(BIN)/pip install --quiet -r requirements-bench.txt
 	$(BIN)/python bench/run_benchmarks.py
 
 clean:

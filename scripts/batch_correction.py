@@ -45,6 +45,8 @@ def main(smk, logger):
             parametric=options["parametric"],
             mean_only=options["mean_only"],
             ref_batch=options["ref_batch"],
+            gene_names=list(values.index),
+            covariate_names=combat.design_column_names(sheet, settings["covariates"]),
         )
         params = _params_table(
             result.batch_levels,

@@ -32,8 +32,17 @@ def run_snakemake(
         config_path = workdir / "config.yaml"
         config_path.write_text(yaml.safe_dump(config))
     command = [
-        SNAKEMAKE, "-s", str(REPO / "Snakefile"), "-d", str(workdir),
-        "--configfile", str(config_path), "--cores", "2", "--nocolor", *extra,
+        SNAKEMAKE,
+        "-s",
+        str(REPO / "Snakefile"),
+        "-d",
+        str(workdir),
+        "--configfile",
+        str(config_path),
+        "--cores",
+        "2",
+        "--nocolor",
+        *extra,
     ]
     env = {**os.environ, "MPLBACKEND": "Agg"}
     return subprocess.run(command, capture_output=True, text=True, env=env, check=False)
@@ -102,7 +111,10 @@ def test_size_factors_match_edger_and_deseq2(pasilla_run: Path) -> None:
     pasilla = load_dataset("pasilla")
     factors = read(pasilla_run / "normalization/size_factors.tsv")
     assert list(factors.columns) == [
-        "lib_size", "norm_factor", "effective_lib_size", "size_factor",
+        "lib_size",
+        "norm_factor",
+        "effective_lib_size",
+        "size_factor",
     ]
     edger = pasilla.reference("edger_norm_factors")
     deseq = pasilla.reference("deseq2_size_factors")
@@ -144,16 +156,19 @@ def test_tpm_follows_the_formula(pasilla_run: Path) -> None:
 def test_combat_matches_sva(pasilla_run: Path) -> None:
     pasilla = load_dataset("pasilla")
     corrected = read(pasilla_run / "batch/combat_logcpm.tsv")
-    np.testing.assert_allclose(
-        corrected, pasilla.reference("combat_logcpm_parametric"), atol=1e-8
-    )
+    np.testing.assert_allclose(corrected, pasilla.reference("combat_logcpm_parametric"), atol=1e-8)
 
 
 def test_rerun_is_byte_identical(pasilla_run: Path, tmp_path: Path) -> None:
     result = run_snakemake(tmp_path, base_config(tmp_path))
     assert result.returncode == 0, result.stderr[-4000:]
-    for name in ["counts/filtered_counts.tsv", "normalization/logcpm.tsv", "tpm/tpm.tsv",
-                 "batch/combat_logcpm.tsv", "normalization/size_factors.tsv"]:
+    for name in [
+        "counts/filtered_counts.tsv",
+        "normalization/logcpm.tsv",
+        "tpm/tpm.tsv",
+        "batch/combat_logcpm.tsv",
+        "normalization/size_factors.tsv",
+    ]:
         assert (tmp_path / "results" / name).read_bytes() == (pasilla_run / name).read_bytes()
 
 
@@ -256,6 +271,80 @@ def test_gzipped_crlf_counts_just_work(tmp_path: Path) -> None:
 def test_dry_run_lists_the_rule_chain(tmp_path: Path) -> None:
     result = run_snakemake(tmp_path, base_config(tmp_path), "--dry-run", "--quiet", "rules")
     assert result.returncode == 0, result.stderr[-3000:]
-    for rule in ["import_counts", "filter_counts", "size_factors", "normalized_values", "tpm",
-                 "batch_correction"]:
+    for rule in [
+        "import_counts",
+        "filter_counts",
+        "size_factors",
+        "normalized_values",
+        "tpm",
+        "batch_correction",
+    ]:
         assert rule in result.stdout + result.stderr
+
+
+def _sheet(tmp_path: Path, **columns: list[str]) -> str:
+    sheet = pd.read_csv(DATA / "pasilla" / "samples.tsv", sep="\t", dtype=str)
+    for name, values in columns.items():
+        if values is None:
+            sheet = sheet.drop(columns=name)
+        else:
+            sheet[name] = values
+    path = tmp_path / "samples.tsv"
+    sheet.to_csv(path, sep="\t", index=False)
+    return str(path)
+
+
+def test_sample_sheet_missing_group_column(tmp_path: Path) -> None:
+    config = base_config(tmp_path, samples=_sheet(tmp_path, condition=None))
+    assert_clean_failure(run_snakemake(tmp_path, config), tmp_path, "samples.tsv", "condition")
+
+
+def test_batch_confounded_with_condition(tmp_path: Path) -> None:
+    confounded = ["site1"] * 4 + ["site2"] * 3  # exactly the untreated / treated split
+    config = base_config(tmp_path, samples=_sheet(tmp_path, batch=confounded))
+    result = run_snakemake(tmp_path, config)
+    assert result.returncode != 0
+    text = result.stdout + result.stderr
+    assert "confounded with batch" in text and "conditionuntreated" in text, text[-3000:]
+    assert not (tmp_path / "results" / "batch" / "combat_logcpm.tsv").exists()
+
+
+def test_single_sample_batch_is_mean_only_with_a_warning(tmp_path: Path) -> None:
+    lonely = ["a", "a", "a", "b", "b", "b", "c"]
+    config = base_config(tmp_path, samples=_sheet(tmp_path, batch=lonely))
+    target = str(tmp_path / "results" / "batch" / "combat_logcpm.tsv")
+    result = run_snakemake(tmp_path, config, target)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (log_file,) = (tmp_path / "logs").rglob("batch_correction.log")
+    logged = log_file.read_text()
+    assert "single sample" in logged and "mean.only" in logged
+
+
+def test_invalid_gene_length_is_refused_at_import(tmp_path: Path) -> None:
+    lengths = pd.read_csv(DATA / "pasilla" / "lengths.tsv.gz", sep="\t", index_col=0)
+    lengths.loc["FBgn0000008", "length"] = 0
+    lengths_path = tmp_path / "lengths.tsv"
+    lengths.to_csv(lengths_path, sep="\t")
+    config = base_config(tmp_path, lengths=str(lengths_path))
+    assert_clean_failure(
+        run_snakemake(tmp_path, config), tmp_path, "lengths.tsv", "FBgn0000008", "line 3"
+    )
+
+
+def test_kept_gene_without_length_is_reported_or_refused(tmp_path: Path) -> None:
+    lengths = pd.read_csv(DATA / "pasilla" / "lengths.tsv.gz", sep="\t", index_col=0)
+    lengths = lengths.drop(index="FBgn0000008")  # a gene filterByExpr keeps
+    lengths_path = tmp_path / "lengths.tsv"
+    lengths.to_csv(lengths_path, sep="\t")
+    target = tmp_path / "results" / "tpm" / "tpm.tsv"
+    config = base_config(tmp_path, lengths=str(lengths_path))
+    result = run_snakemake(tmp_path, config, str(target))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "FBgn0000008" not in read(target).index
+    assert "left out of TPM" in result.stderr + result.stdout
+    config["tpm"] = {"missing_lengths": "error"}
+    target.unlink()
+    result = run_snakemake(tmp_path, config, str(target))
+    assert result.returncode != 0
+    assert "FBgn0000008" in result.stderr and "missing_lengths" in result.stderr
+    assert not target.exists()
