@@ -33,10 +33,12 @@ def rule_blocks() -> dict[str, str]:
     blocks = {}
     for path in [REPO / "Snakefile", *sorted((REPO / "rules").glob("*.smk"))]:
         text = path.read_text()
-        starts = list(re.finditer(r"^\s*rule (\w+):", text, flags=re.M))
+        # Named rules, and rules generated in a loop (`rule:` with a `name:` directive).
+        starts = list(re.finditer(r"^\s*rule(?: (\w+))?:", text, flags=re.M))
         for index, match in enumerate(starts):
             end = starts[index + 1].start() if index + 1 < len(starts) else len(text)
-            blocks[match.group(1)] = text[match.start() : end]
+            name = match.group(1) or f"{path.name}:{text.count(chr(10), 0, match.start()) + 1}"
+            blocks[name] = text[match.start() : end]
     return blocks
 
 
