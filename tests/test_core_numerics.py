@@ -165,7 +165,9 @@ def test_norm_factors_edge_cases() -> None:
     with pytest.raises(ValueError, match="NA counts not permitted"):
         edger.calc_norm_factors(np.array([[1.0, np.nan], [2.0, 3.0]]))
     with pytest.raises(ValueError, match="quantile of the counts is zero"):
-        edger.calc_norm_factors(np.array([[0, 5], [0, 5], [0, 5], [0, 5], [9, 5.0]]), "upperquartile")
+        edger.calc_norm_factors(
+            np.array([[0, 5], [0, 5], [0, 5], [0, 5], [9, 5.0]]), "upperquartile"
+        )
     with pytest.raises(ValueError, match="RLE needs at least one gene"):
         edger.calc_norm_factors(np.array([[0, 5], [4, 0.0]]), "RLE")
     with pytest.raises(ValueError, match="unknown normalization method"):

@@ -234,7 +234,8 @@ def read_lengths_table(path: str | Path) -> pd.Series:
         first = int(np.flatnonzero(bad)[0])
         raise InputError(
             f"{path}: {int(bad.sum())} gene length(s) are missing, not numbers or not "
-            f"positive, the first for gene {ids[first]} (line {first + 2}: {str(raw.iloc[first])!r}). "
+            f"positive, the first for gene {ids[first]} "
+            f"(line {first + 2}: {str(raw.iloc[first])!r}). "
             "Every gene needs a length > 0."
         )
     duplicated = pd.Index(ids).duplicated()
