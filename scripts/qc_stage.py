@@ -1,0 +1,110 @@
+"""QC of one stage (raw, normalized, batch_corrected): six figures and two tables."""
+
+import numpy as np
+
+from cohortnorm import edger, plots, qc
+from cohortnorm.errors import InputError
+from cohortnorm.io.runner import run
+from cohortnorm.io.tables import read_matrix, read_table, write_table
+
+TITLES = {
+    "raw": "raw logCPM (library sizes only)",
+    "normalized": "normalized logCPM",
+    "batch_corrected": "batch-corrected logCPM",
+}
+
+
+def stage_values(smk, logger):
+    """The stage's logCPM: computed from counts for raw and ComBat-seq, else as stored."""
+    matrix = read_matrix(smk.input.values)
+    values = matrix.to_numpy(dtype=np.float64)
+    prior_count = smk.params.prior_count
+    if smk.wildcards.stage == "raw":
+        logger.info("raw stage: logCPM of the filtered counts with plain library sizes")
+        values = edger.cpm(values, values.sum(axis=0), log=True, prior_count=prior_count)
+    elif "size_factors" in smk.input.keys():
+        # ComBat-seq counts: logCPM with the effective library sizes of the filtered
+        # counts (normalization/size_factors.tsv), as for the normalized stage.
+        logger.info("ComBat-seq counts: logCPM with the stored effective library sizes")
+        factors = read_table(smk.input.size_factors, string_columns=["sample"])
+        sizes = factors.set_index("sample").loc[matrix.columns, "effective_lib_size"]
+        values = edger.cpm(values, sizes.to_numpy(), log=True, prior_count=prior_count)
+    if not np.isfinite(values).all():
+        raise InputError(
+            f"{smk.input.values}: {int((~np.isfinite(values)).sum())} missing or infinite "
+            "value(s); QC needs a complete matrix."
+        )
+    return matrix, values
+
+
+def main(smk, logger):
+    stage, settings = smk.wildcards.stage, smk.params.qc
+    matrix, values = stage_values(smk, logger)
+    samples = [str(s) for s in matrix.columns]
+    condition_name = smk.params.condition
+    batch_name = smk.params.batch_correction["batch"]
+    wanted = ["sample", *[c for c in (condition_name, batch_name) if c]]
+    sheet = read_table(smk.input.samples, string_columns=wanted).set_index("sample")
+    condition = qc.resolve_factor(sheet, condition_name, samples)
+    batch = qc.resolve_factor(sheet, batch_name, samples)
+    logger.info(
+        "%s: %d genes × %d samples; condition column %s, batch column %s",
+        stage,
+        *values.shape,
+        condition_name if condition is not None else "none",
+        batch_name if batch is not None else "none",
+    )
+    result = qc.stage_qc(
+        values,
+        samples,
+        condition=condition,
+        batch=batch,
+        stage=stage,
+        top_genes=settings["top_variable_genes"],
+        n_pcs=settings["n_pcs"],
+        seed=settings["seed"],
+        max_ma_panels=settings["max_ma_panels"],
+    )
+    del values
+    title = f"{smk.params.cohort}: {TITLES[stage]}"
+    names = {"condition_name": condition_name or "condition", "batch_name": batch_name or "batch"}
+    figures = {
+        "boxplot": plots.boxplot_figure(
+            result.distribution, groups=batch, group_name=names["batch_name"], title=title
+        ),
+        "density": plots.density_figure(
+            result.density_edges,
+            result.density,
+            groups=batch,
+            group_name=names["batch_name"],
+            title=title,
+        ),
+        "pca": plots.pca_figure(result.pca, condition=condition, batch=batch, title=title, **names),
+        "rle": plots.rle_figure(
+            result.rle, groups=batch, group_name=names["batch_name"], title=title
+        ),
+        "correlation": plots.correlation_figure(
+            result.correlation,
+            result.linkage,
+            samples,
+            condition=condition,
+            batch=batch,
+            title=title,
+            **names,
+        ),
+        "ma": plots.ma_figure(result.ma, title=title),
+    }
+    for name, figure in figures.items():
+        plots.save_figure(figure, smk.output[name])
+    write_table(result.per_sample, smk.output.samples, index_label="sample")
+    write_table(qc.metrics_frame([result.metrics], cohort=smk.params.cohort), smk.output.metrics)
+    metrics = result.metrics
+    logger.info(
+        "PC variance explained by batch %.3f, by condition %.3f; verdict: %s",
+        metrics["batch_r2"],
+        metrics["condition_r2"],
+        metrics["verdict"],
+    )
+
+
+run(main, snakemake)

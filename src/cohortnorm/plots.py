@@ -1,0 +1,484 @@
+"""QC figures drawn from the summaries of :mod:`cohortnorm.qc`.
+
+Figures are built with :class:`matplotlib.figure.Figure` directly (no pyplot state,
+no display needed) under a fixed style, and saved by :func:`save_figure`, which
+writes atomically and without timestamps or version strings, so that two runs give
+identical bytes. Nothing here plots one marker per gene: boxes come from quantiles,
+densities from histograms and MA plots from 2D histograms.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.collections import LineCollection, PolyCollection
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+from scipy.cluster import hierarchy
+
+from cohortnorm.qc import MAHistograms, PCAResult
+
+#: rcParams of every figure: fixed fonts, sizes and hash salt for reproducible files.
+STYLE = {
+    "svg.hashsalt": "cohortnorm",
+    "svg.fonttype": "none",
+    "pdf.fonttype": 42,
+    "path.simplify": True,
+    "font.family": "DejaVu Sans",
+    "font.size": 9,
+    "axes.titlesize": 10,
+    "axes.labelsize": 9,
+    "legend.fontsize": 8,
+    "xtick.labelsize": 7,
+    "ytick.labelsize": 7,
+    "figure.dpi": 100,
+    "savefig.dpi": 100,
+    "image.cmap": "viridis",
+}
+#: Metadata that would otherwise embed a version string or a date.
+METADATA = {
+    "png": {"Software": None},
+    "svg": {"Date": None, "Creator": None},
+    "pdf": {"CreationDate": None, "ModDate": None, "Producer": None, "Creator": None},
+}
+MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p"]
+#: Sample names are written on the axes up to this many samples.
+MAX_LABELLED_SAMPLES = 60
+
+
+def _figure(width: float, height: float) -> Figure:
+    with matplotlib.rc_context(STYLE):
+        return Figure(figsize=(width, height), layout="constrained")
+
+
+def save_figure(fig: Figure, path: str | os.PathLike[str]) -> None:
+    """Save ``fig`` deterministically and atomically (temporary file, then rename).
+
+    Parameters
+    ----------
+    fig
+        The figure.
+    path
+        Target file; the format follows its suffix (png, svg or pdf).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fmt = path.suffix.lstrip(".").lower() or "png"
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(handle)
+    try:
+        with matplotlib.rc_context(STYLE):
+            fig.savefig(temporary, format=fmt, metadata=METADATA.get(fmt))
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def _levels(labels: Sequence[object] | None) -> list[str]:
+    return [] if labels is None else sorted({str(x) for x in labels})
+
+
+def palette(labels: Sequence[object] | None) -> dict[str, tuple[float, ...]]:
+    """A colour per level (sorted), from tab10 or tab20."""
+    levels = _levels(labels)
+    cmap = matplotlib.colormaps["tab10" if len(levels) <= 10 else "tab20"]
+    return {level: cmap(i % cmap.N) for i, level in enumerate(levels)}
+
+
+def _sample_colours(labels: Sequence[object] | None, n: int) -> list[tuple[float, ...]]:
+    if labels is None:
+        return [matplotlib.colors.to_rgba("tab:blue")] * n
+    colours = palette(labels)
+    return [colours[str(x)] for x in labels]
+
+
+def _legend(ax, labels: Sequence[object] | None, title: str, **kwargs) -> None:
+    if labels is None:
+        return
+    handles = [
+        Line2D([], [], color=colour, lw=4, label=level) for level, colour in palette(labels).items()
+    ]
+    ax.legend(handles=handles, title=title, frameon=False, **kwargs)
+
+
+def _sample_axis(ax, samples: Sequence[str]) -> None:
+    n = len(samples)
+    if n <= MAX_LABELLED_SAMPLES:
+        ax.set_xticks(np.arange(1, n + 1), list(samples), rotation=90)
+    else:
+        ax.set_xticks([])
+        ax.set_xlabel(f"{n} samples")
+
+
+def _width(n: int) -> float:
+    return float(np.clip(2.5 + 0.22 * n, 6.0, 16.0))
+
+
+def _bxp(ax, summary: pd.DataFrame, colours: list[tuple[float, ...]]) -> None:
+    """Boxes, medians and whiskers from quantiles, as three collections (fast for
+    thousands of samples; the same glyphs as :meth:`~matplotlib.axes.Axes.bxp`)."""
+    n = len(summary)
+    x = np.arange(1, n + 1, dtype=float)
+    half = 0.5 if n > MAX_LABELLED_SAMPLES else 0.35
+    q1, median, q3 = (summary[c].to_numpy(dtype=float) for c in ("q1", "median", "q3"))
+    low, high = summary["whislo"].to_numpy(dtype=float), summary["whishi"].to_numpy(dtype=float)
+    many = n > MAX_LABELLED_SAMPLES
+    boxes = np.stack(
+        [
+            np.column_stack([x - half, q1]),
+            np.column_stack([x + half, q1]),
+            np.column_stack([x + half, q3]),
+            np.column_stack([x - half, q3]),
+        ],
+        axis=1,
+    )
+    ax.add_collection(
+        PolyCollection(
+            list(boxes),
+            facecolors=colours,
+            edgecolors="face" if many else "black",
+            linewidths=0.0 if many else 0.8,
+        )
+    )
+    whiskers = [((xi, lo), (xi, a)) for xi, lo, a in zip(x, low, q1, strict=True)]
+    whiskers += [((xi, b), (xi, hi)) for xi, b, hi in zip(x, q3, high, strict=True)]
+    if not many:
+        whiskers += [((xi - half / 2, v), (xi + half / 2, v)) for xi, v in zip(x, low, strict=True)]
+        whiskers += [
+            ((xi - half / 2, v), (xi + half / 2, v)) for xi, v in zip(x, high, strict=True)
+        ]
+    ax.add_collection(
+        LineCollection(
+            whiskers, colors="grey" if many else "black", linewidths=0.3 if many else 1.0
+        )
+    )
+    medians = [((xi - half, m), (xi + half, m)) for xi, m in zip(x, median, strict=True)]
+    ax.add_collection(
+        LineCollection(medians, colors="black", linewidths=0.5 if many else 1.4, zorder=3)
+    )
+    ax.set_xlim(0.4, n + 0.6)
+    span = float(np.nanmax(high) - np.nanmin(low)) if n else 1.0
+    ax.set_ylim(float(np.nanmin(low)) - 0.05 * span, float(np.nanmax(high)) + 0.05 * span)
+
+
+def boxplot_figure(
+    summary: pd.DataFrame,
+    *,
+    groups: Sequence[object] | None = None,
+    group_name: str = "condition",
+    title: str = "",
+    ylabel: str = "log2 CPM",
+) -> Figure:
+    """Per-sample boxplots from quantiles (``q1, median, q3, whislo, whishi``).
+
+    Boxes are coloured by ``groups``; outliers are not drawn.
+    """
+    fig = _figure(_width(len(summary)), 4.0)
+    ax = fig.add_subplot()
+    _bxp(ax, summary, _sample_colours(groups, len(summary)))
+    _sample_axis(ax, [str(s) for s in summary.index])
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    _legend(ax, groups, group_name, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return fig
+
+
+def rle_figure(
+    summary: pd.DataFrame,
+    *,
+    groups: Sequence[object] | None = None,
+    group_name: str = "batch",
+    title: str = "",
+) -> Figure:
+    """Relative log expression: per-sample boxes of (value - gene median), line at 0."""
+    fig = boxplot_figure(
+        summary, groups=groups, group_name=group_name, title=title, ylabel="RLE (log2)"
+    )
+    ax = fig.axes[0]
+    ax.axhline(0.0, color="grey", linewidth=0.8, linestyle="--", zorder=0)
+    return fig
+
+
+def density_figure(
+    edges: np.ndarray,
+    density: np.ndarray,
+    *,
+    groups: Sequence[object] | None = None,
+    group_name: str = "batch",
+    title: str = "",
+    xlabel: str = "log2 CPM",
+) -> Figure:
+    """Overlaid per-sample density curves from histograms (samples × bins)."""
+    fig = _figure(6.5, 4.0)
+    ax = fig.add_subplot()
+    centres = (edges[:-1] + edges[1:]) / 2
+    segments = np.stack([np.broadcast_to(centres, density.shape), density], axis=-1)
+    alpha = 0.8 if len(density) <= 50 else 0.3
+    lines = LineCollection(
+        list(segments),
+        colors=_sample_colours(groups, len(density)),
+        linewidths=0.8,
+        alpha=alpha,
+    )
+    ax.add_collection(lines)
+    ax.set_xlim(edges[0], edges[-1])
+    ax.set_ylim(0, float(density.max()) * 1.05 if density.size and density.max() > 0 else 1)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("density")
+    ax.set_title(title)
+    _legend(ax, groups, group_name, loc="upper right")
+    return fig
+
+
+def pca_figure(
+    result: PCAResult,
+    *,
+    condition: Sequence[object] | None = None,
+    batch: Sequence[object] | None = None,
+    condition_name: str = "condition",
+    batch_name: str = "batch",
+    title: str = "",
+) -> Figure:
+    """PC1/PC2 and PC1/PC3 scatter: colour = condition, marker = batch.
+
+    Axis labels give each PC's share of the variance of the genes used.
+    """
+    k = result.scores.shape[1]
+    pairs = [(0, 1), (0, 2)][: max(0, k - 1)]
+    fig = _figure(4.0 * max(len(pairs), 1) + 1.8, 4.2)
+    n = result.scores.shape[0]
+    colours = _sample_colours(condition, n)
+    batch_levels = _levels(batch)
+    markers = (
+        ["o"] * n
+        if batch is None
+        else [MARKERS[batch_levels.index(str(b)) % len(MARKERS)] for b in batch]
+    )
+    axes = fig.subplots(1, max(len(pairs), 1), squeeze=False)[0]
+    for ax, (i, j) in zip(axes, pairs, strict=False):
+        for marker in sorted(set(markers)):
+            chosen = [s for s in range(n) if markers[s] == marker]
+            ax.scatter(
+                result.scores[chosen, i],
+                result.scores[chosen, j],
+                c=[colours[s] for s in chosen],
+                marker=marker,
+                s=36 if n <= 200 else 12,
+                edgecolors="black",
+                linewidths=0.4,
+            )
+        ax.set_xlabel(f"PC{i + 1} ({result.variance_ratio[i]:.1%})")
+        ax.set_ylabel(f"PC{j + 1} ({result.variance_ratio[j]:.1%})")
+        ax.axhline(0, color="grey", lw=0.5, zorder=0)
+        ax.axvline(0, color="grey", lw=0.5, zorder=0)
+    if not pairs:
+        axes[0].text(0.5, 0.5, "fewer than 2 principal components", ha="center", va="center")
+        axes[0].set_axis_off()
+    handles = [
+        Line2D([], [], color=colour, marker="o", lw=0, label=level)
+        for level, colour in palette(condition).items()
+    ]
+    if condition is not None:
+        handles.insert(0, Line2D([], [], lw=0, label=f"{condition_name}:"))
+    if batch is not None:
+        handles.append(Line2D([], [], lw=0, label=f"{batch_name}:"))
+        handles += [
+            Line2D([], [], color="grey", marker=MARKERS[i % len(MARKERS)], lw=0, label=level)
+            for i, level in enumerate(batch_levels)
+        ]
+    if handles:
+        fig.legend(handles=handles, loc="outside right upper", frameon=False)
+    fig.suptitle(f"{title} — PCA of the {len(result.genes)} most variable genes")
+    return fig
+
+
+def _annotation_strip(ax, labels: Sequence[object] | None, order: np.ndarray, name: str) -> None:
+    if labels is None:
+        ax.set_axis_off()
+        return
+    colours = palette(labels)
+    rgba = np.array([[colours[str(labels[i])] for i in order]])
+    ax.imshow(rgba, aspect="auto", interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([0], [name])
+
+
+def correlation_figure(
+    correlation: np.ndarray,
+    linkage: np.ndarray,
+    samples: Sequence[str],
+    *,
+    condition: Sequence[object] | None = None,
+    batch: Sequence[object] | None = None,
+    condition_name: str = "condition",
+    batch_name: str = "batch",
+    title: str = "",
+) -> Figure:
+    """Sample-sample correlation heatmap ordered by hierarchical clustering.
+
+    A dendrogram sits on top and colour strips show condition and batch, so the
+    clusters can be read against both.
+    """
+    n = len(samples)
+    size = float(np.clip(3.5 + 0.18 * n, 6.0, 12.0))
+    fig = _figure(size + 1.5, size + 1.0)
+    grid = fig.add_gridspec(4, 2, height_ratios=[1.2, 0.12, 0.12, 5], width_ratios=[30, 1])
+    tree_ax = fig.add_subplot(grid[0, 0])
+    order = np.arange(n)
+    if len(linkage):
+        tree = hierarchy.dendrogram(
+            linkage, ax=tree_ax, no_labels=True, color_threshold=0, above_threshold_color="k"
+        )
+        order = np.asarray(tree["leaves"])
+    tree_ax.set_axis_off()
+    _annotation_strip(fig.add_subplot(grid[1, 0]), condition, order, condition_name)
+    _annotation_strip(fig.add_subplot(grid[2, 0]), batch, order, batch_name)
+    ax = fig.add_subplot(grid[3, 0])
+    image = ax.imshow(
+        correlation[np.ix_(order, order)], aspect="auto", interpolation="nearest", cmap="viridis"
+    )
+    if n <= MAX_LABELLED_SAMPLES:
+        names = [samples[i] for i in order]
+        ax.set_xticks(np.arange(n), names, rotation=90)
+        ax.set_yticks(np.arange(n), names)
+    else:
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_xlabel(f"{n} samples (clustered)")
+    fig.colorbar(image, cax=fig.add_subplot(grid[3, 1]), label="Pearson r")
+    handles = []
+    for name, labels in ((condition_name, condition), (batch_name, batch)):
+        if labels is not None:
+            handles.append(Line2D([], [], lw=0, label=f"{name}:"))
+            handles += [
+                Line2D([], [], color=c, lw=5, label=level) for level, c in palette(labels).items()
+            ]
+    if handles:
+        fig.legend(handles=handles, loc="outside right upper", frameon=False)
+    fig.suptitle(title)
+    return fig
+
+
+def ma_figure(ma: MAHistograms, *, title: str = "", columns: int = 4) -> Figure:
+    """A grid of MA panels (2D histograms, log colour scale), one per sample shown."""
+    panels = len(ma.samples)
+    columns = max(1, min(columns, panels))
+    rows = max(1, int(np.ceil(panels / columns)))
+    fig = _figure(2.6 * columns + 0.6, 2.3 * rows + 0.8)
+    axes = fig.subplots(rows, columns, squeeze=False, sharex=True, sharey=True)
+    extent = (ma.a_edges[0], ma.a_edges[-1], ma.m_edges[0], ma.m_edges[-1])
+    peak = max(float(ma.counts.max()), 1.0) if ma.counts.size else 1.0
+    norm = matplotlib.colors.LogNorm(vmin=1, vmax=peak)
+    for index, ax in enumerate(axes.ravel()):
+        if index >= panels:
+            ax.set_axis_off()
+            continue
+        counts = np.ma.masked_equal(ma.counts[index].T, 0)
+        image = ax.imshow(
+            counts,
+            origin="lower",
+            extent=extent,
+            aspect="auto",
+            interpolation="nearest",
+            norm=norm,
+            cmap="viridis",
+        )
+        ax.axhline(0, color="red", lw=0.6)
+        ax.set_title(ma.samples[index], fontsize=8)
+    for ax in axes[-1]:
+        ax.set_xlabel("A (mean log2)")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("M (log2 ratio)")
+    if panels:
+        fig.colorbar(image, ax=axes, label="genes", shrink=0.8)
+    note = (
+        f" (first {panels} of {ma.n_samples} samples; qc.max_ma_panels)"
+        if panels < ma.n_samples
+        else ""
+    )
+    fig.suptitle(f"{title} — each sample against the pseudo-reference (gene mean){note}")
+    return fig
+
+
+def library_size_figure(
+    table: pd.DataFrame,
+    *,
+    groups: Sequence[object] | None = None,
+    group_name: str = "batch",
+    title: str = "",
+    divisor: float = 3.0,
+) -> Figure:
+    """Library sizes (millions): bars of ``lib_size``, dots of ``effective_lib_size``.
+
+    ``table`` is indexed by sample; a dashed line marks median(lib_size) / ``divisor``,
+    the low-library flag threshold.
+    """
+    n = len(table)
+    fig = _figure(_width(n), 4.0)
+    ax = fig.add_subplot()
+    positions = np.arange(1, n + 1)
+    lib = table["lib_size"].to_numpy(dtype=float) / 1e6
+    ax.bar(positions, lib, color=_sample_colours(groups, n), width=0.8)
+    if "effective_lib_size" in table:
+        ax.plot(
+            positions,
+            table["effective_lib_size"].to_numpy(dtype=float) / 1e6,
+            linestyle="none",
+            marker="_" if n > MAX_LABELLED_SAMPLES else "D",
+            color="black",
+            markersize=5,
+            label="effective: filtered × norm. factor",
+        )
+    threshold = float(np.median(lib)) / divisor
+    ax.axhline(threshold, color="red", linestyle="--", lw=0.8, label=f"median / {divisor:g}")
+    _sample_axis(ax, [str(s) for s in table.index])
+    ax.set_xlim(0.4, n + 0.6)
+    ax.set_ylabel("reads (millions)")
+    ax.set_title(title)
+    handles, _ = ax.get_legend_handles_labels()
+    handles.insert(0, Patch(color="lightgrey", label="library size (all genes)"))
+    first = ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
+    if groups is not None:
+        ax.add_artist(first)
+        _legend(ax, groups, group_name, loc="lower left", bbox_to_anchor=(1.0, 0.0))
+    return fig
+
+
+def verdict_figure(metrics: pd.DataFrame, *, title: str = "") -> Figure:
+    """Batch vs condition, per stage: R² of the top PCs and silhouette widths.
+
+    ``metrics`` has one row per stage with ``stage, batch_r2, condition_r2,
+    batch_silhouette, condition_silhouette``; missing values are drawn as empty bars.
+    """
+    fig = _figure(9.0, 3.8)
+    axes = fig.subplots(1, 2)
+    stages = metrics["stage"].astype(str).tolist()
+    x = np.arange(len(stages))
+    colours = {"batch": "tab:red", "condition": "tab:blue"}
+    for ax, (suffix, label) in zip(
+        axes,
+        [("r2", "PC variance explained (weighted R²)"), ("silhouette", "silhouette width")],
+        strict=True,
+    ):
+        for offset, factor in ((-0.2, "batch"), (0.2, "condition")):
+            values = metrics[f"{factor}_{suffix}"].to_numpy(dtype=float)
+            ax.bar(
+                x + offset, np.nan_to_num(values), width=0.4, color=colours[factor], label=factor
+            )
+        ax.set_xticks(x, stages)
+        ax.set_ylabel(label)
+        ax.axhline(0, color="black", lw=0.6)
+    axes[0].set_ylim(0, 1)
+    axes[1].set_ylim(-1, 1)
+    axes[0].legend(frameon=False, loc="upper right")
+    fig.suptitle(title)
+    return fig

@@ -1,0 +1,760 @@
+"""Quality-control numerics: per-sample summaries, PCA, batch/condition metrics, flags.
+
+Everything here works on in-memory arrays (genes × samples, log scale unless stated)
+and returns small summaries — quantiles, histograms, PC scores, a correlation matrix —
+that :mod:`cohortnorm.plots` draws. Nothing reads or writes files.
+
+The expensive passes over a full matrix (quantiles, histograms, whiskers, RLE) run in
+blocks of samples, so a 60,000 × 1,000 matrix needs only a few block-sized temporaries
+on top of the matrix itself. PCA and the correlation heatmap use the most variable
+genes only (``top_genes``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from scipy.cluster import hierarchy
+from scipy.spatial.distance import squareform
+
+#: 1.4826 · MAD estimates the standard deviation of normal data.
+MAD_SCALE = 1.4826
+#: Samples per block in the block-wise passes over a full matrix.
+BLOCK = 128
+#: Above this many samples and top genes the PCA uses a randomized SVD.
+EXACT_SVD_LIMIT = 2000
+
+
+@dataclass(frozen=True)
+class PCAResult:
+    """Principal components of the top variable genes.
+
+    Attributes
+    ----------
+    scores
+        samples × k principal component scores.
+    variance
+        Variance of each PC's scores (squared singular value / (n - 1)).
+    variance_ratio
+        Each PC's share of the total variance of the genes used.
+    genes
+        Row indices (into the input matrix) of the genes used, most variable first.
+    """
+
+    scores: np.ndarray
+    variance: np.ndarray
+    variance_ratio: np.ndarray
+    genes: np.ndarray
+
+
+@dataclass(frozen=True)
+class MAHistograms:
+    """2D histograms of M (sample - pseudo-reference) against A (their mean).
+
+    Attributes
+    ----------
+    samples
+        Names of the samples drawn.
+    counts
+        panels × a_bins × m_bins gene counts.
+    a_edges, m_edges
+        Bin edges of A and M.
+    n_samples
+        Samples in the cohort (``len(samples)`` may be smaller: panels are limited).
+    """
+
+    samples: list[str]
+    counts: np.ndarray
+    a_edges: np.ndarray
+    m_edges: np.ndarray
+    n_samples: int
+
+
+@dataclass
+class StageQC:
+    """Everything QC computes for one stage (raw, normalized, batch-corrected).
+
+    Attributes
+    ----------
+    samples
+        Sample names, in column order.
+    distribution
+        Per-sample quantiles and Tukey whiskers (see :func:`distribution_summary`).
+    density_edges, density
+        Common bin edges and samples × bins density of each sample's values.
+    rle
+        Per-sample summary of the relative log expression (value - gene median).
+    pca
+        PCA of the top variable genes.
+    correlation
+        samples × samples Pearson correlation over the top variable genes.
+    linkage
+        Average-linkage clustering of ``1 - correlation`` (scipy linkage matrix).
+    ma
+        MA histograms of the first samples against the pseudo-reference.
+    metrics
+        One row of :func:`stage_metrics`, as a dict.
+    per_sample
+        Per-sample table: median, IQR, median RLE, RLE IQR, PC scores, PCA distance.
+    """
+
+    samples: list[str]
+    distribution: pd.DataFrame
+    density_edges: np.ndarray
+    density: np.ndarray
+    rle: pd.DataFrame
+    pca: PCAResult
+    correlation: np.ndarray
+    linkage: np.ndarray
+    ma: MAHistograms
+    metrics: dict[str, object]
+    per_sample: pd.DataFrame
+    condition: np.ndarray | None = None
+    batch: np.ndarray | None = None
+    messages: list[str] = field(default_factory=list)
+
+
+def _as_float(values: np.ndarray) -> np.ndarray:
+    values = np.asarray(values, dtype=np.float64)
+    if values.ndim != 2:
+        raise ValueError(f"expected a genes × samples matrix, got shape {values.shape}")
+    return values
+
+
+def _blocks(n: int, size: int = BLOCK) -> list[slice]:
+    return [slice(start, min(start + size, n)) for start in range(0, n, size)]
+
+
+def distribution_summary(
+    values: np.ndarray,
+    samples: Sequence[str] | None = None,
+    *,
+    center: np.ndarray | None = None,
+) -> pd.DataFrame:
+    """Per-sample quantiles and Tukey whiskers, computed block-wise.
+
+    Parameters
+    ----------
+    values
+        genes × samples, finite.
+    samples
+        Sample names for the index (default ``0..n-1``).
+    center
+        Optional per-gene values subtracted first (e.g. gene medians, for RLE).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per sample with ``min, q1, median, q3, max, mean, iqr, whislo, whishi``;
+        the whiskers are the most extreme values within 1.5 IQR of the quartiles, as
+        in :meth:`matplotlib.axes.Axes.boxplot`.
+    """
+    values = _as_float(values)
+    n = values.shape[1]
+    table = np.empty((n, 9))
+    for block in _blocks(n):
+        chunk = np.array(values[:, block].T, order="C")
+        if center is not None:
+            chunk -= center[None, :]
+        q1, median, q3 = np.quantile(chunk, [0.25, 0.5, 0.75], axis=1)
+        iqr = q3 - q1
+        low, high = q1 - 1.5 * iqr, q3 + 1.5 * iqr
+        whislo = np.where(chunk >= low[:, None], chunk, np.inf).min(axis=1)
+        whishi = np.where(chunk <= high[:, None], chunk, -np.inf).max(axis=1)
+        table[block] = np.column_stack(
+            [
+                chunk.min(axis=1),
+                q1,
+                median,
+                q3,
+                chunk.max(axis=1),
+                chunk.mean(axis=1),
+                iqr,
+                whislo,
+                whishi,
+            ]
+        )
+    columns = ["min", "q1", "median", "q3", "max", "mean", "iqr", "whislo", "whishi"]
+    index = pd.Index(list(samples) if samples is not None else range(n), name="sample")
+    return pd.DataFrame(table, index=index, columns=columns)
+
+
+def density_histograms(
+    values: np.ndarray, edges: np.ndarray, *, smooth_bins: float = 1.5
+) -> np.ndarray:
+    """Per-sample densities on common bins, vectorised (no per-point plotting).
+
+    Parameters
+    ----------
+    values
+        genes × samples.
+    edges
+        Increasing, equally spaced bin edges; values outside go to the end bins.
+    smooth_bins
+        Standard deviation, in bins, of the Gaussian kernel smoothing each histogram
+        (0 for none).
+
+    Returns
+    -------
+    numpy.ndarray
+        samples × bins densities (each integrates to 1 over ``edges``).
+    """
+    values = _as_float(values)
+    edges = np.asarray(edges, dtype=np.float64)
+    n_bins = len(edges) - 1
+    width = edges[1] - edges[0]
+    n = values.shape[1]
+    counts = np.empty((n, n_bins))
+    for block in _blocks(n):
+        chunk = values[:, block].T
+        index = np.clip(((chunk - edges[0]) / width).astype(np.int64), 0, n_bins - 1)
+        index += np.arange(chunk.shape[0])[:, None] * n_bins
+        counts[block] = np.bincount(index.ravel(), minlength=chunk.shape[0] * n_bins).reshape(
+            chunk.shape[0], n_bins
+        )
+    if smooth_bins > 0:
+        radius = int(np.ceil(4 * smooth_bins))
+        kernel = np.exp(-0.5 * (np.arange(-radius, radius + 1) / smooth_bins) ** 2)
+        kernel /= kernel.sum()
+        padded = np.pad(counts, ((0, 0), (radius, radius)))
+        windows = np.lib.stride_tricks.sliding_window_view(padded, len(kernel), axis=1)
+        counts = windows @ kernel
+    totals = counts.sum(axis=1, keepdims=True) * width
+    return counts / np.where(totals > 0, totals, 1.0)
+
+
+def top_variable_genes(values: np.ndarray, n: int) -> np.ndarray:
+    """Row indices of the ``n`` genes with the largest variance across samples.
+
+    Ties are broken by row order; genes with zero variance are never chosen.
+    """
+    values = _as_float(values)
+    variance = values.var(axis=1)
+    order = np.lexsort((np.arange(len(variance)), -variance))
+    order = order[variance[order] > 0]
+    return order[: min(n, len(order))]
+
+
+def _svd(matrix: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Leading ``k`` singular triplets: exact for small matrices, else randomized."""
+    if min(matrix.shape) <= EXACT_SVD_LIMIT:
+        u, s, vt = np.linalg.svd(matrix, full_matrices=False)
+        return u[:, :k], s[:k], vt[:k]
+    rng = np.random.default_rng(seed)
+    oversample = min(k + 10, min(matrix.shape))
+    q, _ = np.linalg.qr(matrix @ rng.standard_normal((matrix.shape[1], oversample)))
+    for _ in range(4):
+        q, _ = np.linalg.qr(matrix.T @ q)
+        q, _ = np.linalg.qr(matrix @ q)
+    u_small, s, vt = np.linalg.svd(q.T @ matrix, full_matrices=False)
+    return (q @ u_small)[:, :k], s[:k], vt[:k]
+
+
+def pca(values: np.ndarray, *, top_genes: int = 1000, n_pcs: int = 5, seed: int = 0) -> PCAResult:
+    """PCA of the samples on the ``top_genes`` most variable genes (centred, not scaled).
+
+    Parameters
+    ----------
+    values
+        genes × samples, log scale.
+    top_genes
+        Genes used (config ``qc.top_variable_genes``).
+    n_pcs
+        Components kept; at most ``samples - 1`` and the number of genes used.
+    seed
+        Seed of the randomized SVD used when both dimensions exceed 2,000.
+
+    Returns
+    -------
+    PCAResult
+        Scores with a deterministic sign: each component's largest-magnitude gene
+        loading is positive.
+    """
+    values = _as_float(values)
+    genes = top_variable_genes(values, top_genes)
+    n_samples = values.shape[1]
+    k = max(0, min(n_pcs, n_samples - 1, len(genes)))
+    if k == 0:
+        empty = np.empty((n_samples, 0))
+        return PCAResult(empty, np.empty(0), np.empty(0), genes)
+    matrix = values[genes].T  # samples × genes
+    matrix = matrix - matrix.mean(axis=0)
+    u, s, vt = _svd(matrix, k, seed)
+    signs = np.sign(vt[np.arange(k), np.abs(vt).argmax(axis=1)])
+    signs[signs == 0] = 1.0
+    scores = u * s * signs
+    total = float(np.square(matrix).sum())
+    variance = s**2 / max(n_samples - 1, 1)
+    ratio = s**2 / total if total > 0 else np.zeros(k)
+    return PCAResult(scores, variance, ratio, genes)
+
+
+def _codes(labels: Sequence[object]) -> np.ndarray:
+    return pd.factorize(pd.Series(list(labels)).astype(str), sort=True)[0]
+
+
+def factor_r2(scores: np.ndarray, labels: Sequence[object], weights: np.ndarray) -> float:
+    """Variance of the PCs explained by a factor: weighted mean R² over PCs.
+
+    For each PC, R² of the least-squares fit of its scores on the one-hot coded
+    factor (an intercept plus level indicators, i.e. the group means); the R² are
+    averaged with weights ``weights`` (the PC variances).
+
+    Parameters
+    ----------
+    scores
+        samples × k PC scores.
+    labels
+        One factor level per sample.
+    weights
+        k non-negative weights.
+
+    Returns
+    -------
+    float
+        In [0, 1]; NaN with fewer than two levels or no variance.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    codes = _codes(labels)
+    n_levels = codes.max() + 1 if len(codes) else 0
+    if n_levels < 2 or scores.shape[1] == 0:
+        return float("nan")
+    centred = scores - scores.mean(axis=0)
+    total = np.square(centred).sum(axis=0)
+    sums = np.zeros((n_levels, scores.shape[1]))
+    np.add.at(sums, codes, centred)
+    sizes = np.bincount(codes, minlength=n_levels)[:, None]
+    between = (np.square(sums) / sizes).sum(axis=0)
+    valid = total > 0
+    weights = np.asarray(weights, dtype=np.float64)
+    if not valid.any() or weights[valid].sum() <= 0:
+        return float("nan")
+    r2 = between[valid] / total[valid]
+    return float(np.clip(np.average(r2, weights=weights[valid]), 0.0, 1.0))
+
+
+def silhouette(points: np.ndarray, labels: Sequence[object]) -> float:
+    """Mean silhouette width of samples grouped by ``labels`` (Euclidean distance).
+
+    s(i) = (b - a) / max(a, b), with a the mean distance to the other members of its
+    own group and b the smallest mean distance to another group; a sample alone in
+    its group has s = 0 (as in Rousseeuw 1987 and scikit-learn).
+
+    Parameters
+    ----------
+    points
+        samples × d coordinates (e.g. PC scores).
+    labels
+        One group label per sample.
+
+    Returns
+    -------
+    float
+        In [-1, 1]; NaN with fewer than two groups or as many groups as samples.
+    """
+    points = np.asarray(points, dtype=np.float64)
+    codes = _codes(labels)
+    n = len(codes)
+    n_levels = codes.max() + 1 if n else 0
+    if n_levels < 2 or n_levels >= n:
+        return float("nan")
+    squared = np.square(points).sum(axis=1)
+    gram = points @ points.T
+    distance = np.sqrt(np.maximum(squared[:, None] + squared[None, :] - 2 * gram, 0.0))
+    np.fill_diagonal(distance, 0.0)
+    one_hot = np.zeros((n, n_levels))
+    one_hot[np.arange(n), codes] = 1.0
+    sums = distance @ one_hot  # samples × groups: total distance to each group
+    sizes = one_hot.sum(axis=0)
+    own_size = sizes[codes]
+    a = sums[np.arange(n), codes] / np.maximum(own_size - 1, 1)
+    mean_other = sums / sizes
+    mean_other[np.arange(n), codes] = np.inf
+    b = mean_other.min(axis=1)
+    denominator = np.maximum(a, b)
+    s = np.where(denominator > 0, (b - a) / np.where(denominator > 0, denominator, 1), 0.0)
+    s[own_size == 1] = 0.0
+    return float(s.mean())
+
+
+def robust_z(values: np.ndarray) -> np.ndarray:
+    """(x - median) / (1.4826 · MAD); falls back to 1.2533 · mean absolute deviation
+    when the MAD is 0, and to all-zero z when that is 0 too."""
+    values = np.asarray(values, dtype=np.float64)
+    median = np.median(values)
+    deviation = np.abs(values - median)
+    scale = MAD_SCALE * np.median(deviation)
+    if scale <= 0:
+        scale = 1.2533 * deviation.mean()
+    if scale <= 0:
+        return np.zeros_like(values)
+    return (values - median) / scale
+
+
+def pca_distance(pca_result: PCAResult) -> np.ndarray:
+    """Distance of each sample to the median sample in PC space, each PC scaled to unit
+    variance (a Mahalanobis distance, PCs being uncorrelated)."""
+    scores = pca_result.scores
+    if scores.shape[1] == 0:
+        return np.zeros(scores.shape[0])
+    scale = np.sqrt(np.where(pca_result.variance > 0, pca_result.variance, 1.0))
+    centred = (scores - np.median(scores, axis=0)) / scale
+    return np.sqrt(np.square(centred).sum(axis=1))
+
+
+def ma_histograms(
+    values: np.ndarray,
+    samples: Sequence[str],
+    *,
+    max_panels: int = 12,
+    bins: int = 60,
+) -> MAHistograms:
+    """MA histograms of the first ``max_panels`` samples against the pseudo-reference.
+
+    The pseudo-reference is the gene-wise mean over all samples; M = sample - reference
+    and A = (sample + reference) / 2. Ranges are shared by all panels (M clipped to its
+    0.1-99.9 % quantiles).
+    """
+    values = _as_float(values)
+    reference = values.mean(axis=1)
+    shown = min(max_panels, values.shape[1])
+    columns = values[:, :shown]
+    m = columns - reference[:, None]
+    a = (columns + reference[:, None]) / 2
+    if m.size:
+        m_low, m_high = np.quantile(m, [0.001, 0.999])
+        a_low, a_high = float(a.min()), float(a.max())
+    else:
+        m_low = m_high = a_low = a_high = 0.0
+    m_limit = max(abs(m_low), abs(m_high), 1e-6)
+    a_edges = np.linspace(a_low, a_high if a_high > a_low else a_low + 1, bins + 1)
+    m_edges = np.linspace(-m_limit, m_limit, bins + 1)
+    counts = (
+        np.stack(
+            [
+                np.histogram2d(a[:, j], np.clip(m[:, j], -m_limit, m_limit), [a_edges, m_edges])[0]
+                for j in range(shown)
+            ]
+        )
+        if shown
+        else np.zeros((0, bins, bins))
+    )
+    return MAHistograms(list(samples)[:shown], counts, a_edges, m_edges, values.shape[1])
+
+
+def correlation_clustering(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pearson correlation between samples and its average-linkage clustering.
+
+    Parameters
+    ----------
+    values
+        genes × samples (typically the top variable genes).
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        samples × samples correlation, and the scipy linkage matrix of ``1 - r``
+        (empty with fewer than two samples).
+    """
+    values = _as_float(values)
+    n = values.shape[1]
+    if n < 2:
+        return np.ones((n, n)), np.empty((0, 4))
+    centred = values - values.mean(axis=0)
+    norms = np.sqrt(np.square(centred).sum(axis=0))
+    norms[norms == 0] = 1.0
+    standardised = centred / norms
+    correlation = np.clip(standardised.T @ standardised, -1.0, 1.0)
+    np.fill_diagonal(correlation, 1.0)
+    distance = squareform(1.0 - correlation, checks=False)
+    return correlation, hierarchy.linkage(np.maximum(distance, 0.0), method="average")
+
+
+def verdict(batch_r2: float, condition_r2: float) -> str:
+    """``"condition"`` or ``"batch"``: the factor explaining more PC variance.
+
+    ``"undetermined"`` when either is missing (NaN).
+    """
+    if np.isnan(batch_r2) or np.isnan(condition_r2):
+        return "undetermined"
+    return "condition" if condition_r2 >= batch_r2 else "batch"
+
+
+def stage_qc(
+    values: np.ndarray,
+    samples: Sequence[str],
+    *,
+    condition: Sequence[object] | None = None,
+    batch: Sequence[object] | None = None,
+    stage: str = "",
+    top_genes: int = 1000,
+    n_pcs: int = 5,
+    seed: int = 0,
+    max_ma_panels: int = 12,
+    density_bins: int = 120,
+) -> StageQC:
+    """All QC summaries and metrics of one stage's log-scale matrix.
+
+    Parameters
+    ----------
+    values
+        genes × samples, log scale (logCPM), finite.
+    samples
+        Sample names (column order).
+    condition, batch
+        Biological group and batch of each sample, or ``None`` when not known.
+    stage
+        Stage name stored in the metrics row.
+    top_genes, n_pcs, seed
+        PCA settings (see :func:`pca`); the correlation heatmap uses the same genes.
+    max_ma_panels
+        MA plot panels (the first samples).
+    density_bins
+        Bins of the density curves.
+
+    Returns
+    -------
+    StageQC
+
+    Raises
+    ------
+    ValueError
+        When ``values`` has non-finite entries or the names do not match its columns.
+    """
+    values = _as_float(values)
+    samples = [str(s) for s in samples]
+    if len(samples) != values.shape[1]:
+        raise ValueError(f"{len(samples)} sample names for {values.shape[1]} columns")
+    if not np.isfinite(values).all():
+        raise ValueError("the matrix has missing or infinite values")
+    condition_array = None if condition is None else np.asarray(condition, dtype=str)
+    batch_array = None if batch is None else np.asarray(batch, dtype=str)
+
+    distribution = distribution_summary(values, samples)
+    low, high = float(distribution["min"].min()), float(distribution["max"].max())
+    if high <= low:
+        high = low + 1.0
+    edges = np.linspace(low, high, density_bins + 1)
+    density = density_histograms(values, edges)
+    gene_median = np.median(values, axis=1)
+    rle = distribution_summary(values, samples, center=gene_median)
+    pca_result = pca(values, top_genes=top_genes, n_pcs=n_pcs, seed=seed)
+    correlation, linkage = correlation_clustering(values[pca_result.genes])
+    ma = ma_histograms(values, samples, max_panels=max_ma_panels)
+
+    scores, weights = pca_result.scores, pca_result.variance
+    nan = float("nan")
+    batch_r2 = factor_r2(scores, batch_array, weights) if batch_array is not None else nan
+    condition_r2 = (
+        factor_r2(scores, condition_array, weights) if condition_array is not None else nan
+    )
+    metrics: dict[str, object] = {
+        "stage": stage,
+        "n_genes": values.shape[0],
+        "n_samples": values.shape[1],
+        "top_genes_used": len(pca_result.genes),
+        "n_pcs_used": scores.shape[1],
+        "pcs_variance_fraction": float(pca_result.variance_ratio.sum()),
+        "pc1_variance_fraction": float(pca_result.variance_ratio[0]) if scores.shape[1] else nan,
+        "batch_r2": batch_r2,
+        "condition_r2": condition_r2,
+        "batch_silhouette": silhouette(scores, batch_array) if batch_array is not None else nan,
+        "condition_silhouette": (
+            silhouette(scores, condition_array) if condition_array is not None else nan
+        ),
+        "median_iqr": float(distribution["iqr"].median()),
+        "median_abs_rle": float(np.median(np.abs(rle["median"]))),
+        "verdict": verdict(batch_r2, condition_r2),
+    }
+    distance = pca_distance(pca_result)
+    per_sample = pd.DataFrame(
+        {
+            "median": distribution["median"].to_numpy(),
+            "iqr": distribution["iqr"].to_numpy(),
+            "median_rle": rle["median"].to_numpy(),
+            "rle_iqr": rle["iqr"].to_numpy(),
+            "pca_distance": distance,
+            "pca_distance_z": robust_z(distance),
+        },
+        index=pd.Index(samples, name="sample"),
+    )
+    for k in range(scores.shape[1]):
+        per_sample[f"PC{k + 1}"] = scores[:, k]
+    return StageQC(
+        samples=samples,
+        distribution=distribution,
+        density_edges=edges,
+        density=density,
+        rle=rle,
+        pca=pca_result,
+        correlation=correlation,
+        linkage=linkage,
+        ma=ma,
+        metrics=metrics,
+        per_sample=per_sample,
+        condition=condition_array,
+        batch=batch_array,
+    )
+
+
+def count_summary(counts: np.ndarray) -> pd.DataFrame:
+    """Library size, detected genes (count > 0) and dropout rate (fraction of zeros).
+
+    Parameters
+    ----------
+    counts
+        genes × samples counts.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``lib_size``, ``detected_genes``, ``dropout_rate``, one row per sample
+        (positional index).
+    """
+    counts = np.asarray(counts)
+    n_genes = counts.shape[0]
+    detected = np.zeros(counts.shape[1], dtype=np.int64)
+    lib_size = np.zeros(counts.shape[1])
+    for block in _blocks(counts.shape[1]):
+        chunk = counts[:, block]
+        detected[block] = np.count_nonzero(chunk, axis=0)
+        lib_size[block] = chunk.sum(axis=0, dtype=np.float64)
+    return pd.DataFrame(
+        {
+            "lib_size": lib_size,
+            "detected_genes": detected,
+            "dropout_rate": 1.0 - detected / max(n_genes, 1),
+        }
+    )
+
+
+def sample_flags(
+    counts: pd.DataFrame,
+    per_sample: pd.DataFrame,
+    *,
+    median_rle_limit: float = 0.2,
+    z_limit: float = 3.0,
+    lib_size_divisor: float = 3.0,
+) -> pd.DataFrame:
+    """Per-sample QC values, a flag for each and the rule used.
+
+    Parameters
+    ----------
+    counts
+        Output of :func:`count_summary` indexed by sample.
+    per_sample
+        ``StageQC.per_sample`` of the stage judged (``median_rle``, ``pca_distance``).
+    median_rle_limit, z_limit, lib_size_divisor
+        Thresholds of the rules (stated in the ``<metric>_rule`` columns).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Indexed by sample: for each metric its value, ``<metric>_flag`` and
+        ``<metric>_rule``; then ``n_flags``.
+    """
+    samples = per_sample.index
+    counts = counts.loc[samples]
+    lib_size = counts["lib_size"].to_numpy(dtype=np.float64)
+    values = {
+        "lib_size": lib_size,
+        "detected_genes": counts["detected_genes"].to_numpy(),
+        "dropout_rate": counts["dropout_rate"].to_numpy(dtype=np.float64),
+        "median_rle": per_sample["median_rle"].to_numpy(),
+        "pca_distance": per_sample["pca_distance"].to_numpy(),
+    }
+    flags = {
+        "lib_size": lib_size < np.median(lib_size) / lib_size_divisor,
+        "detected_genes": robust_z(values["detected_genes"]) < -z_limit,
+        "dropout_rate": robust_z(values["dropout_rate"]) > z_limit,
+        "median_rle": np.abs(values["median_rle"]) > median_rle_limit,
+        "pca_distance": robust_z(values["pca_distance"]) > z_limit,
+    }
+    rules = {
+        "lib_size": f"lib_size < median(lib_size) / {lib_size_divisor:g}",
+        "detected_genes": f"robust z (median/MAD) of detected_genes < -{z_limit:g}",
+        "dropout_rate": f"robust z (median/MAD) of dropout_rate > {z_limit:g}",
+        "median_rle": f"|median RLE| > {median_rle_limit:g}",
+        "pca_distance": f"robust z (median/MAD) of PCA distance to the median > {z_limit:g}",
+    }
+    table = pd.DataFrame(index=pd.Index(samples, name="sample"))
+    for name, value in values.items():
+        table[name] = value
+        if name == "pca_distance":
+            table["pca_distance_z"] = robust_z(value)
+        table[f"{name}_flag"] = flags[name]
+        table[f"{name}_rule"] = rules[name]
+    table["n_flags"] = np.sum([flags[name] for name in flags], axis=0).astype(np.int64)
+    return table
+
+
+def filter_summary(
+    genes_in: int, genes_kept: int, *, warn_fraction: float = 0.5
+) -> tuple[dict[str, object], str | None]:
+    """Genes removed by the low-count filter, and a warning when too many were.
+
+    Returns
+    -------
+    tuple
+        The metrics columns (``genes_in``, ``genes_kept``, ``fraction_genes_removed``,
+        ``filter_warning``) and the warning text, or ``None``.
+    """
+    removed = 1.0 - genes_kept / genes_in if genes_in else 0.0
+    warn = removed > warn_fraction
+    message = (
+        f"the low-count filter removed {removed:.1%} of the genes ({genes_in - genes_kept} of "
+        f"{genes_in}), more than qc.warn_removed_fraction = {warn_fraction:g}; check the "
+        "filter settings and the library sizes"
+        if warn
+        else None
+    )
+    return (
+        {
+            "genes_in": int(genes_in),
+            "genes_kept": int(genes_kept),
+            "fraction_genes_removed": removed,
+            "filter_warning": bool(warn),
+        },
+        message,
+    )
+
+
+def dropout_summary(raw: pd.DataFrame, filtered: pd.DataFrame) -> dict[str, float]:
+    """Median and maximum per-sample dropout rate before and after filtering.
+
+    Parameters
+    ----------
+    raw, filtered
+        :func:`count_summary` of the raw and the filtered counts.
+    """
+    return {
+        "dropout_raw_median": float(raw["dropout_rate"].median()),
+        "dropout_raw_max": float(raw["dropout_rate"].max()),
+        "dropout_filtered_median": float(filtered["dropout_rate"].median()),
+        "dropout_filtered_max": float(filtered["dropout_rate"].max()),
+    }
+
+
+def metrics_frame(rows: Sequence[dict[str, object]], *, cohort: str = "") -> pd.DataFrame:
+    """Metrics rows (from :func:`stage_qc`) as a table whose first column is ``cohort``."""
+    frame = pd.DataFrame(list(rows))
+    frame.insert(0, "cohort", cohort)
+    return frame
+
+
+def resolve_factor(
+    sheet: pd.DataFrame, column: str | None, samples: Sequence[str]
+) -> np.ndarray | None:
+    """The sheet column ``column`` for ``samples`` as strings, or ``None``.
+
+    ``None`` when no column is named, the sheet lacks it, or a cell is empty.
+    """
+    if not column or column not in sheet.columns:
+        return None
+    values = sheet.loc[list(samples), column].astype(str).str.strip()
+    if (values == "").any() or values.isna().any():
+        return None
+    return values.to_numpy()
