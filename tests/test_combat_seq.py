@@ -163,3 +163,48 @@ def test_properties(seed: int, ngenes: int, per_batch: int) -> None:
     small = counts <= 1
     np.testing.assert_array_equal(adjusted[small], counts[small])
     np.testing.assert_array_equal(adjusted[~result.kept_genes], counts[~result.kept_genes])
+
+
+def _qnbinom_by_bisection(p: np.ndarray, size: np.ndarray, mu: np.ndarray) -> np.ndarray:
+    """R's criterion spelt out: smallest y with pnbinom(y) >= p·(1 - 8 eps), by bisection."""
+    target = p * (1 - 8 * np.finfo(float).eps)
+    lo = np.full(p.shape, -1.0)
+    hi = np.ones(p.shape)
+    while (grow := pnbinom(hi, size, mu) < target).any():
+        hi[grow] *= 2
+    while (open_ := hi - lo > 1).any():
+        mid = np.floor((lo + hi) / 2)
+        ok = pnbinom(mid, size, mu) >= target
+        hi = np.where(open_ & ok, mid, hi)
+        lo = np.where(open_ & ~ok, mid, lo)
+    return hi
+
+
+def test_qnbinom_matches_plain_search() -> None:
+    # The pmf-recurrence walk must give exactly the betainc-only answer, including at
+    # exact CDF values (ties), far tails and large means.
+    rng = np.random.default_rng(11)
+    n = 20_000
+    size = np.exp(rng.uniform(np.log(0.1), np.log(1e4), n))
+    mu = np.exp(rng.uniform(np.log(0.05), np.log(1e5), n))
+    p = rng.uniform(0, 1, n) ** rng.choice([0.2, 1.0, 5.0], n)
+    tie = rng.random(n) < 0.3
+    k = rng.poisson(np.minimum(mu, 1e6)).astype(float)
+    p[tie] = pnbinom(k[tie], size[tie], mu[tie])
+    p = np.clip(p, 1e-300, 1 - 1e-12)
+    np.testing.assert_array_equal(qnbinom(p, size, mu), _qnbinom_by_bisection(p, size, mu))
+
+
+def test_qnbinom_boundaries() -> None:
+    # R: qnbinom(0, ...) = 0, qnbinom(1, ...) = Inf.
+    np.testing.assert_array_equal(qnbinom([0.0, 1.0], 2.0, 10.0), [0.0, np.inf])
+
+
+def test_threads_do_not_change_the_result() -> None:
+    ds = load_dataset("pasilla")
+    counts = ds.counts.to_numpy()[:3000]
+    one = combat_seq(counts, ds.batch.to_numpy(), ds.condition.to_numpy(), threads=1)
+    two = combat_seq(counts, ds.batch.to_numpy(), ds.condition.to_numpy(), threads=2)
+    np.testing.assert_array_equal(one.adjusted, two.adjusted)
+    np.testing.assert_array_equal(one.phi_hat, two.phi_hat)
+    np.testing.assert_array_equal(one.gamma_hat, two.gamma_hat)

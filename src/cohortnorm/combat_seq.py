@@ -6,18 +6,23 @@ The negative-binomial GLM fits and Cox-Reid dispersions come from
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cache
 
 import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike, NDArray
-from scipy.special import betainc
+from scipy.special import betainc, gammaln, ndtri
 from scipy.stats import nbinom
 
 from cohortnorm.edger_glm import (
+    _gene_blocks,
+    _map_blocks,
     estimate_glm_common_disp,
     estimate_glm_tagwise_disp,
+    glm_coefficients,
     glm_fit,
 )
 from cohortnorm.errors import InputError
@@ -77,33 +82,250 @@ def pnbinom(q: ArrayLike, size: ArrayLike, mu: ArrayLike) -> FloatArray:
     return np.where(q < 0, 0.0, out)
 
 
-def _pnbinom_prob(y: FloatArray, size: FloatArray, prob: FloatArray) -> FloatArray:
-    return np.where(y < 0, 0.0, betainc(size, y + 1, prob))
+def _nb_cdf(y: FloatArray, size: FloatArray, prob: FloatArray) -> FloatArray:
+    """R ``pnbinom(y, size, prob)`` for integer-valued ``y``: ``pbeta(prob, size, y + 1)``."""
+    return np.where(y < 0, 0.0, betainc(size, np.maximum(y, 0.0) + 1, prob))
+
+
+def _qnbinom_search(
+    target: FloatArray, size: FloatArray, prob: FloatArray, y: FloatArray
+) -> FloatArray:
+    """Smallest ``y >= 0`` with ``pnbinom(y) >= target``, by CDF evaluations only.
+
+    This is what R's ``do_search`` returns whenever the CDF is monotone. A doubling search
+    from the start ``y`` brackets the answer and bisection narrows it, so a poor start
+    costs a few dozen ``betainc`` calls per cell rather than one per unit step.
+    ``target`` must lie in (0, 1].
+    """
+    y = np.maximum(np.where(np.isfinite(y), y, 0.0), 0.0)
+    at_y = _nb_cdf(y, size, prob) >= target
+    # Invariant: cdf(lo) < target <= cdf(hi); cdf(-1) = 0 < target.
+    hi = np.where(at_y, y, np.inf)
+    lo = np.where(at_y, -np.inf, y)
+    step = np.ones_like(y)
+    open_ = np.flatnonzero(~np.isfinite(hi) | ~np.isfinite(lo))
+    while open_.size:
+        left = np.isfinite(hi[open_])
+        probe = np.where(left, np.maximum(hi[open_] - step[open_], -1.0), lo[open_] + step[open_])
+        ok = _nb_cdf(probe, size[open_], prob[open_]) >= target[open_]
+        hi[open_] = np.where(ok, probe, hi[open_])
+        lo[open_] = np.where(ok, lo[open_], probe)
+        step[open_] *= 2
+        open_ = open_[~np.isfinite(hi[open_]) | ~np.isfinite(lo[open_])]
+    open_ = np.flatnonzero(hi - lo > 1)
+    while open_.size:
+        mid = np.floor((lo[open_] + hi[open_]) / 2)
+        ok = _nb_cdf(mid, size[open_], prob[open_]) >= target[open_]
+        hi[open_] = np.where(ok, mid, hi[open_])
+        lo[open_] = np.where(ok, lo[open_], mid)
+        open_ = open_[hi[open_] - lo[open_] > 1]
+    return hi
+
+
+#: Unit steps of the pmf-recurrence walk in :func:`qnbinom` before bracketing takes over.
+_WALK_STEPS = 64
+#: Newton jumps on the CDF before the walk, for cells that start far from the answer.
+_NEWTON_JUMPS = 4
 
 
 def qnbinom(p: ArrayLike, size: ArrayLike, mu: ArrayLike) -> FloatArray:
     """R 4.2 ``qnbinom(p, size=size, mu=mu)`` (lower tail, not log).
 
-    R multiplies ``p`` by ``1 - 8·DBL_EPSILON`` (the left-continuity fuzz of
-    ``qDiscrete_search.h``) and returns the smallest ``y`` with ``pnbinom(y) >= p``. Scipy's
-    ``ppf`` gives the start; a vectorised search then enforces R's criterion exactly on
-    our ``pnbinom``. ``p`` must lie in (0, 1).
+    R (``qDiscrete_search.h``) multiplies ``p`` by ``1 - 8·DBL_EPSILON`` (left-continuity
+    fuzz) and returns the smallest ``y`` with ``pnbinom(y) >= p``, searching from the
+    Cornish-Fisher guess. Here, too, ``pnbinom`` (``betainc``) is evaluated once at a
+    start; neighbouring CDF values come from the pmf recurrence
+    ``f(y+1) = f(y)·(y+size)/(y+1)·(1-prob)``, which costs a few flops instead of an
+    incomplete beta per step. A decision made on such a derived value is kept only when
+    its margin exceeds a bound on the accumulated rounding error; the few cells that fail
+    (near-ties, far tails, long walks) are redone with ``betainc`` at every probe, so the
+    answer is the one R's criterion gives on ``betainc``. ``p == 0`` gives 0 and
+    ``p == 1`` gives ``inf`` (R's boundaries).
     """
-    p = np.asarray(p, dtype=np.float64)
-    size = np.asarray(size, dtype=np.float64)
-    mu = np.asarray(mu, dtype=np.float64)
-    p, size, mu = np.broadcast_arrays(p, size, mu)
-    prob = size / (size + mu)
+    return _qnbinom(p, size, mu, None)
+
+
+def _qnbinom(
+    p: ArrayLike,
+    size: ArrayLike,
+    mu: ArrayLike,
+    start: ArrayLike | None,
+    lgamma_size: ArrayLike | None = None,
+) -> FloatArray:
+    """:func:`qnbinom` with an optional starting guess and ``gammaln(size)`` (speed only)."""
+    p, size, mu = np.broadcast_arrays(
+        np.asarray(p, dtype=np.float64),
+        np.asarray(size, dtype=np.float64),
+        np.asarray(mu, dtype=np.float64),
+    )
+    shape = p.shape
+    p, size, mu = p.ravel(), size.ravel(), mu.ravel()
+    out = np.full(p.shape, np.nan)
+    out[p == 0] = 0.0
+    out[p == 1] = np.inf
+    todo = np.flatnonzero((p > 0) & (p < 1) & (size > 0) & (mu >= 0))
+    guess = None if start is None else np.broadcast_to(start, shape).ravel()[todo]
+    lg_size = None if lgamma_size is None else np.broadcast_to(lgamma_size, shape).ravel()[todo]
+    out[todo] = _qnbinom_interior(p[todo], size[todo], mu[todo], guess, lg_size)
+    return out.reshape(shape)
+
+
+def _qnbinom_interior(
+    p: FloatArray,
+    size: FloatArray,
+    mu: FloatArray,
+    start: FloatArray | None = None,
+    lgamma_size: FloatArray | None = None,
+) -> FloatArray:
+    """:func:`qnbinom` for ``0 < p < 1``, ``size > 0``, ``mu >= 0`` (flat arrays).
+
+    ``start`` replaces the Cornish-Fisher guess and ``lgamma_size`` may pass
+    ``gammaln(size)``; only the speed depends on them. Cells whose
+    CDF at the start is more than a few pmf values from the target first take up to
+    :data:`_NEWTON_JUMPS` Newton steps ``(target - cdf)/pmf`` (at most one SD), each
+    re-evaluating ``betainc`` there, so that the unit-step walk stays short.
+    """
+    total = size + mu
+    prob = size / total
+    q = mu / total
     target = p * (1 - 8 * _DBL_EPSILON)
-    y = np.asarray(nbinom.ppf(target, size, prob), dtype=np.float64)
-    y = np.where(np.isfinite(y), y, 0.0)
-    for _ in range(200):
-        down = (y > 0) & (_pnbinom_prob(y - 1, size, prob) >= target)
-        up = _pnbinom_prob(y, size, prob) < target
-        if not down.any() and not up.any():
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        sd = np.sqrt(mu + mu * mu / size)
+        if start is None:
+            # Cornish-Fisher start, as R's q_DISCRETE_BODY (qnorm of the unfuzzed p).
+            big_q = 1 / prob
+            big_p = q * big_q
+            skew = (big_q + big_p) / (sd * big_q)
+            z = ndtri(p)
+            start = np.rint(mu + sd * big_q * (z + skew * (z * z - 1) / 6))
+    y = np.where(np.isfinite(start), np.maximum(start, 0.0), 0.0)
+    lg_size = gammaln(size) if lgamma_size is None else lgamma_size
+    cdf, pmf, relerr = _nb_cdf_pmf(y, size, prob, q, mu, lg_size)
+    far = np.flatnonzero(np.abs(target - cdf) > _WALK_STEPS / 8 * pmf)
+    for _ in range(_NEWTON_JUMPS):
+        if far.size == 0:
             break
-        y = y - down + up
-    return y
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            jump = (target[far] - cdf[far]) / pmf[far]
+            limit = sd[far] + _WALK_STEPS
+            jump = np.rint(np.clip(np.where(np.isfinite(jump), jump, 0.0), -limit, limit))
+        y[far] = np.maximum(y[far] + jump, 0.0)
+        cdf[far], pmf[far], relerr[far] = _nb_cdf_pmf(
+            y[far], size[far], prob[far], q[far], mu[far], lg_size[far]
+        )
+        far = far[np.abs(target[far] - cdf[far]) > _WALK_STEPS / 8 * pmf[far]]
+    result = y.copy()
+    sure = np.zeros(p.size, dtype=bool)
+    ok = np.isfinite(relerr)
+    for upward in (True, False):
+        idx = np.flatnonzero(ok & ((cdf < target) == upward))
+        _walk(idx, upward, y, cdf, pmf, relerr, target, size, q, result, sure)
+    redo = np.flatnonzero(~sure)
+    if redo.size:
+        result[redo] = _qnbinom_search(target[redo], size[redo], prob[redo], result[redo])
+    return result
+
+
+@cache
+def _lgamma_int_table() -> FloatArray:
+    """``lgamma(k + 1)`` for ``k = 0 … 65535`` (the same doubles as ``gammaln``)."""
+    return gammaln(np.arange(1 << 16, dtype=np.float64) + 1)
+
+
+def _lgamma_count(y: FloatArray) -> FloatArray:
+    """``gammaln(y + 1)`` for non-negative integer-valued ``y``, small ones from a table."""
+    table = _lgamma_int_table()
+    small = y < table.size
+    out = table[np.where(small, y, 0).astype(np.intp)]
+    if not small.all():
+        out[~small] = gammaln(y[~small] + 1)
+    return out
+
+
+def _nb_cdf_pmf(
+    y: FloatArray,
+    size: FloatArray,
+    prob: FloatArray,
+    q: FloatArray,
+    mu: FloatArray,
+    lgamma_size: FloatArray,
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """NB CDF (``betainc``), pmf (from lgamma) and a bound on the pmf's relative error.
+
+    ``lgamma_size`` is ``gammaln(size)`` (per gene in the caller, so passed in). The
+    bound is 16 ulps times the magnitude of the log-pmf terms (their cancellation is the
+    error source); it is ``inf`` where a value is not finite or ``q == 0``.
+    """
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
+        cdf = betainc(size, y + 1, prob)
+        lg_ys, lg_s, lg_y1 = gammaln(y + size), lgamma_size, _lgamma_count(y)
+        size_term = -size * np.log1p(mu / size)
+        y_term = y * np.log(q)
+        logf = np.where(y > 0, lg_ys - lg_s - lg_y1 + y_term, 0.0) + size_term
+        magnitude = (
+            np.abs(lg_ys) + np.abs(lg_s) + np.abs(lg_y1) + np.abs(size_term) + np.abs(y_term)
+        )
+        pmf = np.exp(logf)
+    ok = np.isfinite(cdf) & np.isfinite(pmf) & np.isfinite(magnitude) & (q > 0)
+    relerr = np.where(ok, 16 * _DBL_EPSILON * (magnitude + 1), np.inf)
+    return cdf, pmf, relerr
+
+
+def _walk(
+    idx: NDArray[np.intp],
+    upward: bool,
+    y0: FloatArray,
+    cdf0: FloatArray,
+    pmf0: FloatArray,
+    relerr0: FloatArray,
+    target: FloatArray,
+    size: FloatArray,
+    q: FloatArray,
+    result: FloatArray,
+    sure: NDArray[np.bool_],
+) -> None:
+    """Unit-step search for the quantile by the NB pmf recurrence, for cells ``idx``.
+
+    Upward cells (``cdf(y0) < target``) step until ``cdf(y) >= target``; downward cells
+    step while ``cdf(y-1) = cdf(y) - pmf(y) >= target``. Writes the answer into
+    ``result`` and marks ``sure`` where both final comparisons clear four times a bound
+    on the rounding error of the derived CDF values (``cdf0`` is exact as ``betainc``).
+    Cells still walking after :data:`_WALK_STEPS` steps are left unsure.
+    """
+    eps = _DBL_EPSILON
+    y, cdf, pmf = y0[idx], cdf0[idx], pmf0[idx]
+    tgt, sz, qq = target[idx], size[idx], q[idx]
+    walked = pmf.copy()  # Σ of pmf values added to or taken from cdf0
+    base = cdf.copy()
+    relerr = relerr0[idx].copy()
+    for _ in range(_WALK_STEPS + 1):
+        if upward:
+            stop = cdf >= tgt
+        else:
+            stop = (y == 0) | (cdf - pmf < tgt)
+        if stop.any():
+            fin = idx[stop]
+            below = cdf[stop] - pmf[stop]
+            err = 4 * (relerr[stop] * walked[stop] + 4 * eps * np.maximum(base[stop], cdf[stop]))
+            result[fin] = y[stop]
+            sure[fin] = (cdf[stop] - tgt[stop] > err) & ((y[stop] == 0) | (tgt[stop] - below > err))
+            keep = ~stop
+            idx, y, cdf, pmf, tgt, sz, qq, walked, base, relerr = (
+                a[keep] for a in (idx, y, cdf, pmf, tgt, sz, qq, walked, base, relerr)
+            )
+        if idx.size == 0:
+            return
+        if upward:
+            y = y + 1
+            pmf = pmf * (y - 1 + sz) / y * qq
+            cdf = cdf + pmf
+        else:
+            cdf = cdf - pmf
+            pmf = pmf * y / ((y - 1 + sz) * qq)
+            y = y - 1
+        walked += pmf
+        relerr += 4 * eps
+    result[idx] = y  # unfinished: the bracketing search continues from here
 
 
 # ----------------------------------------------------------------------- helpers
@@ -127,6 +349,14 @@ def _factor(values: Sequence[object], what: str) -> tuple[NDArray[np.intp], list
     return np.asarray(cat.codes, dtype=np.intp), [str(level) for level in cat.categories]
 
 
+def _available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
 def _rank(x: FloatArray) -> int:
     if x.size == 0:
         return 0
@@ -139,21 +369,54 @@ def _match_quantiles(
     old_phi: FloatArray,
     new_mu: FloatArray,
     new_phi: FloatArray,
+    threads: int = 1,
 ) -> FloatArray:
-    """sva ``match_quantiles`` for one batch, vectorised over genes and samples."""
+    """sva ``match_quantiles`` for all batches at once, in gene blocks.
+
+    Parameters
+    ----------
+    counts, old_mu, new_mu : ndarray, genes × samples
+        Counts, ``mu_hat`` and ``mu_star``.
+    old_phi : ndarray, genes × samples
+        Each sample's batch dispersion (``phi_hat`` of its batch).
+    new_phi : ndarray, genes
+        ``phi_star``.
+    threads : int
+        Gene blocks processed in parallel (the result does not depend on it).
+
+    Returns
+    -------
+    ndarray
+        Counts ≤ 1 and cells with ``|pnbinom(count - 1) - 1| < 1e-4`` are kept; the others
+        become ``1 + qnbinom(pnbinom(count - 1, old), new)``.
+    """
     out = counts.copy()
-    cells = counts > 1
-    if not cells.any():
-        return out
-    rows = np.nonzero(cells)[0]
-    c = counts[cells]
-    tmp_p = pnbinom(c - 1, 1 / old_phi[rows], old_mu[cells])
-    move = ~(np.abs(tmp_p - 1) < 1e-4)
-    new_vals = c.copy()
-    if move.any():
-        r = rows[move]
-        new_vals[move] = 1 + qnbinom(tmp_p[move], 1 / new_phi[r], new_mu[cells][move])
-    out[cells] = new_vals
+
+    def block(rows: slice) -> None:
+        cells = counts[rows] > 1
+        if not cells.any():
+            return
+        c = counts[rows][cells]
+        size_old, mu_old = 1 / old_phi[rows][cells], old_mu[rows][cells]
+        tmp_p = pnbinom(c - 1, size_old, mu_old)
+        move = ~(np.abs(tmp_p - 1) < 1e-4)
+        if not move.any():
+            return
+        gene = np.nonzero(cells)[0][move]
+        size_old, mu_old = size_old[move], mu_old[move]
+        gene_size = 1 / new_phi[rows]
+        size_new, mu_new = gene_size[gene], new_mu[rows][cells][move]
+        # Start the search at the count's standardised position in the new distribution:
+        # usually within a few units of the answer (speed only, not the result).
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            scale = np.sqrt(
+                (mu_new + mu_new * mu_new / size_new) / (mu_old + mu_old * mu_old / size_old)
+            )
+            start = np.rint(mu_new + (c[move] - 1 - mu_old) * scale)
+        c[move] = 1 + _qnbinom(tmp_p[move], size_new, mu_new, start, gammaln(gene_size)[gene])
+        out[rows][cells] = c
+
+    _map_blocks(block, _gene_blocks(*counts.shape), threads)
     return out
 
 
@@ -219,6 +482,7 @@ def combat_seq(
     shrink: bool = False,
     shrink_disp: bool = False,
     gene_subset_n: int | None = None,
+    threads: int | None = None,
 ) -> CombatSeqResult:
     """Adjust counts for batch effects, reproducing sva 3.46.0 ``ComBat_seq``.
 
@@ -245,6 +509,9 @@ def combat_seq(
     gene_subset_n : int, optional
         With ``shrink``, integrate over this many random genes. sva draws them with R's
         ``sample``; here numpy's generator (seed 0) draws them, so results differ from R.
+    threads : int, optional
+        Threads for the gene-block work (GLM fits, dispersion grids, quantile matching);
+        default: the CPUs this process may use. The result does not depend on it.
 
     Returns
     -------
@@ -355,25 +622,29 @@ def combat_seq(
         )
 
     messages.append("Estimating dispersions")
+    n_threads = _available_cpus() if threads is None else max(1, int(threads))
     n_cov = design.shape[1] - n_batch
     phi_hat = np.empty((yk.shape[0], n_batch))
     for k, ind in enumerate(batches_ind):
         mod_b = mod[ind]
         y_b = yk[:, ind]
         if n_batches[k] <= n_cov + 1 or _rank(mod_b) < mod.shape[1]:
-            common = estimate_glm_common_disp(y_b, None)
+            common = estimate_glm_common_disp(y_b, None, subset=None, threads=n_threads)
             phi_hat[:, k] = common
         else:
-            common = estimate_glm_common_disp(y_b, mod_b)
-            phi_hat[:, k] = estimate_glm_tagwise_disp(y_b, mod_b, common, prior_df=0)
+            common = estimate_glm_common_disp(y_b, mod_b, subset=None, threads=n_threads)
+            phi_hat[:, k] = estimate_glm_tagwise_disp(
+                y_b, mod_b, common, prior_df=0, threads=n_threads
+            )
     phi_matrix = phi_hat[:, bcode]
 
     messages.append("Fitting the GLM model")
     lib_offset = np.log(yk.sum(axis=0))
-    fit1 = glm_fit(yk, design, phi_matrix, lib_offset, prior_count=1e-4)
-    alpha_g = fit1.coefficients[:, :n_batch] @ (n_batches / nsamples)
+    # sva uses only the coefficients of this first fit.
+    coef1 = glm_coefficients(yk, design, phi_matrix, lib_offset, 1e-4, n_threads)
+    alpha_g = coef1[:, :n_batch] @ (n_batches / nsamples)
     new_offset = lib_offset[None, :] + alpha_g[:, None]
-    fit2 = glm_fit(yk, design, phi_matrix, new_offset, prior_count=1e-4)
+    fit2 = glm_fit(yk, design, phi_matrix, new_offset, prior_count=1e-4, threads=n_threads)
     gamma_hat = fit2.coefficients[:, :n_batch]
     mu_hat = fit2.fitted_values
 
@@ -406,11 +677,7 @@ def combat_seq(
     phi_star = phi_star_mat.mean(axis=1)
 
     messages.append("Adjusting the data")
-    adjusted_kept = np.empty_like(yk)
-    for k, ind in enumerate(batches_ind):
-        adjusted_kept[:, ind] = _match_quantiles(
-            yk[:, ind], mu_hat[:, ind], phi_hat[:, k], mu_star[:, ind], phi_star
-        )
+    adjusted_kept = _match_quantiles(yk, mu_hat, phi_matrix, mu_star, phi_star, n_threads)
     adjusted = y.copy()
     adjusted[keep] = adjusted_kept
     return CombatSeqResult(
