@@ -1,14 +1,14 @@
 # One rule per method, so both can write the documented batch/combat_params.tsv.
 for method, source in [
-    ("combat", "normalization/logcpm.tsv"),
-    ("combat_seq", "counts/filtered_counts.tsv"),
+    ("combat", "normalization/logcpm"),
+    ("combat_seq", "counts/filtered_counts"),
 ]:
 
     rule:
         name:
             f"batch_correction_{method}"
         input:
-            values=out(source),
+            values=out_matrix(source),
             samples=setting("samples"),
         output:
             corrected=out(batch_output({"batch_correction": {"method": method}})),
@@ -20,13 +20,15 @@ for method, source in [
             ),
         log:
             log("batch_correction"),
+        benchmark:
+            benchmark_file(f"batch_correction_{method}")
         wildcard_constraints:
             outdir=cohorts_using(method),
         conda:
             "../envs/batch.yaml"
         threads: 2
         resources:
-            mem_mb=mem_mb(5),
+            mem_mb=dense_mem_mb(2.5),
             runtime=runtime_min(0.5),
         params:
             batch_correction=setting("batch_correction"),

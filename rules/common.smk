@@ -6,6 +6,7 @@ reruns only that cohort's jobs. A single-cohort config is the one-cohort case.
 """
 
 import copy
+import gzip
 import os
 import re
 import sys
@@ -170,6 +171,81 @@ def _cohorts(config):
 COHORTS = _cohorts(config)
 
 
+# --- matrix file format and dense-size resources (issue 5; io.matrix_format) ----------
+# Every genes × samples matrix path goes through matrix_file(): `.tsv` by default, the
+# same stem with `.parquet` under io.matrix_format: parquet. Tables (size factors,
+# reports, parameters, gene lengths) stay TSV.
+MATRIX_FORMAT = config["io"]["matrix_format"]
+
+
+def matrix_file(stem):
+    """The file name of matrix `stem` (e.g. "counts/raw_counts") in the configured format."""
+    return f"{stem}.{MATRIX_FORMAT}"
+
+
+def out_matrix(stem):
+    """A matrix output path under the cohort's output directory."""
+    return out(matrix_file(stem))
+
+
+def dense_mb(path):
+    """MB of one dense float64 copy of a matrix file (from Parquet metadata or TSV lines)."""
+    if not os.path.exists(path):
+        return 0.0
+    if str(path).endswith(".parquet"):
+        import pyarrow.parquet as pq
+
+        meta = pq.read_metadata(path)
+        return meta.num_rows * max(meta.num_columns - 1, 1) * 8 / 1e6
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "rb") as handle:
+        lines = [handle.readline(1 << 26) for _ in range(21)]
+    body = [line for line in lines[1:] if line]
+    if not body:
+        return 0.0
+    fields = max(lines[0].count(b"\t"), lines[0].count(b","))
+    size = os.path.getsize(path) * (6.0 if str(path).endswith(".gz") else 1.0)
+    rows = size / (sum(map(len, body)) / len(body))
+    return rows * max(fields, 1) * 8 / 1e6
+
+
+def dense_mem_mb(copies, floor=1000):
+    """A resources function: `copies` dense float64 copies of the job's largest matrix
+    input, plus 500 MB for the interpreter, at least `floor` MB."""
+
+    def _mem(wildcards, input, attempt):
+        largest = max([dense_mb(path) for path in input] or [0.0])
+        return int(max(floor, copies * largest + 500) * attempt)
+
+    return _mem
+
+
+def benchmark_file(name):
+    """The snakemake benchmark (time, peak RSS) of one rule, under benchmarks/<outdir>/."""
+    return f"benchmarks/{{outdir}}/{name}.tsv"
+
+
+def h5ad_inputs(wildcards):
+    """The matrices gathered into normalization/normalized.h5ad (io.write_h5ad)."""
+    settings = cohort(wildcards)
+    outdir = wildcards.outdir
+    inputs = {
+        "samples": settings["samples"],
+        "size_factors": f"{outdir}/normalization/size_factors.tsv",
+        "counts": f"{outdir}/{matrix_file('counts/filtered_counts')}",
+    }
+    for name in ("logcpm", "cpm", "normalized_counts"):
+        inputs[name] = f"{outdir}/{matrix_file(f'normalization/{name}')}"
+    if lengths_available(settings):
+        inputs["tpm"] = f"{outdir}/{matrix_file('tpm/tpm')}"
+    if batch_output(settings):
+        inputs["batch_corrected"] = f"{outdir}/{batch_output(settings)}"
+    return inputs
+
+
+# --- end of matrix file format --------------------------------------------------------
+
+
 wildcard_constraints:
     outdir="|".join(re.escape(outdir) for outdir in COHORTS),
 
@@ -255,10 +331,11 @@ def runtime_min(factor, floor=10):
 
 def batch_output(settings):
     """The batch-corrected matrix of a cohort, or None without batch correction."""
-    return {
-        "combat": "batch/combat_logcpm.tsv",
-        "combat_seq": "batch/combat_seq_counts.tsv",
+    stem = {
+        "combat": "batch/combat_logcpm",
+        "combat_seq": "batch/combat_seq_counts",
     }.get(settings["batch_correction"]["method"])
+    return matrix_file(stem) if stem else None
 
 
 def lengths_available(settings):
@@ -274,18 +351,20 @@ def lengths_available(settings):
 def cohort_outputs(settings):
     """Every table the core steps produce for one cohort (relative to its outdir)."""
     files = [
-        "counts/raw_counts.tsv",
-        "counts/filtered_counts.tsv",
+        matrix_file("counts/raw_counts"),
+        matrix_file("counts/filtered_counts"),
         "counts/filter_report.tsv",
         "normalization/size_factors.tsv",
-        "normalization/logcpm.tsv",
-        "normalization/cpm.tsv",
-        "normalization/normalized_counts.tsv",
+        matrix_file("normalization/logcpm"),
+        matrix_file("normalization/cpm"),
+        matrix_file("normalization/normalized_counts"),
     ]
     if lengths_available(settings):
-        files.append("tpm/tpm.tsv")
+        files.append(matrix_file("tpm/tpm"))
     if batch_output(settings):
         files += [batch_output(settings), "batch/combat_params.tsv"]
+    if config["io"]["write_h5ad"]:
+        files.append("normalization/normalized.h5ad")
     return files
 
 
@@ -308,7 +387,7 @@ def tpm_counts_input(wildcards):
                 "batch_correction.method to combat_seq or tpm.source to filtered."
             )
         return f"{wildcards.outdir}/{batch_output(settings)}"
-    return f"{wildcards.outdir}/counts/filtered_counts.tsv"
+    return f"{wildcards.outdir}/{matrix_file('counts/filtered_counts')}"
 
 
 def provenance_inputs(wildcards):
@@ -325,3 +404,78 @@ def cohorts_using(method):
         if settings["batch_correction"]["method"] == method
     ]
     return "|".join(outdirs) or "(?!)"
+
+
+# --- QC helper functions -------------------------------------------------------------
+QC_PLOTS = {
+    "boxplot": "per-sample distribution",
+    "density": "density",
+    "pca": "PCA",
+    "rle": "RLE",
+    "correlation": "correlation heatmap",
+    "ma": "MA plots",
+}
+
+
+def qc_stages(settings):
+    """The QC stages of a cohort: raw, normalized and, with batch correction, batch_corrected."""
+    return ["raw", "normalized"] + (
+        ["batch_corrected"] if batch_output(settings) else []
+    )
+
+
+def qc_outputs(settings):
+    """Every QC output of one cohort (relative to its outdir)."""
+    files = [
+        "qc/metrics.tsv",
+        "qc/sample_flags.tsv",
+        "qc/library_sizes.png",
+        "qc/batch_vs_condition.png",
+    ]
+    for stage in qc_stages(settings):
+        files += [f"qc/{stage}/{plot}.png" for plot in QC_PLOTS]
+        files += [f"qc/{stage}/samples.tsv", f"qc/{stage}/metrics.tsv"]
+    return files
+
+
+def qc_stage_inputs(wildcards):
+    """The matrix one QC stage reads (plus size factors for ComBat-seq counts)."""
+    settings = cohort(wildcards)
+    outdir = wildcards.outdir
+    inputs = {"samples": settings["samples"]}
+    if wildcards.stage == "raw":
+        inputs["values"] = f"{outdir}/{matrix_file('counts/filtered_counts')}"
+    elif wildcards.stage == "normalized":
+        inputs["values"] = f"{outdir}/{matrix_file('normalization/logcpm')}"
+    else:
+        if not batch_output(settings):
+            raise WorkflowError(
+                f"{settings['cohort']}: QC stage batch_corrected needs batch correction "
+                "(batch_correction.method is none)."
+            )
+        inputs["values"] = f"{outdir}/{batch_output(settings)}"
+        if settings["batch_correction"]["method"] == "combat_seq":
+            inputs["size_factors"] = f"{outdir}/normalization/size_factors.tsv"
+    return inputs
+
+
+def qc_stage_tables(wildcards):
+    """The per-stage metrics rows and the normalized stage's per-sample table."""
+    stages = qc_stages(cohort(wildcards))
+    return {
+        "stage_metrics": [f"{wildcards.outdir}/qc/{s}/metrics.tsv" for s in stages],
+        "stage_samples": f"{wildcards.outdir}/qc/normalized/samples.tsv",
+    }
+
+
+def qc_plot(name):
+    """A per-stage QC figure registered in the report."""
+    return report(
+        out(f"qc/{{stage}}/{name}.png"),
+        caption=f"../report/qc_{name}.rst",
+        category="QC",
+        subcategory="{stage}",
+        labels={"cohort": "{outdir}", "stage": "{stage}", "figure": QC_PLOTS[name]},
+    )
+
+# --- end of QC helper functions -------------------------------------------------------

@@ -1,9 +1,9 @@
 rule filter_counts:
     input:
-        counts=out("counts/raw_counts.tsv"),
+        counts=out_matrix("counts/raw_counts"),
         samples=setting("samples"),
     output:
-        counts=out("counts/filtered_counts.tsv"),
+        counts=out_matrix("counts/filtered_counts"),
         report=report(
             out("counts/filter_report.tsv"),
             caption="../report/filter_report.rst",
@@ -12,11 +12,13 @@ rule filter_counts:
         ),
     log:
         log("filter_counts"),
+    benchmark:
+        benchmark_file("filter_counts")
     conda:
         "../envs/core.yaml"
     threads: 1
     resources:
-        mem_mb=mem_mb(3),
+        mem_mb=dense_mem_mb(1.3),
         runtime=runtime_min(0.05),
     params:
         filter=setting("filter"),

@@ -2,15 +2,17 @@ rule import_counts:
     input:
         unpack(cohort_inputs),
     output:
-        counts=out("counts/raw_counts.tsv"),
+        counts=out_matrix("counts/raw_counts"),
         lengths=out("counts/gene_lengths.tsv"),
     log:
         log("import_counts"),
+    benchmark:
+        benchmark_file("import_counts")
     conda:
         "../envs/core.yaml"
     threads: 2
     resources:
-        mem_mb=mem_mb(4),
+        mem_mb=dense_mem_mb(1.5),
         runtime=runtime_min(0.05),
     params:
         counts_config=setting("counts"),

@@ -1,6 +1,6 @@
 rule size_factors:
     input:
-        counts=out("counts/filtered_counts.tsv"),
+        counts=out_matrix("counts/filtered_counts"),
     output:
         report(
             out("normalization/size_factors.tsv"),
@@ -10,11 +10,13 @@ rule size_factors:
         ),
     log:
         log("size_factors"),
+    benchmark:
+        benchmark_file("size_factors")
     conda:
         "../envs/core.yaml"
-    threads: 1
+    threads: 2
     resources:
-        mem_mb=mem_mb(3),
+        mem_mb=dense_mem_mb(1.5),
         runtime=runtime_min(0.05),
     params:
         normalization=setting("normalization"),
@@ -24,21 +26,42 @@ rule size_factors:
 
 rule normalized_values:
     input:
-        counts=out("counts/filtered_counts.tsv"),
+        counts=out_matrix("counts/filtered_counts"),
         size_factors=out("normalization/size_factors.tsv"),
     output:
-        logcpm=out("normalization/logcpm.tsv"),
-        cpm=out("normalization/cpm.tsv"),
-        normalized_counts=out("normalization/normalized_counts.tsv"),
+        logcpm=out_matrix("normalization/logcpm"),
+        cpm=out_matrix("normalization/cpm"),
+        normalized_counts=out_matrix("normalization/normalized_counts"),
     log:
         log("normalized_values"),
+    benchmark:
+        benchmark_file("normalized_values")
     conda:
         "../envs/core.yaml"
     threads: 1
     resources:
-        mem_mb=mem_mb(4),
+        mem_mb=dense_mem_mb(1.3),
         runtime=runtime_min(0.1),
     params:
         prior_count=setting("normalization", "prior_count"),
     script:
         "../scripts/normalized_values.py"
+
+
+rule write_h5ad:
+    input:
+        unpack(h5ad_inputs),
+    output:
+        out("normalization/normalized.h5ad"),
+    log:
+        log("write_h5ad"),
+    benchmark:
+        benchmark_file("write_h5ad")
+    conda:
+        "../envs/core.yaml"
+    threads: 1
+    resources:
+        mem_mb=dense_mem_mb(1.3),
+        runtime=runtime_min(0.05),
+    script:
+        "../scripts/write_h5ad.py"

@@ -3,14 +3,16 @@ rule tpm:
         counts=tpm_counts_input,
         lengths=out("counts/gene_lengths.tsv"),
     output:
-        out("tpm/tpm.tsv"),
+        out_matrix("tpm/tpm"),
     log:
         log("tpm"),
+    benchmark:
+        benchmark_file("tpm")
     conda:
         "../envs/core.yaml"
     threads: 1
     resources:
-        mem_mb=mem_mb(3),
+        mem_mb=dense_mem_mb(1.3),
         runtime=runtime_min(0.05),
     params:
         unit=setting("tpm", "unit"),

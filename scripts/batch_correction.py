@@ -11,7 +11,7 @@ from cohortnorm.validation import sheet_column
 
 def main(smk, logger):
     settings = smk.params.batch_correction
-    values = read_matrix(smk.input.values)
+    values = read_matrix(smk.input.values, dtype=np.float64)
     group_column = settings["combat_seq"]["group"]
     # Identifiers stay text; covariates keep their inferred type, so that a numeric
     # column (age, RIN) enters the design as a number and not as a factor.
@@ -25,7 +25,7 @@ def main(smk, logger):
         )
 
     batch = column(settings["batch"], "batch_correction.batch").to_numpy()
-    data = values.to_numpy(dtype=np.float64)
+    data = values.to_numpy()
     if settings["method"] == "combat":
         options = settings["combat"]
         for name in settings["covariates"]:

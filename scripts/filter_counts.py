@@ -5,14 +5,15 @@ import pandas as pd
 
 from cohortnorm import edger
 from cohortnorm.io.runner import run
-from cohortnorm.io.tables import read_matrix, read_table, write_table
+from cohortnorm.io.tables import read_matrix, read_table, write_matrix, write_table
 from cohortnorm.validation import sheet_column
 
 
 def main(smk, logger):
     settings = smk.params.filter
-    counts = read_matrix(smk.input.counts)
-    values = counts.to_numpy(dtype=np.float64)
+    # float64 straight from the file: the one dense copy this step holds.
+    counts = read_matrix(smk.input.counts, dtype=np.float64)
+    values = counts.to_numpy()
     sheet = read_table(smk.input.samples, string_columns=["sample"]).set_index("sample")
     group = None
     if settings["group"]:
@@ -47,8 +48,8 @@ def main(smk, logger):
         min_samples = settings["min_samples"]
         if min_samples is None:
             min_samples = int(pd.Series(group).value_counts().min()) if group is not None else 1
-        cpm = edger.cpm(values, values.sum(axis=0))
-        keep = (cpm >= settings["cpm_threshold"]).sum(axis=1) >= min_samples
+        reached = edger.samples_reaching_cpm(values, values.sum(axis=0), settings["cpm_threshold"])
+        keep = reached >= min_samples
         summary |= {"cpm_cutoff": settings["cpm_threshold"], "min_sample_size": min_samples}
     else:
         keep = np.ones(values.shape[0], dtype=bool)
@@ -72,7 +73,9 @@ def main(smk, logger):
             "filtering removed %.0f%% of genes: low-input or very sparse data?",
             100 * (1 - n_kept / values.shape[0]),
         )
-    write_table(counts.loc[keep], smk.output.counts, index_label="gene_id")
+    write_matrix(
+        values, counts.index, list(counts.columns), smk.output.counts, rows=keep, dtype=np.int64
+    )
     report = pd.DataFrame({"parameter": list(summary), "value": [str(v) for v in summary.values()]})
     write_table(report, smk.output.report)
 

@@ -1,4 +1,4 @@
-"""Import counts in any supported format → counts/raw_counts.tsv and gene lengths."""
+"""Import counts in any supported format → counts/raw_counts.tsv (or .parquet) and lengths."""
 
 import numpy as np
 import pandas as pd
@@ -6,7 +6,7 @@ import pandas as pd
 from cohortnorm.io.gtf import read_gene_lengths
 from cohortnorm.io.importers import import_counts, read_tx2gene, validate_count_matrix
 from cohortnorm.io.runner import run
-from cohortnorm.io.tables import write_table
+from cohortnorm.io.tables import write_matrix, write_table
 from cohortnorm.validation import reconcile_samples
 
 QUANTIFIERS = {"salmon", "kallisto", "rsem"}
@@ -28,6 +28,7 @@ def main(smk, logger):
         star_strand=settings["star_strand"],
         tx2gene=tx2gene,
         counts_from_abundance=settings["counts_from_abundance"],
+        h5ad_layer=settings["h5ad_layer"],
     )
     for note in result.notes:
         logger.info("%s", note)
@@ -44,16 +45,17 @@ def main(smk, logger):
         logger.warning(
             "dropped %d count column(s) without a sample-sheet row: %s", len(dropped), dropped
         )
-    counts = counts[keep]
+    if keep != list(counts.columns):  # selecting columns copies the whole matrix
+        counts = counts[keep]
     if fmt in QUANTIFIERS:
         # DESeqDataSetFromTximport rounds estimated counts; round half to even as R does.
         fractional = int(np.count_nonzero(counts.to_numpy() % 1))
         counts = counts.round(0)
         logger.info("rounded %d fractional quantifier counts to the nearest integer", fractional)
     validate_count_matrix(counts, source, require_integer=True)
-    counts = counts.astype(np.int64)
+    counts = counts.astype(np.int64, copy=False)
     logger.info("imported %d genes × %d samples", *counts.shape)
-    write_table(counts, smk.output.counts, index_label="gene_id")
+    write_matrix(counts.to_numpy(), counts.index, list(counts.columns), smk.output.counts)
 
     lengths = gene_lengths(smk, result, counts.index, keep, logger)
     write_table(lengths, smk.output.lengths, index_label="gene_id")

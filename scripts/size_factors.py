@@ -1,5 +1,7 @@
 """edgeR normalization factors and DESeq2 size factors → normalization/size_factors.tsv."""
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pandas as pd
 
@@ -11,12 +13,15 @@ from cohortnorm.io.tables import read_matrix, write_table
 
 def main(smk, logger):
     settings = smk.params.normalization
-    counts = read_matrix(smk.input.counts)
-    values = counts.to_numpy(dtype=np.float64)
+    counts = read_matrix(smk.input.counts, dtype=np.float64)
+    values = counts.to_numpy()
     # keep.lib.sizes=FALSE: library sizes are the filtered column sums, as in the reference.
     lib_size = values.sum(axis=0)
-    try:
-        norm_factor = edger.calc_norm_factors(
+    # edgeR's factors and DESeq2's are independent: one thread each (numpy releases the
+    # GIL), so that a large cohort uses both of the rule's threads.
+    with ThreadPoolExecutor(max_workers=max(1, min(2, smk.threads))) as pool:
+        edger_job = pool.submit(
+            edger.calc_norm_factors,
             values,
             method=settings["method"],
             lib_size=lib_size,
@@ -26,7 +31,10 @@ def main(smk, logger):
             a_cutoff=settings["a_cutoff"],
             p=settings["p"],
         )
-        size_factor = deseq2.size_factors(values, type=settings["size_factor_type"])
+        deseq2_job = pool.submit(deseq2.size_factors, values, type=settings["size_factor_type"])
+    try:
+        norm_factor = edger_job.result()
+        size_factor = deseq2_job.result()
     except ValueError as error:
         raise InputError(
             f"{smk.input.counts}: {error} (normalization.method={settings['method']}, "

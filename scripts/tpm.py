@@ -9,7 +9,7 @@ from cohortnorm.io.tables import read_matrix, write_matrix
 
 
 def main(smk, logger):
-    counts = read_matrix(smk.input.counts)
+    counts = read_matrix(smk.input.counts, dtype=np.float64)
     lengths = read_matrix(smk.input.lengths)
     if list(lengths.columns) == ["length"]:
         length_values = lengths["length"].reindex(counts.index).to_numpy()[:, None]
@@ -30,11 +30,12 @@ def main(smk, logger):
         # TPM sums over genes, so one bad length would turn a whole sample's column into NaN.
         logger.warning("%s; they are left out of %s.", message, smk.params.unit)
         counts, length_values = counts.loc[~bad], length_values[~bad]
-    values = counts.to_numpy(dtype=np.float64)
+    values = counts.to_numpy()
     if smk.params.unit == "FPKM":
         result = expression.fpkm(values, length_values, values.sum(axis=0))
     else:
-        result = expression.tpm(values, length_values)
+        # The counts are not needed afterwards: TPM overwrites them (no second copy).
+        result = expression.tpm(values, length_values, overwrite=True)
     write_matrix(result, counts.index, list(counts.columns), smk.output[0])
     logger.info("wrote %s for %d genes × %d samples", smk.params.unit, *values.shape)
 

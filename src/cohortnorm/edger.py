@@ -243,7 +243,9 @@ def calc_norm_factors(
         method = "TMMwsp"
     if method not in NORM_METHODS:
         raise ValueError(f"unknown normalization method {method!r}; use one of {NORM_METHODS}")
-    values = values[(values > 0).any(axis=1)]
+    expressed = (values > 0).any(axis=1)
+    if not expressed.all():  # boolean indexing always copies: only when needed
+        values = values[expressed]
     n_samples = values.shape[1]
     if values.shape[0] == 0 or n_samples == 1 or method == "none":
         return np.ones(n_samples)
@@ -342,6 +344,24 @@ def cpm(
     return result
 
 
+def samples_reaching_cpm(
+    counts: npt.ArrayLike, lib_size: npt.ArrayLike, threshold: float
+) -> npt.NDArray[np.int64]:
+    """Per gene, the number of samples whose CPM is at least ``threshold``.
+
+    ``(cpm(counts, lib_size) >= threshold).sum(axis=1)``, computed in blocks of genes so
+    that no full CPM matrix is built (the same numbers: CPM is elementwise).
+    """
+    values = np.asarray(counts)
+    sizes = np.asarray(lib_size, np.float64).ravel()
+    reached = np.empty(values.shape[0], dtype=np.int64)
+    height = max(1, _BLOCK_CELLS // max(values.shape[1], 1))
+    for start in range(0, values.shape[0], height):
+        rows = slice(start, min(start + height, values.shape[0]))
+        reached[rows] = (cpm(values[rows], sizes) >= threshold).sum(axis=1)
+    return reached
+
+
 @dataclass(frozen=True)
 class FilterDetails:
     """What ``filter_by_expr_details`` decided, for the filter report.
@@ -415,7 +435,7 @@ def filter_by_expr_details(
     if min_sample_size > large_n:
         min_sample_size = large_n + (min_sample_size - large_n) * min_prop
     cutoff = min_count / float(np.median(sizes)) * 1e6
-    expressed = (cpm(values, sizes) >= cutoff).sum(axis=1) >= min_sample_size - 1e-14
+    expressed = samples_reaching_cpm(values, sizes, cutoff) >= min_sample_size - 1e-14
     enough_total = values.sum(axis=1) >= min_total_count - 1e-14
     return FilterDetails(expressed & enough_total, cutoff, min_sample_size)
 

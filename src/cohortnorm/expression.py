@@ -30,7 +30,7 @@ def _checked_lengths(lengths: npt.ArrayLike, shape: tuple[int, int]) -> FloatArr
     return values
 
 
-def tpm(counts: npt.ArrayLike, lengths: npt.ArrayLike) -> FloatArray:
+def tpm(counts: npt.ArrayLike, lengths: npt.ArrayLike, *, overwrite: bool = False) -> FloatArray:
     """Transcripts per million, ``1e6 · (c/len) / Σ(c/len)`` per sample.
 
     Parameters
@@ -40,6 +40,9 @@ def tpm(counts: npt.ArrayLike, lengths: npt.ArrayLike) -> FloatArray:
     lengths
         Gene lengths in bases: one per gene, or genes × samples (effective lengths
         from a quantifier, tximport's ``length`` matrix).
+    overwrite
+        Compute in the memory of ``counts`` when it is a float64 array (the same
+        numbers, without a second dense copy); ``counts`` then holds the TPM.
 
     Returns
     -------
@@ -47,7 +50,11 @@ def tpm(counts: npt.ArrayLike, lengths: npt.ArrayLike) -> FloatArray:
         TPM, each column summing to 1e6 (NaN for a sample with no counts).
     """
     values = np.asarray(counts, dtype=np.float64)
-    rate = values / _checked_lengths(lengths, values.shape)
+    checked = _checked_lengths(lengths, values.shape)
+    if overwrite and values.flags.writeable:
+        rate = np.divide(values, checked, out=values)
+    else:
+        rate = values / checked
     with np.errstate(invalid="ignore", divide="ignore"):
         rate *= 1e6 / rate.sum(axis=0)
     return rate

@@ -13,6 +13,7 @@ star           one STAR ``ReadsPerGene.out.tab`` per sample
 salmon         one ``quant.sf`` per sample (transcripts; summarised with tx2gene)
 kallisto       one ``abundance.tsv`` per sample (transcripts; summarised with tx2gene)
 rsem           one ``*.genes.results`` (gene level) or ``*.isoforms.results`` per sample
+h5ad           one AnnData file (samples × genes): ``X`` or a layer, dense or sparse
 ============== ====================================================================
 
 Transcript-level estimates are summarised to genes as tximport 1.26.1 does
@@ -36,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from cohortnorm.errors import InputError
-from cohortnorm.io.tables import read_table, sniff_delimiter
+from cohortnorm.io.tables import read_table, read_text_matrix, sniff_delimiter
 from cohortnorm.tximport import (
     COUNTS_FROM_ABUNDANCE,
     make_counts_from_abundance,
@@ -51,8 +52,9 @@ FORMATS: tuple[str, ...] = (
     "salmon",
     "kallisto",
     "rsem",
+    "h5ad",
 )
-GENE_COUNT_FORMATS: frozenset[str] = frozenset({"matrix", "featurecounts", "htseq", "star"})
+GENE_COUNT_FORMATS: frozenset[str] = frozenset({"matrix", "featurecounts", "htseq", "star", "h5ad"})
 QUANTIFIER_FORMATS: frozenset[str] = frozenset({"salmon", "kallisto", "rsem"})
 
 # STAR ReadsPerGene.out.tab columns 2-4: unstranded; reads whose 1st read strand matches
@@ -372,18 +374,17 @@ def import_matrix(path: str | Path) -> ImportResult:
             f"{source}: column {misplaced[0]!r} looks like gene IDs but is not the first column. "
             "The gene-ID column must come first; move it, or drop the extra annotation columns."
         )
-    frame = read_table(path, string_columns=[header[0]])
-    gene_column = frame.columns[0]
+    # One numpy array straight from pyarrow's multithreaded parse (each Arrow column is
+    # released as soon as it is copied): a single dense copy of the matrix.
+    counts = read_text_matrix(path)
+    counts.index = pd.Index(counts.index.astype(str), name="gene_id")
     if header[0].lower() not in _GENE_ID_NAMES:
-        as_number = pd.to_numeric(frame[gene_column], errors="coerce")
-        if len(frame) and as_number.notna().all():
+        as_number = pd.to_numeric(pd.Series(counts.index), errors="coerce")
+        if len(counts) and as_number.notna().all():
             raise InputError(
                 f"{source}: the first column {header[0]!r} holds numbers, not gene IDs. The "
                 "gene-ID column must come first (or name it gene_id if the IDs are numeric)."
             )
-    counts = _sample_block(
-        frame, list(frame.columns[1:]), pd.Index(frame[gene_column].astype(str), name="gene_id")
-    )
     validate_count_matrix(counts, source, require_integer=True)
     counts = _as_int64(counts, notes, source)
     return ImportResult(counts=counts, notes=notes)
@@ -907,6 +908,78 @@ def import_quantifier(
     )
 
 
+# --------------------------------------------------------------------------- AnnData
+
+
+def import_h5ad(path: str | Path, *, layer: str | None = None) -> ImportResult:
+    """Read raw counts from an AnnData ``.h5ad`` file (samples × genes).
+
+    ``obs_names`` are the samples and ``var_names`` the genes; the counts are ``X`` or
+    the layer ``layer`` (dense or sparse). The genes × samples result is the transpose
+    of the dense samples × genes array, a view (no copy) when it is stored dense.
+
+    Raises
+    ------
+    InputError
+        Missing or unreadable file, unknown layer, or any problem
+        :func:`validate_count_matrix` reports (integers required).
+    """
+    import h5py
+    from anndata.io import read_elem
+
+    path = _require_file(Path(path), "AnnData .h5ad file")
+    source = str(path)
+    try:
+        handle = h5py.File(path, "r")
+    except OSError as error:
+        raise InputError(f"{source}: not an HDF5/AnnData file ({error}).") from None
+    with handle:
+        for key in ("obs", "var"):
+            if key not in handle:
+                raise InputError(f"{source}: no {key!r} group; is this an AnnData .h5ad file?")
+        samples = read_elem(handle["obs"]).index.astype(str)
+        genes = read_elem(handle["var"]).index.astype(str)
+        if layer is None:
+            if "X" not in handle:
+                raise InputError(
+                    f"{source}: X is empty; name the layer holding the raw counts with "
+                    "counts.h5ad_layer."
+                )
+            element = handle["X"]
+        else:
+            layers = handle.get("layers")
+            if layers is None or layer not in layers:
+                available = sorted(layers) if layers is not None else []
+                raise InputError(
+                    f"{source}: no layer {layer!r} (layers: {available or 'none'}). Set "
+                    "counts.h5ad_layer to the layer holding raw counts, or null for X."
+                )
+            element = layers[layer]
+        matrix = read_elem(element)
+    if hasattr(matrix, "toarray"):
+        matrix = matrix.toarray()
+    matrix = np.asarray(matrix)
+    if matrix.shape != (len(samples), len(genes)):
+        raise InputError(
+            f"{source}: the count matrix has shape {matrix.shape}, not samples × genes "
+            f"({len(samples)} × {len(genes)})."
+        )
+    counts = pd.DataFrame(
+        matrix.T, index=pd.Index(genes, name="gene_id"), columns=list(samples), copy=False
+    )
+    validate_count_matrix(counts, source, require_integer=True)
+    notes: list[str] = [
+        f"{source}: read {'X' if layer is None else f'layer {layer!r}'} "
+        f"({matrix.dtype}, {len(samples)} samples × {len(genes)} genes)"
+    ]
+    if matrix.dtype.kind != "i":
+        # Validated whole numbers (h5ad stores counts as float32 more often than not).
+        counts = pd.DataFrame(
+            matrix.T.astype(np.int64), index=counts.index, columns=counts.columns, copy=False
+        )
+    return ImportResult(counts=counts, notes=notes)
+
+
 # --------------------------------------------------------------------------- dispatcher
 
 
@@ -920,6 +993,7 @@ def import_counts(
     counts_from_abundance: str = "no",
     tx_out: bool = False,
     ignore_missing_transcripts: bool = False,
+    h5ad_layer: str | None = None,
 ) -> ImportResult:
     """Read counts in any supported format (see the module docstring).
 
@@ -936,6 +1010,8 @@ def import_counts(
         STAR only: ``unstranded``, ``forward`` or ``reverse``.
     tx2gene, counts_from_abundance, tx_out, ignore_missing_transcripts
         Quantifiers only; see :func:`import_quantifier`.
+    h5ad_layer
+        h5ad only: the layer holding the counts (``None`` for ``X``).
 
     Raises
     ------
@@ -945,7 +1021,7 @@ def import_counts(
     name = str(format).lower()
     if name not in FORMATS:
         raise InputError(f"unknown counts format {format!r}: use one of {', '.join(FORMATS)}.")
-    if name in ("matrix", "featurecounts"):
+    if name in ("matrix", "featurecounts", "h5ad"):
         if isinstance(paths, Mapping):
             if len(paths) != 1:
                 raise InputError(
@@ -955,6 +1031,8 @@ def import_counts(
             paths = next(iter(paths.values()))
         if name == "matrix":
             return import_matrix(paths)
+        if name == "h5ad":
+            return import_h5ad(paths, layer=h5ad_layer)
         return import_featurecounts(paths, samples=samples)
     if name == "htseq":
         return import_htseq(paths)

@@ -5,6 +5,12 @@ delimiters are handled) and written atomically: to a temporary file in the same
 directory, then renamed, so that a killed job never leaves a half-written table under
 its final name. Floats are written in the shortest form that round-trips exactly, so
 two runs of the same input give the same bytes.
+
+Genes × samples matrices (:func:`read_matrix`, :func:`write_matrix`,
+:class:`MatrixWriter`) are TSV or Parquet, chosen by the file's extension. Both are
+read into one numpy array without an intermediate pandas copy (each column is copied
+once and its Arrow buffer released straight away) and written in blocks of genes, so
+that a 60,000 × 17,000 cohort never needs more than one dense copy plus a block.
 """
 
 from __future__ import annotations
@@ -20,8 +26,19 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
 
 from cohortnorm.errors import InputError
+
+#: Extensions of the matrix formats :func:`read_matrix` and :func:`write_matrix` know.
+MATRIX_FORMATS: dict[str, str] = {".tsv": "tsv", ".parquet": "parquet"}
+#: Cells per written block (a row group in Parquet): 16 Mi cells, 128 MiB of float64.
+BLOCK_CELLS = 1 << 24
+# Text read per pyarrow CSV block: enough rows per block that a 17,000-column table
+# is not cut into thousands of chunks per column, bounded so that blocks stay small.
+_MIN_CSV_BLOCK = 1 << 24
+_MAX_CSV_BLOCK = 1 << 28
+_CSV_BLOCK_ROWS = 2048
 
 
 def sniff_delimiter(path: str | Path) -> str:
@@ -38,6 +55,71 @@ def sniff_delimiter(path: str | Path) -> str:
                 return "\t"
             return "," if "," in line else "\t"
     return "\t"
+
+
+def _csv_block_size(path: Path) -> int:
+    """A CSV block size holding about ``_CSV_BLOCK_ROWS`` rows of this file."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as handle:
+        first = handle.readline(_MAX_CSV_BLOCK)
+        second = handle.readline(_MAX_CSV_BLOCK)
+    width = max(len(first), len(second), 1)
+    return int(min(_MAX_CSV_BLOCK, max(_MIN_CSV_BLOCK, width * _CSV_BLOCK_ROWS)))
+
+
+def read_arrow_table(
+    path: str | Path,
+    *,
+    comment: str | None = None,
+    string_columns: list[str] | None = None,
+    header: bool = True,
+    column_names: list[str] | None = None,
+    column_types: dict[str, pa.DataType] | None = None,
+) -> pa.Table:
+    """Read a TSV/CSV into a pyarrow Table (see :func:`read_table` for the options).
+
+    ``column_types`` forces the type of further columns (e.g. float64 for a matrix
+    that will be used as floats, so that no int64 copy is ever made).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: file not found. Check the path in the config.")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: the file is empty.")
+    delimiter = sniff_delimiter(path)
+    skip_rows = 0
+    if comment is not None:
+        opener = gzip.open if path.suffix == ".gz" else open
+        with opener(path, "rt", newline="") as handle:
+            for line in handle:
+                if not line.startswith(comment):
+                    break
+                skip_rows += 1
+    read_options = pacsv.ReadOptions(
+        skip_rows=skip_rows,
+        autogenerate_column_names=not header and column_names is None,
+        column_names=column_names if not header else None,
+        use_threads=True,
+        block_size=_csv_block_size(path),
+    )
+    convert_options = pacsv.ConvertOptions(
+        column_types={
+            **(column_types or {}),
+            **{name: pa.string() for name in (string_columns or [])},
+        },
+        strings_can_be_null=False,
+        quoted_strings_can_be_null=False,
+    )
+    try:
+        table = pacsv.read_csv(
+            path,
+            read_options=read_options,
+            parse_options=pacsv.ParseOptions(delimiter=delimiter),
+            convert_options=convert_options,
+        )
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
+        raise InputError(f"{path}: could not be parsed as a delimited table: {error}") from None
+    return table
 
 
 def read_table(
@@ -68,41 +150,13 @@ def read_table(
     InputError
         When the file is missing, empty or not a delimited table.
     """
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: file not found. Check the path in the config.")
-    if path.stat().st_size == 0:
-        raise InputError(f"{path}: the file is empty.")
-    delimiter = sniff_delimiter(path)
-    skip_rows = 0
-    if comment is not None:
-        opener = gzip.open if path.suffix == ".gz" else open
-        with opener(path, "rt", newline="") as handle:
-            for line in handle:
-                if not line.startswith(comment):
-                    break
-                skip_rows += 1
-    read_options = pacsv.ReadOptions(
-        skip_rows=skip_rows,
-        autogenerate_column_names=not header and column_names is None,
-        column_names=column_names if not header else None,
-        use_threads=True,
-        block_size=1 << 24,
+    table = read_arrow_table(
+        path,
+        comment=comment,
+        string_columns=string_columns,
+        header=header,
+        column_names=column_names,
     )
-    convert_options = pacsv.ConvertOptions(
-        column_types={name: pa.string() for name in (string_columns or [])},
-        strings_can_be_null=False,
-        quoted_strings_can_be_null=False,
-    )
-    try:
-        table = pacsv.read_csv(
-            path,
-            read_options=read_options,
-            parse_options=pacsv.ParseOptions(delimiter=delimiter),
-            convert_options=convert_options,
-        )
-    except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
-        raise InputError(f"{path}: could not be parsed as a delimited table: {error}") from None
     frame = table.to_pandas(split_blocks=True, self_destruct=True)
     frame.columns = [str(column).strip() for column in frame.columns]
     return frame
@@ -162,15 +216,319 @@ def write_table(frame: pd.DataFrame, path: str | Path, *, index_label: str | Non
         )
 
 
+def matrix_format(path: str | Path) -> str:
+    """``"tsv"`` or ``"parquet"``, from the extension of a matrix file."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in MATRIX_FORMATS:
+        raise InputError(
+            f"{path}: a matrix file must end in {' or '.join(MATRIX_FORMATS)} (got {suffix!r})."
+        )
+    return MATRIX_FORMATS[suffix]
+
+
+def row_blocks(n_rows: int, n_columns: int) -> list[slice]:
+    """Consecutive row slices of about :data:`BLOCK_CELLS` cells each."""
+    height = max(1, BLOCK_CELLS // max(n_columns, 1))
+    return [slice(start, min(start + height, n_rows)) for start in range(0, n_rows, height)]
+
+
+class MatrixWriter:
+    """Appends row blocks of a genes × samples matrix to an open TSV or Parquet file.
+
+    Made by :func:`matrix_writer`, which handles the atomic rename. The TSV is
+    byte-identical to :func:`write_table` of the whole matrix; the Parquet file holds a
+    string column ``gene_id`` then one column per sample, one row group per block,
+    Snappy-compressed, without dictionary pages or statistics (fast for 17,000 columns).
+    """
+
+    def __init__(self, temporary: Path, file_format: str, names: list[str]) -> None:
+        self.format = file_format
+        self.names = names
+        self._temporary = temporary
+        self._handle = None
+        self._parquet: pq.ParquetWriter | None = None
+        if file_format == "tsv":
+            self._handle = open(temporary, "wb")  # closed in close()
+            self._handle.write(("\t".join(names) + "\n").encode())
+
+    def _table(self, values: np.ndarray, genes: pd.Index | list[str] | np.ndarray) -> pa.Table:
+        values = np.asarray(values)
+        if values.ndim != 2 or values.shape[1] != len(self.names) - 1:
+            raise ValueError(
+                f"a block of shape {values.shape} does not fit {len(self.names) - 1} samples"
+            )
+        if values.dtype.kind not in "iuf":
+            values = values.astype(str)
+        # Column slices of a Fortran-ordered block are contiguous: pyarrow takes them as is.
+        values = np.asfortranarray(values)
+        gene_array = pa.array(np.asarray(genes).astype(str), type=pa.string())
+        columns = [gene_array] + [values[:, j] for j in range(values.shape[1])]
+        return pa.Table.from_arrays(columns, names=self.names)
+
+    def write(self, values: np.ndarray, genes: pd.Index | list[str] | np.ndarray) -> None:
+        """Append the rows ``values`` (genes × samples) named ``genes``."""
+        table = self._table(values, genes)
+        if self._handle is not None:
+            pacsv.write_csv(
+                table,
+                self._handle,
+                write_options=pacsv.WriteOptions(
+                    delimiter="\t", quoting_style="none", include_header=False
+                ),
+            )
+            return
+        if self._parquet is None:
+            self._parquet = pq.ParquetWriter(
+                self._temporary,
+                table.schema,
+                compression="snappy",
+                use_dictionary=False,
+                write_statistics=False,
+            )
+        elif table.schema != self._parquet.schema:
+            table = table.cast(self._parquet.schema)
+        self._parquet.write_table(table, row_group_size=max(table.num_rows, 1))
+
+    def close(self) -> None:
+        """Flush and close the file (an empty matrix still gets its columns)."""
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+        elif self._parquet is not None:
+            self._parquet.close()
+            self._parquet = None
+        elif self.format == "parquet":
+            self.write(np.empty((0, len(self.names) - 1)), [])
+            self.close()
+
+
+@contextlib.contextmanager
+def matrix_writer(
+    path: str | Path, samples: list[str] | pd.Index, index_label: str = "gene_id"
+) -> Iterator[MatrixWriter]:
+    """Open ``path`` (``.tsv`` or ``.parquet``) for writing a matrix block by block.
+
+    The file appears under its final name only when the ``with`` block ends without
+    error (see :func:`atomic_output`)::
+
+        with matrix_writer("logcpm.parquet", samples) as writer:
+            for rows in blocks:
+                writer.write(values[rows], genes[rows])
+    """
+    names = [index_label, *(str(sample) for sample in samples)]
+    file_format = matrix_format(path)
+    with atomic_output(path) as temporary:
+        writer = MatrixWriter(temporary, file_format, names)
+        try:
+            yield writer
+        finally:
+            writer.close()
+
+
 def write_matrix(
-    matrix: np.ndarray, genes: pd.Index | list[str], samples: list[str], path: str | Path
+    matrix: np.ndarray,
+    genes: pd.Index | list[str],
+    samples: list[str],
+    path: str | Path,
+    *,
+    rows: np.ndarray | None = None,
+    dtype: np.dtype | type | None = None,
 ) -> None:
-    """Write a genes × samples matrix as a TSV whose first column is ``gene_id``."""
-    frame = pd.DataFrame(matrix, index=pd.Index(genes, name="gene_id"), columns=samples, copy=False)
-    write_table(frame, path, index_label="gene_id")
+    """Write a genes × samples matrix, first column ``gene_id``, as TSV or Parquet.
+
+    The format follows the extension (``.tsv`` or ``.parquet``). ``rows`` (a boolean
+    mask or row indices) writes only those rows, without copying the selection whole;
+    ``dtype`` converts block by block (int64 counts held as float64 are written as
+    integers, as large whole floats would be written as ``1e+15``).
+    """
+    matrix = np.asarray(matrix)
+    genes = np.asarray(genes, dtype=object)
+    selected = np.arange(matrix.shape[0]) if rows is None else np.asarray(rows)
+    if selected.dtype == bool:
+        selected = np.flatnonzero(selected)
+    with matrix_writer(path, samples) as writer:
+        for block in row_blocks(selected.size, matrix.shape[1]):
+            index = selected[block]
+            part = matrix[block] if rows is None else matrix[index]
+            if dtype is not None:
+                part = part.astype(dtype, copy=False)
+            writer.write(part, genes[index])
 
 
-def read_matrix(path: str | Path) -> pd.DataFrame:
-    """Read a matrix written by :func:`write_matrix` back, indexed by ``gene_id``."""
-    frame = read_table(path, string_columns=["gene_id"])
-    return frame.set_index("gene_id")
+def _matrix_values(
+    columns: list[pa.ChunkedArray], n_rows: int, dtype: np.dtype | type | None, out=None
+) -> np.ndarray | None:
+    """Copy Arrow columns into one Fortran-ordered array, releasing each column after use.
+
+    Returns ``None`` when a column is not numeric (the caller falls back to pandas).
+    """
+    types = [column.type for column in columns]
+    if not all(pa.types.is_integer(t) or pa.types.is_floating(t) for t in types):
+        return None
+    if dtype is None:
+        has_nulls = any(column.null_count for column in columns)
+        dtype = np.int64 if all(pa.types.is_integer(t) for t in types) and not has_nulls else None
+        dtype = dtype or np.float64
+    values = np.empty((n_rows, len(columns)), dtype=dtype, order="F") if out is None else out
+    for j in range(len(columns)):
+        start = 0
+        for chunk in columns[j].chunks:
+            stop = start + len(chunk)
+            values[start:stop, j] = chunk.to_numpy(zero_copy_only=False)
+            start = stop
+        columns[j] = None  # type: ignore[call-overload]  # free the Arrow buffers now
+    return values
+
+
+def read_matrix(path: str | Path, *, dtype: np.dtype | type | None = None) -> pd.DataFrame:
+    """Read a matrix written by :func:`write_matrix` back, indexed by ``gene_id``.
+
+    TSV or Parquet by extension. The values are one Fortran-ordered numpy array (the
+    frame's single block, so ``frame.to_numpy()`` does not copy): int64 when every
+    column holds integers, else float64, or ``dtype`` when given (e.g. float64 counts
+    read straight from the text, without an int64 copy).
+    """
+    path = Path(path)
+    if matrix_format(path) == "parquet":
+        if not path.exists():
+            raise InputError(f"{path}: file not found.")
+        parquet = pq.ParquetFile(path)
+        names = parquet.schema_arrow.names
+        n_rows = parquet.metadata.num_rows
+        schema = parquet.schema_arrow
+        value_types = [schema.field(name).type for name in names[1:]]
+        numeric = all(pa.types.is_integer(t) or pa.types.is_floating(t) for t in value_types)
+        if not numeric:
+            frame = parquet.read().to_pandas()
+            return frame.set_index(names[0]).rename_axis("gene_id")
+        if dtype is None:
+            dtype = np.int64 if all(pa.types.is_integer(t) for t in value_types) else np.float64
+        values = np.empty((n_rows, len(names) - 1), dtype=dtype, order="F")
+        genes: list[np.ndarray] = []
+        start = 0
+        # One row group at a time: beyond the result only one block is ever in memory.
+        for group in range(parquet.num_row_groups):
+            table = parquet.read_row_group(group, use_threads=True)
+            stop = start + table.num_rows
+            genes.append(table.column(0).to_numpy(zero_copy_only=False))
+            columns = table.columns[1:]
+            del table
+            _matrix_values(columns, stop - start, dtype, out=values[start:stop])
+            start = stop
+        index = pd.Index(np.concatenate(genes) if genes else [], dtype=object, name="gene_id")
+        return pd.DataFrame(values, index=index, columns=names[1:], copy=False)
+    return read_text_matrix(path, dtype=dtype)
+
+
+def _count_lines(path: Path) -> int:
+    """Number of lines (a last line without a newline counts), reading 16 MiB at a time."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    lines, last = 0, b"\n"
+    with opener(path, "rb") as handle:
+        while chunk := handle.read(1 << 24):
+            lines += chunk.count(b"\n")
+            last = chunk[-1:]
+    return lines + (last != b"\n")
+
+
+def _stream_numeric(
+    path: Path, header: list[str], dtype: np.dtype | type | None
+) -> tuple[np.ndarray, list[str], np.ndarray] | None:
+    """Parse a numeric genes × samples text matrix batch by batch into one array.
+
+    pyarrow's streaming reader parses one block of rows at a time (the next block in
+    the background); each batch is copied into its rows of a preallocated
+    Fortran-ordered array and dropped. Peak memory is the result plus a few blocks,
+    where reading the whole table first would hold the matrix twice. Returns
+    ``(gene IDs, column names, values)``, or ``None`` when a column is not numeric.
+    """
+    n_rows = max(_count_lines(path) - 1, 0)
+    if dtype is None:
+        # Types inferred from the first block; a later block that disagrees (a float in
+        # a column of integers) restarts the parse with float64.
+        try:
+            return _stream_numeric_typed(path, header, None, n_rows)
+        except pa.ArrowInvalid:
+            dtype = np.float64
+    try:
+        return _stream_numeric_typed(path, header, np.dtype(dtype), n_rows)
+    except pa.ArrowInvalid:
+        return None
+
+
+def _stream_numeric_typed(
+    path: Path, header: list[str], dtype: np.dtype | None, n_rows: int
+) -> tuple[np.ndarray, list[str], np.ndarray] | None:
+    types: dict[str, pa.DataType] = {header[0]: pa.string()}
+    if dtype is not None:
+        types |= {name: pa.from_numpy_dtype(dtype) for name in header[1:]}
+    reader = pacsv.open_csv(
+        path,
+        read_options=pacsv.ReadOptions(use_threads=True, block_size=_MIN_CSV_BLOCK),
+        parse_options=pacsv.ParseOptions(delimiter=sniff_delimiter(path)),
+        convert_options=pacsv.ConvertOptions(
+            column_types=types, strings_can_be_null=False, quoted_strings_can_be_null=False
+        ),
+    )
+    value_types = reader.schema.types[1:]
+    names = [str(name).strip() for name in reader.schema.names]
+    if not all(pa.types.is_integer(t) or pa.types.is_floating(t) for t in value_types):
+        return None
+    if dtype is None:
+        integers = all(pa.types.is_integer(t) for t in value_types)
+        dtype = np.dtype(np.int64 if integers else np.float64)
+    values = np.empty((n_rows, len(value_types)), dtype=dtype, order="F")
+    genes: list[np.ndarray] = []
+    start = 0
+    for batch in reader:
+        stop = start + batch.num_rows
+        if stop > values.shape[0]:  # more rows than lines counted: cannot happen, but grow
+            grown = np.empty((stop, values.shape[1]), dtype=dtype, order="F")
+            grown[:start] = values[:start]
+            values = grown
+        genes.append(batch.column(0).to_numpy(zero_copy_only=False))
+        for j in range(len(value_types)):
+            column = batch.column(j + 1)
+            if column.null_count and dtype.kind != "f":
+                raise pa.ArrowInvalid("missing values in an integer column")
+            values[start:stop, j] = column.to_numpy(zero_copy_only=False)
+        start = stop
+    if start < values.shape[0]:  # blank lines were skipped
+        values = np.asfortranarray(values[:start])
+    ids = np.concatenate(genes) if genes else np.empty(0, dtype=object)
+    return ids, names, values
+
+
+def read_text_matrix(path: str | Path, *, dtype: np.dtype | type | None = None) -> pd.DataFrame:
+    """Read a genes × samples TSV/CSV (any extension, ``.gz`` too), first column the IDs.
+
+    As :func:`read_matrix`: one Fortran-ordered array when every value column is
+    numeric. Otherwise the frame :func:`read_table` gives (columns of mixed types),
+    indexed by the first column, so that the caller can say which cell is wrong.
+    """
+    path = Path(path)
+    header = _first_line_fields(path)
+    parsed = None
+    if len(header) > 1:
+        try:
+            parsed = _stream_numeric(path, header, dtype)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            parsed = None
+    if parsed is not None:
+        genes, names, values = parsed
+        index = pd.Index(genes, dtype=object, name="gene_id")
+        return pd.DataFrame(values, index=index, columns=names[1:], copy=False)
+    frame = read_table(path, string_columns=[header[0]])
+    return frame.set_index(frame.columns[0]).rename_axis("gene_id")
+
+
+def _first_line_fields(path: Path) -> list[str]:
+    if not path.exists():
+        raise InputError(f"{path}: file not found. Check the path in the config.")
+    delimiter = sniff_delimiter(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", newline="") as handle:
+        line = handle.readline().rstrip("\r\n")
+    if not line:
+        raise InputError(f"{path}: the file is empty.")
+    return [field.strip() for field in line.split(delimiter)]
