@@ -37,6 +37,21 @@ def planned_jobs(result) -> dict[str, int]:
     return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
 
 
+def planned_outputs(result) -> list[str]:
+    """The output files of every planned job but `all` (whose inputs name every cohort)."""
+    text = result.stdout + result.stderr
+    outputs = []
+    for block in re.split(r"^(?=(?:local)?rule \w+:)", text, flags=re.M):
+        if block.startswith(("rule all:", "localrule all:")):
+            continue
+        outputs += [
+            name.strip()
+            for line in re.findall(r"^\s+output: (.*)$", block, re.M)
+            for name in line.split(",")
+        ]
+    return outputs
+
+
 @pytest.fixture(scope="module")
 def two_cohorts(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     root = tmp_path_factory.mktemp("cohorts")
@@ -64,15 +79,20 @@ def two_cohorts(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
 
 def run_snakemake_with(workdir: Path, config_path: Path, *extra: str):
     # Reuse the harness, but keep the config file where the test put it.
-    return run_snakemake(workdir, yaml.safe_load(config_path.read_text()), *extra,
-                         config_path=config_path)
+    return run_snakemake(
+        workdir, yaml.safe_load(config_path.read_text()), *extra, config_path=config_path
+    )
 
 
 def test_each_cohort_gets_its_own_outputs(two_cohorts: tuple[Path, dict]) -> None:
     workdir, _ = two_cohorts
     for name in ["marioni", "pasilla"]:
-        for table in ["counts/raw_counts.tsv", "normalization/size_factors.tsv",
-                      "normalization/logcpm.tsv", "provenance.json"]:
+        for table in [
+            "counts/raw_counts.tsv",
+            "normalization/size_factors.tsv",
+            "normalization/logcpm.tsv",
+            "provenance.json",
+        ]:
             assert (workdir / "results" / name / table).exists(), (name, table)
     assert (workdir / "results/pasilla/tpm/tpm.tsv").exists()
     assert not (workdir / "results/marioni/tpm/tpm.tsv").exists()  # no lengths given
@@ -92,6 +112,10 @@ def test_changing_one_sample_sheet_reruns_only_that_cohort(
 ) -> None:
     workdir, _ = two_cohorts
     sheet = workdir.parent / "marioni" / "samples.tsv"
+    # A real edit: snakemake 9 ignores a newer mtime when the checksum is unchanged.
+    lines = sheet.read_text().splitlines()
+    edited = [lines[0] + "\tnote"] + [line + "\trechecked" for line in lines[1:]]
+    sheet.write_text("\n".join(edited) + "\n")
     later = time.time() + 5
     os.utime(sheet, (later, later))
     result = run_snakemake_with(workdir, workdir.parent / "config.yaml", "--dry-run")
@@ -99,5 +123,6 @@ def test_changing_one_sample_sheet_reruns_only_that_cohort(
     text = result.stdout + result.stderr
     jobs = planned_jobs(result)
     assert jobs.get("import_counts") == 1 and jobs.get("filter_counts") == 1, text[-3000:]
-    assert "results/marioni/" in text
-    assert "results/pasilla/" not in text
+    outputs = planned_outputs(result)
+    assert any(name.startswith("results/marioni/") for name in outputs), text[-3000:]
+    assert not [name for name in outputs if name.startswith("results/pasilla/")], text[-3000:]

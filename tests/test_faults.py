@@ -60,10 +60,21 @@ def running_rule(workdir: Path) -> str | None:
 def test_sigkill_mid_rule_then_rerun_gives_clean_bytes(clean_run: Path, tmp_path: Path) -> None:
     config = airway_config(tmp_path)
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
-    command = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "-d", str(tmp_path), "--configfile",
-               str(tmp_path / "config.yaml"), "--cores", "1", "--nocolor"]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               start_new_session=True)
+    command = [
+        SNAKEMAKE,
+        "-s",
+        str(REPO / "Snakefile"),
+        "-d",
+        str(tmp_path),
+        "--configfile",
+        str(tmp_path / "config.yaml"),
+        "--cores",
+        "1",
+        "--nocolor",
+    ]
+    process = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     killed_in = None
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and process.poll() is None:
@@ -80,8 +91,14 @@ def test_sigkill_mid_rule_then_rerun_gives_clean_bytes(clean_run: Path, tmp_path
         path = results / name
         if path.exists():
             assert path.read_bytes() == (clean_run / name).read_bytes(), name
-    rerun = run_snakemake(tmp_path, config, "--cores", "1", "--rerun-incomplete",
-                          config_path=tmp_path / "config.yaml")
+    # The whole run was killed (as a cluster time limit does), so snakemake's own lock
+    # is left behind: a user unlocks, then reruns the incomplete jobs.
+    config_path = tmp_path / "config.yaml"
+    unlock = run_snakemake(tmp_path, config, "--unlock", config_path=config_path)
+    assert unlock.returncode == 0, unlock.stderr[-4000:]
+    rerun = run_snakemake(
+        tmp_path, config, "--cores", "1", "--rerun-incomplete", config_path=config_path
+    )
     assert rerun.returncode == 0, rerun.stderr[-4000:]
     for name in TABLES:
         assert (results / name).read_bytes() == (clean_run / name).read_bytes(), name
