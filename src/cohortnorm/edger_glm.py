@@ -654,6 +654,16 @@ def _prepare(
     return yy, x, disp, off
 
 
+def _prepare_full_rank(
+    y: ArrayLike, design: ArrayLike | None, dispersion: ArrayLike, offset: ArrayLike | None
+) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
+    """:func:`_prepare`, refusing a design that is not of full rank (as ``glmFit`` does)."""
+    yy, x, disp, off = _prepare(y, design, dispersion, offset)
+    if np.linalg.matrix_rank(x) < x.shape[1]:
+        raise InputError("Design matrix not of full rank: some coefficients are not estimable")
+    return yy, x, disp, off
+
+
 def _fit_unshrunk(
     y: FloatArray, design: FloatArray, disp: FloatArray, off: FloatArray, threads: int = 1
 ) -> tuple[FloatArray, FloatArray, str]:
@@ -716,9 +726,7 @@ def glm_fit(
         Uses ``mglmOneWay`` when the design is a one-way layout, else ``mglmLevenberg``
         with ``maxit = 250``.
     """
-    yy, x, disp, off = _prepare(y, design, dispersion, offset)
-    if np.linalg.matrix_rank(x) < x.shape[1]:
-        raise InputError("Design matrix not of full rank: some coefficients are not estimable")
+    yy, x, disp, off = _prepare_full_rank(y, design, dispersion, offset)
     beta, mu, method = _fit_unshrunk(yy, x, disp, off, threads)
     unshrunk = None
     if prior_count > 0:
@@ -743,9 +751,7 @@ def glm_coefficients(
     """
     if prior_count <= 0:
         return glm_fit(y, design, dispersion, offset, prior_count, threads).coefficients
-    yy, x, disp, off = _prepare(y, design, dispersion, offset)
-    if np.linalg.matrix_rank(x) < x.shape[1]:
-        raise InputError("Design matrix not of full rank: some coefficients are not estimable")
+    yy, x, disp, off = _prepare_full_rank(y, design, dispersion, offset)
     return pred_fc(yy, x, disp, off, prior_count, threads) * math.log(2)
 
 
