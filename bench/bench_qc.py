@@ -66,25 +66,7 @@ def simulate(n_genes: int, n_samples: int, seed: int) -> tuple[np.ndarray, np.nd
 
 def stage_figures(result: qc.StageQC, stage: str, directory: str) -> None:
     """Draw and save the six figures of one stage, as the qc_stage script does."""
-    figures = {
-        "boxplot": plots.boxplot_figure(result.distribution, groups=result.batch, title=stage),
-        "density": plots.density_figure(
-            result.density_edges, result.density, groups=result.batch, title=stage
-        ),
-        "pca": plots.pca_figure(
-            result.pca, condition=result.condition, batch=result.batch, title=stage
-        ),
-        "rle": plots.rle_figure(result.rle, groups=result.batch, title=stage),
-        "correlation": plots.correlation_figure(
-            result.correlation,
-            result.linkage,
-            result.samples,
-            condition=result.condition,
-            batch=result.batch,
-            title=stage,
-        ),
-        "ma": plots.ma_figure(result.ma, title=stage),
-    }
+    figures = plots.stage_figures(result, title=stage)
     for name, figure in figures.items():
         plots.save_figure(figure, os.path.join(directory, stage, f"{name}.png"))
 

@@ -67,33 +67,12 @@ def main(smk, logger):
     )
     del values
     title = f"{smk.params.cohort}: {TITLES[stage]}"
-    names = {"condition_name": condition_name or "condition", "batch_name": batch_name or "batch"}
-    figures = {
-        "boxplot": plots.boxplot_figure(
-            result.distribution, groups=batch, group_name=names["batch_name"], title=title
-        ),
-        "density": plots.density_figure(
-            result.density_edges,
-            result.density,
-            groups=batch,
-            group_name=names["batch_name"],
-            title=title,
-        ),
-        "pca": plots.pca_figure(result.pca, condition=condition, batch=batch, title=title, **names),
-        "rle": plots.rle_figure(
-            result.rle, groups=batch, group_name=names["batch_name"], title=title
-        ),
-        "correlation": plots.correlation_figure(
-            result.correlation,
-            result.linkage,
-            samples,
-            condition=condition,
-            batch=batch,
-            title=title,
-            **names,
-        ),
-        "ma": plots.ma_figure(result.ma, title=title),
-    }
+    figures = plots.stage_figures(
+        result,
+        condition_name=condition_name or "condition",
+        batch_name=batch_name or "batch",
+        title=title,
+    )
     for name, figure in figures.items():
         plots.save_figure(figure, smk.output[name])
     write_table(result.per_sample, smk.output.samples, index_label="sample")

@@ -276,18 +276,7 @@ def all_figures(result: qc.StageQC, cohort: dict, metrics: pd.DataFrame) -> dict
     summary = qc.count_summary(cohort["counts"])
     summary.index = cohort["samples"]
     return {
-        "boxplot": plots.boxplot_figure(result.distribution, groups=result.batch, title="t"),
-        "density": plots.density_figure(result.density_edges, result.density, groups=result.batch),
-        "pca": plots.pca_figure(result.pca, condition=result.condition, batch=result.batch),
-        "rle": plots.rle_figure(result.rle, groups=result.batch),
-        "correlation": plots.correlation_figure(
-            result.correlation,
-            result.linkage,
-            result.samples,
-            condition=result.condition,
-            batch=result.batch,
-        ),
-        "ma": plots.ma_figure(result.ma),
+        **plots.stage_figures(result, title="t"),
         "library_sizes": plots.library_size_figure(summary, groups=result.batch),
         "verdict": plots.verdict_figure(metrics),
     }

@@ -23,7 +23,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from scipy.cluster import hierarchy
 
-from cohortnorm.qc import MAHistograms, PCAResult
+from cohortnorm.qc import MAHistograms, PCAResult, StageQC
 
 #: rcParams of every figure: fixed fonts, sizes and hash salt for reproducible files.
 STYLE = {
@@ -482,3 +482,45 @@ def verdict_figure(metrics: pd.DataFrame, *, title: str = "") -> Figure:
     axes[0].legend(frameon=False, loc="upper right")
     fig.suptitle(title)
     return fig
+
+
+#: The per-stage figures, in the order the report lists them.
+STAGE_FIGURES = ("boxplot", "density", "pca", "rle", "correlation", "ma")
+
+
+def stage_figures(
+    result: StageQC,
+    *,
+    condition_name: str = "condition",
+    batch_name: str = "batch",
+    title: str = "",
+) -> dict[str, Figure]:
+    """The six figures of one QC stage (:data:`STAGE_FIGURES`), keyed by name.
+
+    Boxes, densities and RLE are grouped by batch; the PCA and the correlation heatmap
+    show both the condition and the batch of each sample.
+    """
+    batch = result.batch
+    names = {"condition_name": condition_name, "batch_name": batch_name}
+    return {
+        "boxplot": boxplot_figure(
+            result.distribution, groups=batch, group_name=batch_name, title=title
+        ),
+        "density": density_figure(
+            result.density_edges, result.density, groups=batch, group_name=batch_name, title=title
+        ),
+        "pca": pca_figure(
+            result.pca, condition=result.condition, batch=batch, title=title, **names
+        ),
+        "rle": rle_figure(result.rle, groups=batch, group_name=batch_name, title=title),
+        "correlation": correlation_figure(
+            result.correlation,
+            result.linkage,
+            result.samples,
+            condition=result.condition,
+            batch=batch,
+            title=title,
+            **names,
+        ),
+        "ma": ma_figure(result.ma, title=title),
+    }
