@@ -443,17 +443,18 @@ def _stream_numeric(
     ``(gene IDs, column names, values)``, or ``None`` when a column is not numeric.
     """
     n_rows = max(_count_lines(path) - 1, 0)
-    if dtype is None:
-        # Types inferred from the first block; a later block that disagrees (a float in
-        # a column of integers) restarts the parse with float64.
+    # Without a dtype, int64 is tried first (counts are integers, and declared types parse
+    # about twice as fast as inferred ones); a cell that is not an integer restarts the
+    # parse with float64, and one that is not a number gives None.
+    attempts = (
+        [np.dtype(dtype)] if dtype is not None else [np.dtype(np.int64), np.dtype(np.float64)]
+    )
+    for attempt in attempts:
         try:
-            return _stream_numeric_typed(path, header, None, n_rows)
+            return _stream_numeric_typed(path, header, attempt, n_rows)
         except pa.ArrowInvalid:
-            dtype = np.float64
-    try:
-        return _stream_numeric_typed(path, header, np.dtype(dtype), n_rows)
-    except pa.ArrowInvalid:
-        return None
+            continue
+    return None
 
 
 def _stream_numeric_typed(
