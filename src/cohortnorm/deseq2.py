@@ -1,9 +1,11 @@
 """DESeq2's median-of-ratios size factors (``estimateSizeFactorsForMatrix``, DESeq2 1.38).
 
-The ``ratio`` type runs PyDESeq2's own median-of-ratios code, which agrees with DESeq2
-(``shared/reference/ALGORITHMS.md`` §3), in blocks so that a consortium-sized matrix is
-never copied whole. ``poscounts`` is ours: PyDESeq2 keeps only genes whose
-positive-count geometric mean exceeds 1, whereas DESeq2 drops only all-zero genes.
+The ``ratio`` type takes its log geometric means from PyDESeq2 (``deseq2_norm_fit``),
+which agrees with DESeq2 (``shared/reference/ALGORITHMS.md`` §3), and the median of log
+ratios of ``deseq2_norm_transform`` without the normalized counts that function also
+computes; both run in blocks so that a consortium-sized matrix is never copied whole.
+``poscounts`` is ours: PyDESeq2 keeps only genes whose positive-count geometric mean
+exceeds 1, whereas DESeq2 drops only all-zero genes.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
-from pydeseq2.preprocessing import deseq2_norm_fit, deseq2_norm_transform
+from pydeseq2.preprocessing import deseq2_norm_fit
 
 SizeFactorType = Literal["ratio", "poscounts"]
 SIZE_FACTOR_TYPES: tuple[str, ...] = ("ratio", "poscounts")
@@ -79,11 +81,13 @@ def size_factors(
     values = np.asarray(counts, dtype=np.float64)
     if type not in SIZE_FACTOR_TYPES:
         raise ValueError(f"unknown size factor type {type!r}; use one of {SIZE_FACTOR_TYPES}")
-    if np.isnan(values).any():
+    # min and max propagate NaN: two reductions check all three conditions.
+    lowest, highest = (values.min(), values.max()) if values.size else (0.0, 0.0)
+    if np.isnan(lowest):
         raise ValueError("NA values are not allowed in the count matrix")
-    if np.any(values < 0):
+    if lowest < 0:
         raise ValueError("some values in assay are negative")
-    if not (values > 0).any():
+    if not highest > 0:
         raise ValueError("all samples have 0 counts for all genes. check the counting script.")
     log_means = _log_geometric_means(values, type)
     usable = np.isfinite(log_means)
@@ -98,17 +102,19 @@ def size_factors(
     rows = np.flatnonzero(usable)
     factors = np.empty(values.shape[1])
     for block in _blocks(values.shape[1], rows.size):
-        part = values[rows, block]
+        # One sample per contiguous row, so that each median partitions contiguous data.
+        part = np.ascontiguousarray(values[rows, block].T)
+        with np.errstate(divide="ignore"):
+            log_ratios = np.log(part, out=part)
+        log_ratios -= log_means[rows]
         if type == "ratio":
-            factors[block] = deseq2_norm_transform(
-                part.T, log_means[rows], np.ones(rows.size, bool)
-            )[1]
+            # PyDESeq2's deseq2_norm_transform, without the normalized counts it also
+            # returns: exp(median(log c_j - log geometric mean)) over the usable genes.
+            factors[block] = np.exp(np.median(log_ratios, axis=1))
         else:
             # A zero count has no log ratio: DESeq2 takes the median over c_j > 0 only.
-            with np.errstate(divide="ignore"):
-                log_ratios = np.log(part) - log_means[rows, None]
-            log_ratios[part <= 0] = np.nan
-            factors[block] = np.exp(np.nanmedian(log_ratios, axis=0))
+            log_ratios[~np.isfinite(log_ratios)] = np.nan
+            factors[block] = np.exp(np.nanmedian(log_ratios, axis=1))
     if type == "poscounts":
         factors = factors / np.exp(np.mean(np.log(factors)))
     return factors
