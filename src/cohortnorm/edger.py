@@ -20,8 +20,8 @@ NORM_METHODS: tuple[str, ...] = ("TMM", "TMMwsp", "RLE", "upperquartile", "none"
 FloatArray = npt.NDArray[np.float64]
 
 # Samples are processed in blocks so that TMM's per-gene M, A and variance matrices
-# never exceed a few hundred MB, whatever the cohort size.
-_BLOCK_CELLS = 16_000_000
+# (about ten temporaries of a block each) stay near 300 MB, whatever the cohort size.
+_BLOCK_CELLS = 4_000_000
 
 
 def _as_counts(counts: npt.ArrayLike) -> FloatArray:
