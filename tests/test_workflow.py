@@ -168,8 +168,13 @@ def test_rerun_is_byte_identical(pasilla_run: Path, tmp_path: Path) -> None:
         "tpm/tpm.tsv",
         "batch/combat_logcpm.tsv",
         "normalization/size_factors.tsv",
+        "qc/metrics.tsv",
+        "qc/sample_flags.tsv",
+        "qc/normalized/pca.png",
+        "qc/batch_corrected/correlation.png",
+        "qc/batch_vs_condition.png",
     ]:
-        assert (tmp_path / "results" / name).read_bytes() == (pasilla_run / name).read_bytes()
+        assert (tmp_path / "results" / name).read_bytes() == (pasilla_run / name).read_bytes(), name
 
 
 # ---------------------------------------------------------------- bad input
