@@ -64,6 +64,47 @@ def test_write_matrix_rows_selects_without_changing_values(tmp_path, monkeypatch
         assert list(back.index) == list(np.asarray(genes)[keep])
 
 
+@pytest.mark.parametrize(
+    "variant", ["int", "float", "crlf", "no_final_newline", "blank_line", "text_cell", "csv"]
+)
+def test_parallel_text_reader_equals_one_stream(tmp_path, monkeypatch, variant) -> None:
+    rng = np.random.default_rng(7)
+    values = rng.poisson(30, size=(997, 9)).astype(np.int64)
+    frame = pd.DataFrame(
+        values,
+        index=pd.Index([f"g{i}" for i in range(997)], name="gene_id"),
+        columns=[f"S{j}" for j in range(9)],
+    )
+    if variant == "float":
+        frame = frame.astype(float)
+        frame.iloc[500, 3] = 2.5  # far from the first block: the int64 parse fails late
+    text = frame.to_csv(sep="," if variant == "csv" else "\t", lineterminator="\n")
+    if variant == "crlf":
+        text = text.replace("\n", "\r\n")
+    elif variant == "no_final_newline":
+        text = text.rstrip("\n")
+    elif variant == "blank_line":
+        lines = text.splitlines(keepends=True)
+        text = "".join([*lines[:600], "\n", *lines[600:]])
+    elif variant == "text_cell":
+        lines = text.splitlines(keepends=True)
+        fields = lines[801].split("\t")
+        lines[801] = "\t".join([fields[0], "many", *fields[2:]])  # gene g800
+        text = "".join(lines)
+    path = tmp_path / ("counts.csv" if variant == "csv" else "counts.tsv")
+    path.write_text(text)
+    monkeypatch.setattr(tables, "_PARALLEL_MIN_BYTES", 1 << 62)
+    one_stream = tables.read_text_matrix(path)
+    monkeypatch.setattr(tables, "_PARALLEL_MIN_BYTES", 0)
+    monkeypatch.setattr(tables, "_MIN_CSV_BLOCK", 4096)  # many batches per range
+    parallel = tables.read_text_matrix(path)
+    pd.testing.assert_frame_equal(parallel, one_stream)
+    if variant in {"int", "crlf", "no_final_newline", "blank_line", "csv"}:
+        assert parallel.to_numpy().dtype == np.int64
+        np.testing.assert_array_equal(parallel.to_numpy(), values)
+        assert list(parallel.index) == list(frame.index)
+
+
 def test_unknown_matrix_extension_is_refused(tmp_path, matrix) -> None:
     values, genes, samples = matrix
     with pytest.raises(Exception, match=r"\.tsv or \.parquet"):

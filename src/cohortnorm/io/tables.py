@@ -17,9 +17,12 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import io
+import itertools
 import os
 import tempfile
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +42,8 @@ BLOCK_CELLS = 1 << 24
 _MIN_CSV_BLOCK = 1 << 24
 _MAX_CSV_BLOCK = 1 << 28
 _CSV_BLOCK_ROWS = 2048
+# Uncompressed text matrices at least this large are parsed in parallel byte ranges.
+_PARALLEL_MIN_BYTES = 1 << 26
 
 
 def sniff_delimiter(path: str | Path) -> str:
@@ -457,45 +462,166 @@ def _stream_numeric(
     return None
 
 
-def _stream_numeric_typed(
-    path: Path, header: list[str], dtype: np.dtype | None, n_rows: int
-) -> tuple[np.ndarray, list[str], np.ndarray] | None:
-    types: dict[str, pa.DataType] = {header[0]: pa.string()}
-    if dtype is not None:
-        types |= {name: pa.from_numpy_dtype(dtype) for name in header[1:]}
+class _ByteRange(io.RawIOBase):
+    """A read-only view of bytes [start, stop) of a file, read with ``os.pread``.
+
+    pyarrow's CSV reader takes it as a stream; ``pread`` keeps the pages out of this
+    process's memory, where a memory map would count them in its resident size.
+    """
+
+    def __init__(self, path: Path, start: int, stop: int) -> None:
+        super().__init__()
+        self._fd = os.open(path, os.O_RDONLY)
+        self._position, self._stop = start, stop
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def]
+        size = min(len(buffer), self._stop - self._position)
+        if size <= 0:
+            return 0
+        data = os.pread(self._fd, size, self._position)
+        buffer[: len(data)] = data
+        self._position += len(data)
+        return len(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            os.close(self._fd)
+        super().close()
+
+
+def _line_ranges(path: Path, parts: int) -> list[tuple[int, int, int]]:
+    """Split the lines after the header into ``parts`` byte ranges ending at newlines.
+
+    Returns ``(start, stop, lines)`` per non-empty range, ``lines`` counting a last
+    line without its newline.
+    """
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        handle.readline()
+        start = handle.tell()
+        cuts = [start]
+        for k in range(1, parts):
+            handle.seek(max(start + (size - start) * k // parts, cuts[-1]))
+            handle.readline()  # to the end of the line the cut falls in
+            cuts.append(min(handle.tell(), size))
+        cuts.append(size)
+        ranges = []
+        for begin, end in itertools.pairwise(cuts):
+            if end <= begin:
+                continue
+            handle.seek(begin)
+            lines, remaining, last = 0, end - begin, b"\n"
+            while remaining:
+                chunk = handle.read(min(remaining, 1 << 24))
+                lines += chunk.count(b"\n")
+                remaining -= len(chunk)
+                last = chunk[-1:]
+            ranges.append((begin, end, lines + (last != b"\n")))
+    return ranges
+
+
+def _parse_rows(
+    source,  # type: ignore[no-untyped-def]
+    options: tuple[pacsv.ReadOptions, pacsv.ParseOptions, pacsv.ConvertOptions],
+    values: np.ndarray,
+    offset: int,
+) -> tuple[list[np.ndarray], int, list[str]]:
+    """Stream-parse ``source`` into ``values[offset:]``; return gene IDs, rows, names."""
+    read_options, parse_options, convert_options = options
     reader = pacsv.open_csv(
-        path,
-        read_options=pacsv.ReadOptions(use_threads=True, block_size=_MIN_CSV_BLOCK),
-        parse_options=pacsv.ParseOptions(delimiter=sniff_delimiter(path)),
-        convert_options=pacsv.ConvertOptions(
-            column_types=types, strings_can_be_null=False, quoted_strings_can_be_null=False
-        ),
+        source,
+        read_options=read_options,
+        parse_options=parse_options,
+        convert_options=convert_options,
     )
     value_types = reader.schema.types[1:]
-    names = [str(name).strip() for name in reader.schema.names]
     if not all(pa.types.is_integer(t) or pa.types.is_floating(t) for t in value_types):
-        return None
-    if dtype is None:
-        integers = all(pa.types.is_integer(t) for t in value_types)
-        dtype = np.dtype(np.int64 if integers else np.float64)
-    values = np.empty((n_rows, len(value_types)), dtype=dtype, order="F")
+        raise _NotNumeric
+    if len(value_types) != values.shape[1]:
+        raise pa.ArrowInvalid("the header and the rows have different numbers of fields")
     genes: list[np.ndarray] = []
-    start = 0
+    start = offset
     for batch in reader:
         stop = start + batch.num_rows
-        if stop > values.shape[0]:  # more rows than lines counted: cannot happen, but grow
-            grown = np.empty((stop, values.shape[1]), dtype=dtype, order="F")
-            grown[:start] = values[:start]
-            values = grown
+        if stop > values.shape[0]:
+            raise _RowsMiscounted
         genes.append(batch.column(0).to_numpy(zero_copy_only=False))
-        for j in range(len(value_types)):
-            column = batch.column(j + 1)
-            if column.null_count and dtype.kind != "f":
-                raise pa.ArrowInvalid("missing values in an integer column")
-            values[start:stop, j] = column.to_numpy(zero_copy_only=False)
+        # The whole batch in one column-major tensor: one C++ copy, not a loop over
+        # thousands of columns holding the GIL.
+        floats = values.dtype.kind == "f"
+        try:
+            block = batch.select(range(1, batch.num_columns)).to_tensor(
+                row_major=False, null_to_nan=floats
+            )
+        except pa.ArrowTypeError:  # an empty cell in an integer column
+            raise pa.ArrowInvalid("missing values in an integer column") from None
+        values[start:stop] = np.asarray(block)
         start = stop
-    if start < values.shape[0]:  # blank lines were skipped
-        values = np.asfortranarray(values[:start])
+    return genes, start - offset, [str(name).strip() for name in reader.schema.names]
+
+
+class _NotNumeric(Exception):
+    """A value column is not numeric: the caller reads the table as text instead."""
+
+
+class _RowsMiscounted(Exception):
+    """Parsed rows and counted lines differ (blank lines): read in one stream instead."""
+
+
+def _stream_numeric_typed(
+    path: Path, header: list[str], dtype: np.dtype, n_rows: int
+) -> tuple[np.ndarray, list[str], np.ndarray] | None:
+    types: dict[str, pa.DataType] = {header[0]: pa.string()}
+    types |= {name: pa.from_numpy_dtype(dtype) for name in header[1:]}
+    parse_options = pacsv.ParseOptions(delimiter=sniff_delimiter(path))
+    convert_options = pacsv.ConvertOptions(
+        column_types=types, strings_can_be_null=False, quoted_strings_can_be_null=False
+    )
+    values = np.empty((n_rows, len(header) - 1), dtype=dtype, order="F")
+    workers = min(os.cpu_count() or 1, 8)
+    if path.suffix != ".gz" and path.stat().st_size >= _PARALLEL_MIN_BYTES and workers > 1:
+        # One stream per core over consecutive byte ranges, each filling its own rows.
+        ranges = _line_ranges(path, workers)
+        offsets = np.concatenate([[0], np.cumsum([lines for _, _, lines in ranges])])
+        options = (
+            pacsv.ReadOptions(use_threads=False, block_size=_MIN_CSV_BLOCK, column_names=header),
+            parse_options,
+            convert_options,
+        )
+        try:
+            with ThreadPoolExecutor(max_workers=len(ranges)) as pool:
+                parts = list(
+                    pool.map(
+                        lambda item: _parse_rows(
+                            _ByteRange(path, item[1][0], item[1][1]),
+                            options,
+                            values,
+                            int(offsets[item[0]]),
+                        ),
+                        enumerate(ranges),
+                    )
+                )
+            if all(rows == r[2] for (_, rows, _), r in zip(parts, ranges, strict=True)):
+                genes = [ids for part, _, _ in parts for ids in part]
+                return np.concatenate(genes), header, values
+        except _RowsMiscounted:
+            pass
+        except _NotNumeric:
+            return None
+    options = (
+        pacsv.ReadOptions(use_threads=True, block_size=_MIN_CSV_BLOCK),
+        parse_options,
+        convert_options,
+    )
+    try:
+        genes, rows, names = _parse_rows(str(path), options, values, 0)
+    except _NotNumeric:
+        return None
+    if rows < values.shape[0]:  # blank lines were skipped
+        values = np.asfortranarray(values[:rows])
     ids = np.concatenate(genes) if genes else np.empty(0, dtype=object)
     return ids, names, values
 
