@@ -447,7 +447,13 @@ def _stream_numeric(
     where reading the whole table first would hold the matrix twice. Returns
     ``(gene IDs, column names, values)``, or ``None`` when a column is not numeric.
     """
-    n_rows = max(_count_lines(path) - 1, 0)
+    workers = min(os.cpu_count() or 1, 8)
+    ranges = None
+    if path.suffix != ".gz" and path.stat().st_size >= _PARALLEL_MIN_BYTES and workers > 1:
+        ranges = _line_ranges(path, workers)  # counts the lines too
+        n_rows = sum(lines for _, _, lines in ranges)
+    else:
+        n_rows = max(_count_lines(path) - 1, 0)
     # Without a dtype, int64 is tried first (counts are integers, and declared types parse
     # about twice as fast as inferred ones); a cell that is not an integer restarts the
     # parse with float64, and one that is not a number gives None.
@@ -456,7 +462,7 @@ def _stream_numeric(
     )
     for attempt in attempts:
         try:
-            return _stream_numeric_typed(path, header, attempt, n_rows)
+            return _stream_numeric_typed(path, header, attempt, n_rows, ranges)
         except pa.ArrowInvalid:
             continue
     return None
@@ -572,7 +578,11 @@ class _RowsMiscounted(Exception):
 
 
 def _stream_numeric_typed(
-    path: Path, header: list[str], dtype: np.dtype, n_rows: int
+    path: Path,
+    header: list[str],
+    dtype: np.dtype,
+    n_rows: int,
+    ranges: list[tuple[int, int, int]] | None,
 ) -> tuple[np.ndarray, list[str], np.ndarray] | None:
     types: dict[str, pa.DataType] = {header[0]: pa.string()}
     types |= {name: pa.from_numpy_dtype(dtype) for name in header[1:]}
@@ -581,10 +591,8 @@ def _stream_numeric_typed(
         column_types=types, strings_can_be_null=False, quoted_strings_can_be_null=False
     )
     values = np.empty((n_rows, len(header) - 1), dtype=dtype, order="F")
-    workers = min(os.cpu_count() or 1, 8)
-    if path.suffix != ".gz" and path.stat().st_size >= _PARALLEL_MIN_BYTES and workers > 1:
+    if ranges:
         # One stream per core over consecutive byte ranges, each filling its own rows.
-        ranges = _line_ranges(path, workers)
         offsets = np.concatenate([[0], np.cumsum([lines for _, _, lines in ranges])])
         options = (
             pacsv.ReadOptions(use_threads=False, block_size=_MIN_CSV_BLOCK, column_names=header),
