@@ -17,6 +17,8 @@ rule qc_stage:
         metrics=out("qc/{stage}/metrics.tsv"),
     log:
         log("qc_{stage}"),
+    benchmark:
+        benchmark_file("qc_{stage}")
     wildcard_constraints:
         stage="raw|normalized|batch_corrected",
     conda:
@@ -78,6 +80,8 @@ rule qc_summary:
         ),
     log:
         log("qc_summary"),
+    benchmark:
+        benchmark_file("qc_summary")
     conda:
         "../envs/qc.yaml"
     threads: 1

@@ -326,3 +326,40 @@ def test_many_samples_figures(tmp_path) -> None:
     }.items():
         plots.save_figure(figure, tmp_path / f"{name}.png")
         assert (tmp_path / f"{name}.png").stat().st_size > 5000
+
+
+# --- the QC rules, end to end -----------------------------------------------------------
+
+
+@pytest.mark.e2e
+def test_qc_rules_show_combat_removing_a_strong_batch_effect(cohort: dict, tmp_path) -> None:
+    """The real snakemake on the simulated cohort: qc/metrics.tsv tells the same story."""
+    from test_workflow import base_config, run_snakemake
+
+    counts = pd.DataFrame(
+        cohort["counts"],
+        index=pd.Index([f"g{i:04d}" for i in range(N_GENES)], name="gene_id"),
+        columns=cohort["samples"],
+    )
+    counts.to_csv(tmp_path / "counts.tsv", sep="\t")
+    sheet = pd.DataFrame(
+        {"sample": cohort["samples"], "condition": cohort["condition"], "batch": cohort["batch"]}
+    )
+    sheet.to_csv(tmp_path / "samples.tsv", sep="\t", index=False)
+    config = base_config(
+        tmp_path,
+        samples=str(tmp_path / "samples.tsv"),
+        counts={"format": "matrix", "path": str(tmp_path / "counts.tsv")},
+        lengths=None,
+    )
+    result = run_snakemake(tmp_path, config)
+    assert result.returncode == 0, result.stderr[-4000:]
+    metrics = pd.read_csv(tmp_path / "results/qc/metrics.tsv", sep="\t").set_index("stage")
+    before, after = metrics.loc["normalized"], metrics.loc["batch_corrected"]
+    assert before["verdict"] == "batch" and before["batch_r2"] > 0.5
+    assert after["batch_r2"] < 0.5 * before["batch_r2"]
+    assert after["condition_r2"] >= before["condition_r2"] - 0.02
+    assert after["verdict"] == "condition"
+    assert after["condition_silhouette"] > before["condition_silhouette"]
+    for stage in ("raw", "normalized", "batch_corrected"):
+        assert (tmp_path / f"results/qc/{stage}/pca.png").stat().st_size > 10_000
