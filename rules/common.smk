@@ -307,19 +307,6 @@ def input_mb(input, factor=1.0, gz_factor=6.0):
     return total * factor
 
 
-def mem_mb(factor, floor=1000):
-    """A resources function: `factor` × (input text size) MB, at least `floor` MB.
-
-    A TSV number takes ~8-18 bytes of text and 8 bytes as float64, so `factor` is
-    about the number of dense copies a step keeps alive at once.
-    """
-
-    def _mem(wildcards, input, attempt):
-        return int(max(floor, input_mb(input, factor)) * attempt)
-
-    return _mem
-
-
 def runtime_min(factor, floor=10):
     """A resources function: minutes for the job, scaled by input size."""
 

@@ -79,13 +79,8 @@ def read_arrow_table(
     string_columns: list[str] | None = None,
     header: bool = True,
     column_names: list[str] | None = None,
-    column_types: dict[str, pa.DataType] | None = None,
 ) -> pa.Table:
-    """Read a TSV/CSV into a pyarrow Table (see :func:`read_table` for the options).
-
-    ``column_types`` forces the type of further columns (e.g. float64 for a matrix
-    that will be used as floats, so that no int64 copy is ever made).
-    """
+    """Read a TSV/CSV into a pyarrow Table (see :func:`read_table` for the options)."""
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: file not found. Check the path in the config.")
@@ -108,10 +103,7 @@ def read_arrow_table(
         block_size=_csv_block_size(path),
     )
     convert_options = pacsv.ConvertOptions(
-        column_types={
-            **(column_types or {}),
-            **{name: pa.string() for name in (string_columns or [])},
-        },
+        column_types={name: pa.string() for name in (string_columns or [])},
         strings_can_be_null=False,
         quoted_strings_can_be_null=False,
     )
