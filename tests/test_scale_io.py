@@ -96,7 +96,7 @@ def test_parallel_text_reader_equals_one_stream(tmp_path, monkeypatch, variant) 
     monkeypatch.setattr(tables, "_PARALLEL_MIN_BYTES", 1 << 62)
     one_stream = tables.read_text_matrix(path)
     monkeypatch.setattr(tables, "_PARALLEL_MIN_BYTES", 0)
-    monkeypatch.setattr(tables, "_MIN_CSV_BLOCK", 4096)  # many batches per range
+    monkeypatch.setattr(tables, "_MATRIX_CSV_BLOCK", 4096)  # many batches per range
     parallel = tables.read_text_matrix(path)
     pd.testing.assert_frame_equal(parallel, one_stream)
     if variant in {"int", "crlf", "no_final_newline", "blank_line", "csv"}:

@@ -44,6 +44,10 @@ _MAX_CSV_BLOCK = 1 << 28
 _CSV_BLOCK_ROWS = 2048
 # Uncompressed text matrices at least this large are parsed in parallel byte ranges.
 _PARALLEL_MIN_BYTES = 1 << 26
+# Text per batch of the matrix reader: small batches stay in cache and keep the reader's
+# buffers small (measured on 60,000 × 1,000: 2 MiB is faster and 0.5 GB leaner than
+# 16 MiB); at least 16 lines, so that very wide files still parse.
+_MATRIX_CSV_BLOCK = 1 << 21
 
 
 def sniff_delimiter(path: str | Path) -> str:
@@ -62,14 +66,18 @@ def sniff_delimiter(path: str | Path) -> str:
     return "\t"
 
 
-def _csv_block_size(path: Path) -> int:
-    """A CSV block size holding about ``_CSV_BLOCK_ROWS`` rows of this file."""
+def _line_width(path: Path) -> int:
+    """Bytes in the longer of the file's first two lines (at least 1)."""
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rb") as handle:
         first = handle.readline(_MAX_CSV_BLOCK)
         second = handle.readline(_MAX_CSV_BLOCK)
-    width = max(len(first), len(second), 1)
-    return int(min(_MAX_CSV_BLOCK, max(_MIN_CSV_BLOCK, width * _CSV_BLOCK_ROWS)))
+    return max(len(first), len(second), 1)
+
+
+def _csv_block_size(path: Path) -> int:
+    """A CSV block size holding about ``_CSV_BLOCK_ROWS`` rows of this file."""
+    return int(min(_MAX_CSV_BLOCK, max(_MIN_CSV_BLOCK, _line_width(path) * _CSV_BLOCK_ROWS)))
 
 
 def read_arrow_table(
@@ -583,11 +591,12 @@ def _stream_numeric_typed(
         column_types=types, strings_can_be_null=False, quoted_strings_can_be_null=False
     )
     values = np.empty((n_rows, len(header) - 1), dtype=dtype, order="F")
+    block_size = max(_MATRIX_CSV_BLOCK, 16 * _line_width(path))
     if ranges:
         # One stream per core over consecutive byte ranges, each filling its own rows.
         offsets = np.concatenate([[0], np.cumsum([lines for _, _, lines in ranges])])
         options = (
-            pacsv.ReadOptions(use_threads=False, block_size=_MIN_CSV_BLOCK, column_names=header),
+            pacsv.ReadOptions(use_threads=False, block_size=block_size, column_names=header),
             parse_options,
             convert_options,
         )
@@ -612,7 +621,7 @@ def _stream_numeric_typed(
         except _NotNumeric:
             return None
     options = (
-        pacsv.ReadOptions(use_threads=True, block_size=_MIN_CSV_BLOCK),
+        pacsv.ReadOptions(use_threads=True, block_size=block_size),
         parse_options,
         convert_options,
     )
