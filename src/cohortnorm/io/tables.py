@@ -650,6 +650,9 @@ def read_text_matrix(path: str | Path, *, dtype: np.dtype | type | None = None) 
             parsed = _stream_numeric(path, header, dtype)
         except (pa.ArrowInvalid, pa.ArrowTypeError):
             parsed = None
+        # The parser's buffers are free by now, but pyarrow's allocator keeps them
+        # mapped; hand them back, so that later steps in this process have the memory.
+        pa.default_memory_pool().release_unused()
     if parsed is not None:
         genes, names, values = parsed
         index = pd.Index(genes, dtype=object, name="gene_id")
