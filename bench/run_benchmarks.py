@@ -202,14 +202,19 @@ def _setup_stage(
     if stage == "import":
         fn = _resolve("cohortnorm.io.importers", "import_counts")
         return (lambda: fn("matrix", tsv)), raw_shape
-    if stage == "chain":
+    if stage in ("chain", "e2e"):
+        # chain: issue 2's import → filter → TMM → logCPM + TPM. e2e: issue 5's path, the
+        # chain then parametric ComBat, keeping only what the next step needs (every rule
+        # of the workflow is its own process).
         imp = _resolve("cohortnorm.io.importers", "import_counts")
         read_table = _resolve("cohortnorm.io.tables", "read_table")
         fil = _resolve("cohortnorm.edger", "filter_by_expr")
         cnf = _resolve("cohortnorm.edger", "calc_norm_factors")
         cpm = _resolve("cohortnorm.edger", "cpm")
         tpm = _resolve("cohortnorm.expression", "tpm")
+        combat = _resolve("cohortnorm.combat", "combat") if stage == "e2e" else None
         lengths_path = str(workdir / "lengths.tsv")
+        design = _design(condition)
 
         def chain() -> Any:
             counts = _as_matrix(imp("matrix", tsv), dtype=None)
@@ -220,36 +225,13 @@ def _setup_stage(
             lib = filtered.sum(axis=0)
             nf = np.asarray(cnf(filtered, method="TMM", lib_size=lib))
             logcpm = cpm(filtered, lib * nf, log=True, prior_count=2.0)
-            return logcpm, tpm(filtered, lengths[keep].astype(float))
-
-        return chain, raw_shape
-    if stage == "e2e":
-        # Issue 5's end-to-end path as the workflow runs it: each step's inputs only, its
-        # output kept only while a later step needs it (every rule is its own process).
-        imp = _resolve("cohortnorm.io.importers", "import_counts")
-        read_table = _resolve("cohortnorm.io.tables", "read_table")
-        fil = _resolve("cohortnorm.edger", "filter_by_expr")
-        cnf = _resolve("cohortnorm.edger", "calc_norm_factors")
-        cpm = _resolve("cohortnorm.edger", "cpm")
-        tpm = _resolve("cohortnorm.expression", "tpm")
-        combat = _resolve("cohortnorm.combat", "combat")
-        lengths_path = str(workdir / "lengths.tsv")
-        design = _design(condition)
-
-        def end_to_end() -> Any:
-            counts = _as_matrix(imp("matrix", tsv), dtype=None)
-            lengths = read_table(lengths_path, string_columns=["gene_id"])["length"].to_numpy()
-            keep = np.asarray(fil(counts, group=condition), dtype=bool)
-            filtered = counts[keep]
-            del counts
-            lib = filtered.sum(axis=0)
-            nf = np.asarray(cnf(filtered, method="TMM", lib_size=lib))
-            logcpm = cpm(filtered, lib * nf, log=True, prior_count=2.0)
-            tpm(filtered, lengths[keep].astype(float))  # computed, then dropped (own rule)
-            del filtered
+            tpm_values = tpm(filtered, lengths[keep].astype(float))
+            if combat is None:
+                return logcpm, tpm_values
+            del tpm_values, filtered
             return _adjusted(combat(logcpm, batch, covariates=design, parametric=True))
 
-        return end_to_end, raw_shape
+        return chain, raw_shape
     if stage == "filter":
         fn = _resolve("cohortnorm.edger", "filter_by_expr")
         counts = _load(workdir, "counts")
