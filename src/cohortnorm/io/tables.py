@@ -46,8 +46,10 @@ _CSV_BLOCK_ROWS = 2048
 _PARALLEL_MIN_BYTES = 1 << 26
 # Text per batch of the matrix reader: small batches stay in cache and keep the reader's
 # buffers small (measured on 60,000 × 1,000: 2 MiB is faster and 0.5 GB leaner than
-# 16 MiB); at least 16 lines, so that very wide files still parse.
+# 16 MiB), but each batch costs a pass over its columns, so a wide file (thousands of
+# samples) gets at least _MATRIX_CSV_ROWS lines per batch.
 _MATRIX_CSV_BLOCK = 1 << 21
+_MATRIX_CSV_ROWS = 256
 
 
 def sniff_delimiter(path: str | Path) -> str:
@@ -591,7 +593,7 @@ def _stream_numeric_typed(
         column_types=types, strings_can_be_null=False, quoted_strings_can_be_null=False
     )
     values = np.empty((n_rows, len(header) - 1), dtype=dtype, order="F")
-    block_size = max(_MATRIX_CSV_BLOCK, 16 * _line_width(path))
+    block_size = min(_MAX_CSV_BLOCK, max(_MATRIX_CSV_BLOCK, _MATRIX_CSV_ROWS * _line_width(path)))
     if ranges:
         # One stream per core over consecutive byte ranges, each filling its own rows.
         offsets = np.concatenate([[0], np.cumsum([lines for _, _, lines in ranges])])
