@@ -136,8 +136,8 @@ def _tmm_factors(
             n_used = usable.sum(axis=0)
             # R's rank() with ties averaged, over each sample's usable genes only. Unusable
             # genes are set to +Inf: they rank after every usable one, so the usable genes'
-            # ranks are those among themselves, and one vectorized sort per matrix does
-            # (nan_policy="omit" would rank column by column).
+            # ranks are those among themselves, and whole blocks of samples are trimmed at
+            # once (scipy's rankdata with nan_policy="omit" goes column by column).
             log_ratio[~usable] = np.inf
             abs_expr[~usable] = np.inf
             lo_l = np.floor(n_used * logratio_trim) + 1
