@@ -443,9 +443,10 @@ def _stream_numeric(
 ) -> tuple[np.ndarray, list[str], np.ndarray] | None:
     """Parse a numeric genes × samples text matrix batch by batch into one array.
 
-    pyarrow's streaming reader parses one block of rows at a time (the next block in
-    the background); each batch is copied into its rows of a preallocated
-    Fortran-ordered array and dropped. Peak memory is the result plus a few blocks,
+    pyarrow's streaming reader parses one block of rows at a time; each batch is copied
+    into its rows of a preallocated Fortran-ordered array and dropped. A large
+    uncompressed file is cut into one byte range per core (at line ends), each parsed
+    by its own stream into its own rows. Peak memory is the result plus a few blocks,
     where reading the whole table first would hold the matrix twice. Returns
     ``(gene IDs, column names, values)``, or ``None`` when a column is not numeric.
     """
@@ -602,19 +603,15 @@ def _stream_numeric_typed(
             parse_options,
             convert_options,
         )
+
+        def parse_range(index: int) -> tuple[list[np.ndarray], int, list[str]]:
+            start, stop, _ = ranges[index]
+            with _ByteRange(path, start, stop) as source:
+                return _parse_rows(source, options, values, int(offsets[index]))
+
         try:
             with ThreadPoolExecutor(max_workers=len(ranges)) as pool:
-                parts = list(
-                    pool.map(
-                        lambda item: _parse_rows(
-                            _ByteRange(path, item[1][0], item[1][1]),
-                            options,
-                            values,
-                            int(offsets[item[0]]),
-                        ),
-                        enumerate(ranges),
-                    )
-                )
+                parts = list(pool.map(parse_range, range(len(ranges))))
             if all(rows == r[2] for (_, rows, _), r in zip(parts, ranges, strict=True)):
                 genes = [ids for part, _, _ in parts for ids in part]
                 return np.concatenate(genes), header, values
