@@ -26,13 +26,14 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
+from cohortnorm.blocks import slices
 from cohortnorm.errors import InputError
 
 __all__ = [
@@ -328,11 +329,6 @@ def _standardise(
     return s, stand_mean, var_pooled
 
 
-def _blocks(n: int, size: int) -> Iterator[slice]:
-    for start in range(0, n, size):
-        yield slice(start, min(start + size, n))
-
-
 # --------------------------------------------------------------------------- shrinkage
 
 
@@ -433,8 +429,8 @@ def _int_eprior(
     weights = np.column_stack([g, d, np.ones(genes)])
     g_star = np.empty(genes)
     d_star = np.empty(genes)
-    slices = list(_blocks(genes, block_size))
-    workers = min(len(slices), os.cpu_count() or 1)
+    gene_blocks = slices(genes, block_size)
+    workers = min(len(gene_blocks), os.cpu_count() or 1)
 
     def run(rows: slice) -> None:
         g_star[rows], d_star[rows] = _int_eprior_rows(rows, n, mean, ss, g, d, prefactor, weights)
@@ -442,9 +438,9 @@ def _int_eprior(
     if workers > 1:
         # numpy releases the GIL in the ufuncs and BLAS calls that dominate here.
         with ThreadPoolExecutor(workers) as pool:
-            list(pool.map(run, slices))
+            list(pool.map(run, gene_blocks))
     else:
-        for rows in slices:
+        for rows in gene_blocks:
             run(rows)
     return g_star, d_star
 
@@ -568,7 +564,7 @@ def combat(
     # Zero-variance rows: sva's var(x) == 0 within any batch of ≥2 samples. var() of a
     # vector with NA is NA, which which() ignores, so genes with NaN are never flagged.
     zero = np.zeros(n_genes, dtype=bool)
-    for rows in _blocks(n_genes, _DEFAULT_BLOCK):
+    for rows in slices(n_genes, _DEFAULT_BLOCK):
         for b in range(n_batch):
             if n_per_batch[b] > 1:
                 sub = dat[rows][:, batch_idx == b]
@@ -684,7 +680,7 @@ def combat(
     cnt = np.empty((n_batch, n_keep))
     mean = np.empty((n_batch, n_keep))
     ss = np.empty((n_batch, n_keep))
-    for rows in _blocks(n_keep, block):
+    for rows in slices(n_keep, block):
         s, _, _ = _standardise(dat[keep[rows]], model, ids[rows], work_names)
         if has_na:
             gamma_hat[:, rows] = _ls_fit_na(s, batch_design, ids[rows], work_names)
@@ -752,7 +748,7 @@ def combat(
     # Pass 2: adjust. sva's expression, in its order of operations.
     adjusted = dat.copy()
     sqrt_dstar = np.sqrt(delta_star)
-    for rows in _blocks(n_keep, block):
+    for rows in slices(n_keep, block):
         block_data = dat[keep[rows]]
         s, stand_mean, var_pooled = _standardise(block_data, model, ids[rows], work_names)
         s -= (batch_design @ gamma_star[:, rows]).T

@@ -16,6 +16,8 @@ import numpy as np
 import numpy.typing as npt
 from pydeseq2.preprocessing import deseq2_norm_fit
 
+from cohortnorm.blocks import cell_slices
+
 SizeFactorType = Literal["ratio", "poscounts"]
 SIZE_FACTOR_TYPES: tuple[str, ...] = ("ratio", "poscounts")
 
@@ -25,15 +27,10 @@ FloatArray = npt.NDArray[np.float64]
 _BLOCK_CELLS = 16_000_000
 
 
-def _blocks(length: int, other: int) -> list[slice]:
-    width = max(1, _BLOCK_CELLS // max(other, 1))
-    return [slice(start, min(start + width, length)) for start in range(0, length, width)]
-
-
 def _log_geometric_means(values: FloatArray, type: SizeFactorType) -> FloatArray:
     n_genes, n_samples = values.shape
     log_means = np.empty(n_genes)
-    for block in _blocks(n_genes, n_samples):
+    for block in cell_slices(n_genes, n_samples, _BLOCK_CELLS):
         if type == "ratio":
             log_means[block] = deseq2_norm_fit(values[block].T)[0]
         else:
@@ -101,7 +98,7 @@ def size_factors(
         )
     rows = np.flatnonzero(usable)
     factors = np.empty(values.shape[1])
-    for block in _blocks(values.shape[1], rows.size):
+    for block in cell_slices(values.shape[1], rows.size, _BLOCK_CELLS):
         # One sample per contiguous row, so that each median partitions contiguous data.
         part = np.ascontiguousarray(values[rows, block].T)
         with np.errstate(divide="ignore"):

@@ -14,6 +14,8 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from cohortnorm.blocks import cell_slices
+
 NormMethod = Literal["TMM", "TMMwsp", "RLE", "upperquartile", "none"]
 NORM_METHODS: tuple[str, ...] = ("TMM", "TMMwsp", "RLE", "upperquartile", "none")
 
@@ -44,11 +46,6 @@ def _library_sizes(values: FloatArray, lib_size: npt.ArrayLike | None) -> FloatA
             f"lib_size has {sizes.size} entries but counts have {values.shape[1]} samples"
         )
     return sizes
-
-
-def _sample_blocks(n_genes: int, n_samples: int) -> list[slice]:
-    width = max(1, _BLOCK_CELLS // max(n_genes, 1))
-    return [slice(start, min(start + width, n_samples)) for start in range(0, n_samples, width)]
 
 
 def upper_quartile_factors(counts: FloatArray, lib_size: FloatArray, p: float = 0.75) -> FloatArray:
@@ -125,7 +122,7 @@ def _tmm_factors(
     with np.errstate(divide="ignore", invalid="ignore"):
         log_ref = np.log2(ref_counts / n_ref)
         var_ref = (n_ref - ref_counts) / n_ref / ref_counts
-        for block in _sample_blocks(n_genes, n_samples):
+        for block in cell_slices(n_samples, n_genes, _BLOCK_CELLS):
             obs = counts[:, block]
             n_obs = lib_size[block]
             log_obs = np.log2(obs / n_obs)
@@ -380,9 +377,7 @@ def samples_reaching_cpm(
     values = np.asarray(counts)
     sizes = np.asarray(lib_size, np.float64).ravel()
     reached = np.empty(values.shape[0], dtype=np.int64)
-    height = max(1, _BLOCK_CELLS // max(values.shape[1], 1))
-    for start in range(0, values.shape[0], height):
-        rows = slice(start, min(start + height, values.shape[0]))
+    for rows in cell_slices(values.shape[0], values.shape[1], _BLOCK_CELLS):
         reached[rows] = (cpm(values[rows], sizes) >= threshold).sum(axis=1)
     return reached
 

@@ -32,6 +32,7 @@ from numpy.typing import ArrayLike, NDArray
 from scipy.linalg import solve_triangular
 from scipy.special import gammaln
 
+from cohortnorm.blocks import cell_slices
 from cohortnorm.errors import InputError
 
 FloatArray = NDArray[np.float64]
@@ -121,8 +122,7 @@ _LGAMMA_TABLE = 1 << 16
 
 def _gene_blocks(ngenes: int, nlibs: int) -> list[slice]:
     """Consecutive row slices of about :data:`_BLOCK_CELLS` cells each."""
-    step = max(1, _BLOCK_CELLS // max(nlibs, 1))
-    return [slice(start, min(start + step, ngenes)) for start in range(0, ngenes, step)]
+    return cell_slices(ngenes, nlibs, _BLOCK_CELLS)
 
 
 def _map_blocks(fn: Callable[[slice], None], blocks: list[slice], threads: int) -> None:

@@ -20,6 +20,8 @@ import pandas as pd
 from scipy.cluster import hierarchy
 from scipy.spatial.distance import squareform
 
+from cohortnorm.blocks import slices
+
 #: 1.4826 · MAD estimates the standard deviation of normal data.
 MAD_SCALE = 1.4826
 #: Samples per block in the block-wise passes over a full matrix.
@@ -124,10 +126,6 @@ def _as_float(values: np.ndarray) -> np.ndarray:
     return values
 
 
-def _blocks(n: int, size: int = BLOCK) -> list[slice]:
-    return [slice(start, min(start + size, n)) for start in range(0, n, size)]
-
-
 def distribution_summary(
     values: np.ndarray,
     samples: Sequence[str] | None = None,
@@ -155,7 +153,7 @@ def distribution_summary(
     values = _as_float(values)
     n = values.shape[1]
     table = np.empty((n, 9))
-    for block in _blocks(n):
+    for block in slices(n, BLOCK):
         chunk = np.array(values[:, block].T, order="C")
         if center is not None:
             chunk -= center[None, :]
@@ -208,7 +206,7 @@ def density_histograms(
     width = edges[1] - edges[0]
     n = values.shape[1]
     counts = np.empty((n, n_bins))
-    for block in _blocks(n):
+    for block in slices(n, BLOCK):
         chunk = values[:, block].T
         index = np.clip(((chunk - edges[0]) / width).astype(np.int64), 0, n_bins - 1)
         index += np.arange(chunk.shape[0])[:, None] * n_bins
@@ -618,7 +616,7 @@ def count_summary(counts: np.ndarray) -> pd.DataFrame:
     n_genes = counts.shape[0]
     detected = np.zeros(counts.shape[1], dtype=np.int64)
     lib_size = np.zeros(counts.shape[1])
-    for block in _blocks(counts.shape[1]):
+    for block in slices(counts.shape[1], BLOCK):
         chunk = counts[:, block]
         detected[block] = np.count_nonzero(chunk, axis=0)
         lib_size[block] = chunk.sum(axis=0, dtype=np.float64)

@@ -31,6 +31,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from cohortnorm.blocks import cell_slices
 from cohortnorm.errors import InputError
 
 #: Extensions of the matrix formats :func:`read_matrix` and :func:`write_matrix` know.
@@ -235,8 +236,7 @@ def matrix_format(path: str | Path) -> str:
 
 def row_blocks(n_rows: int, n_columns: int) -> list[slice]:
     """Consecutive row slices of about :data:`BLOCK_CELLS` cells each."""
-    height = max(1, BLOCK_CELLS // max(n_columns, 1))
-    return [slice(start, min(start + height, n_rows)) for start in range(0, n_rows, height)]
+    return cell_slices(n_rows, n_columns, BLOCK_CELLS)
 
 
 class MatrixWriter:
