@@ -341,6 +341,48 @@ def test_tpm_columns_sum_to_a_million(dataset: Dataset) -> None:
     np.testing.assert_allclose(result.sum(axis=0), 1e6, rtol=1e-12)
 
 
+def test_float32_tpm_and_fpkm_are_the_float64_values_rounded(
+    dataset: Dataset, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # tpm.dtype float32 (visualization only): agrees with float64 to 1e-6 relative.
+    if dataset.lengths is None:
+        pytest.skip(f"{dataset.name} has no gene lengths")
+    lengths = dataset.lengths.reindex(dataset.counts.index).to_numpy(dtype=float)
+    usable = np.isfinite(lengths) & (lengths > 0)
+    counts, lengths = dataset.counts.to_numpy()[usable], lengths[usable]
+    monkeypatch.setattr(expression, "_BLOCK_CELLS", 3 * counts.shape[0])  # 3 samples a block
+    for function in (expression.tpm, expression.fpkm):
+        wide = function(counts, lengths)
+        narrow = function(counts, lengths, dtype=np.float32)
+        assert narrow.dtype == np.float32 and wide.dtype == np.float64
+        np.testing.assert_allclose(narrow, wide, rtol=1e-6, atol=0)
+        np.testing.assert_array_equal(narrow, wide.astype(np.float32))  # rounded once
+    tpm32 = expression.tpm(counts, lengths, dtype=np.float32)
+    np.testing.assert_allclose(tpm32.sum(axis=0, dtype=np.float64), 1e6, rtol=1e-6)
+    # overwrite: the float32 TPM fills the first half of the float64 counts' memory.
+    memory = np.asfortranarray(counts, dtype=np.float64)
+    in_place = expression.tpm(memory, lengths, overwrite=True, dtype=np.float32)
+    assert in_place.dtype == np.float32 and np.shares_memory(in_place, memory)
+    np.testing.assert_array_equal(in_place, tpm32)
+
+
+def test_float32_tpm_leaves_counts_alone_without_overwrite() -> None:
+    counts = np.asfortranarray([[10.0, 0.0, 3.0], [30.0, 0.0, 1.0]])
+    before = counts.copy()
+    lengths = np.array([[100.0, 200.0, 50.0], [300.0, 400.0, 70.0]])
+    result = expression.tpm(counts, lengths, dtype=np.float32)
+    np.testing.assert_array_equal(counts, before)
+    assert not np.shares_memory(result, counts)
+    # Per-sample lengths, and NaN for the sample without counts, as in float64.
+    np.testing.assert_array_equal(result, expression.tpm(counts, lengths).astype(np.float32))
+    assert np.isnan(result[:, 1]).all()
+    for dtype in (np.float16, np.int64):
+        with pytest.raises(ValueError, match="dtype must be float64 or float32"):
+            expression.tpm(counts, lengths, dtype=dtype)
+        with pytest.raises(ValueError, match="dtype must be float64 or float32"):
+            expression.fpkm(counts, lengths, dtype=dtype)
+
+
 def test_tpm_per_sample_lengths_and_bad_lengths() -> None:
     counts = np.array([[10.0, 20.0], [30.0, 40.0]])
     lengths = np.array([[100.0, 200.0], [300.0, 400.0]])

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from conftest import DATA, load_dataset
 from test_workflow import base_config, run_snakemake
@@ -51,6 +53,31 @@ def test_parquet_and_blocked_tsv_match_write_table(tmp_path, monkeypatch, matrix
         as_float = tables.read_matrix(tmp_path / name, dtype=np.float64).to_numpy()
         assert as_float.dtype == np.float64 and as_float.flags.f_contiguous
         np.testing.assert_array_equal(as_float, values.astype(np.float64))
+
+
+def test_float32_matrix_round_trips_as_float32(tmp_path, monkeypatch, matrix) -> None:
+    # tpm.dtype float32: float32 Parquet columns, float32's shortest text in TSV.
+    values, genes, samples = matrix
+    narrow = values.astype(np.float32)
+    narrow[0, 0] = np.float32(0.1)
+    monkeypatch.setattr(tables, "BLOCK_CELLS", 7 * len(samples))
+    for suffix in ("tsv", "parquet"):
+        tables.write_matrix(narrow, genes, samples, tmp_path / f"f32.{suffix}")
+        tables.write_matrix(narrow.astype(np.float64), genes, samples, tmp_path / f"f64.{suffix}")
+        path = tmp_path / f"f32.{suffix}"
+        back = tables.read_matrix(path, dtype=np.float32).to_numpy()
+        assert back.dtype == np.float32
+        np.testing.assert_array_equal(back, narrow)  # NaN included
+        widened = tables.read_matrix(path).to_numpy()
+        np.testing.assert_array_equal(widened.astype(np.float32), narrow)
+        assert path.stat().st_size < (tmp_path / f"f64.{suffix}").stat().st_size
+    first_row = (tmp_path / "f32.tsv").read_text().splitlines()[1].split("\t")
+    assert first_row[1] == "0.1"  # float64 would write 0.10000000149011612
+    schema = pq.read_schema(tmp_path / "f32.parquet")
+    assert {schema.field(name).type for name in samples} == {pa.float32()}
+    tables.write_matrix(narrow[:0], [], samples, tmp_path / "empty.parquet")
+    empty = pq.read_schema(tmp_path / "empty.parquet")
+    assert {empty.field(name).type for name in samples} == {pa.float32()}
 
 
 def test_write_matrix_rows_selects_without_changing_values(tmp_path, monkeypatch, matrix) -> None:

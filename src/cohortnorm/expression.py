@@ -6,10 +6,29 @@ both divide by a gene length that the counting model does not use.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 import numpy.typing as npt
 
+from cohortnorm.blocks import cell_slices
+
 FloatArray = npt.NDArray[np.float64]
+#: Output dtypes of :func:`tpm` and :func:`fpkm`. float32 is allowed here and nowhere
+#: else: TPM/FPKM are for visualization only, where float32's relative rounding error
+#: (at most 2**-24, about 6e-8) is invisible, whereas size factors, logCPM, normalized
+#: counts and batch-corrected values each have a 1e-9 contract with R that float32 breaks.
+OUTPUT_DTYPES: tuple[np.dtype[Any], ...] = (np.dtype(np.float64), np.dtype(np.float32))
+#: Cells per float64 temporary of the float32 path (4 Mi cells, 32 MiB).
+_BLOCK_CELLS = 1 << 22
+
+
+def _output_dtype(dtype: npt.DTypeLike) -> np.dtype[Any]:
+    resolved = np.dtype(dtype)
+    if resolved not in OUTPUT_DTYPES:
+        raise ValueError(f"dtype must be float64 or float32, not {resolved}")
+    return resolved
 
 
 def _checked_lengths(lengths: npt.ArrayLike, shape: tuple[int, int]) -> FloatArray:
@@ -30,7 +49,13 @@ def _checked_lengths(lengths: npt.ArrayLike, shape: tuple[int, int]) -> FloatArr
     return values
 
 
-def tpm(counts: npt.ArrayLike, lengths: npt.ArrayLike, *, overwrite: bool = False) -> FloatArray:
+def tpm(
+    counts: npt.ArrayLike,
+    lengths: npt.ArrayLike,
+    *,
+    overwrite: bool = False,
+    dtype: npt.DTypeLike = np.float64,
+) -> npt.NDArray[np.floating[Any]]:
     """Transcripts per million, ``1e6 · (c/len) / Σ(c/len)`` per sample.
 
     Parameters
@@ -41,14 +66,32 @@ def tpm(counts: npt.ArrayLike, lengths: npt.ArrayLike, *, overwrite: bool = Fals
         Gene lengths in bases: one per gene, or genes × samples (effective lengths
         from a quantifier, tximport's ``length`` matrix).
     overwrite
-        Compute in the memory of ``counts`` when it is a float64 array (the same
-        numbers, without a second dense copy); ``counts`` then holds the TPM.
+        Compute in the memory of ``counts`` when it is a writeable float64 array (the
+        same numbers, without a second dense copy); ``counts`` then holds the TPM. With
+        ``dtype=np.float32`` the float32 result fills the first half of that memory
+        when ``counts`` is also Fortran-ordered (as :func:`~cohortnorm.io.tables.read_matrix`
+        returns it), and ``counts`` is left meaningless; otherwise it is untouched.
+    dtype
+        ``np.float64`` (default) or ``np.float32``. float32 is allowed because TPM is
+        for visualization only, where its relative error of about 1e-7 is invisible;
+        size factors and logCPM stay float64, as float32 would break their 1e-9
+        contract with R. The float32 result is computed in float64 one block of samples
+        at a time and rounded once, so it is the float64 TPM rounded to float32, with no
+        float64 copy of the whole matrix.
 
     Returns
     -------
     numpy.ndarray
-        TPM, each column summing to 1e6 (NaN for a sample with no counts).
+        TPM of ``dtype``, each column summing to 1e6 (NaN for a sample with no counts).
+
+    Raises
+    ------
+    ValueError
+        When ``dtype`` is neither float64 nor float32, or a length is invalid.
     """
+    out_dtype = _output_dtype(dtype)
+    if out_dtype == np.float32:
+        return _float32_by_samples(counts, lengths, _tpm_block, overwrite=overwrite)
     values = np.asarray(counts, dtype=np.float64)
     checked = _checked_lengths(lengths, values.shape)
     if overwrite and values.flags.writeable:
@@ -60,9 +103,59 @@ def tpm(counts: npt.ArrayLike, lengths: npt.ArrayLike, *, overwrite: bool = Fals
     return rate
 
 
+def _float32_by_samples(
+    counts: npt.ArrayLike,
+    lengths: npt.ArrayLike,
+    scaled: Callable[[FloatArray, FloatArray, slice], FloatArray],
+    *,
+    overwrite: bool = False,
+) -> npt.NDArray[np.float32]:
+    """Fill a float32 genes × samples array one float64 block of samples at a time.
+
+    ``scaled(block counts, block lengths, samples)`` gives a block's values in float64;
+    each is rounded once into the result. A block of whole columns holds each sample's
+    sum, so one pass suffices and the sums are those of the float64 path. With
+    ``overwrite`` and a writeable Fortran-ordered float64 ``counts``, the result lives
+    in the first half of its memory: float32 column ``j`` is bytes ``[4nj, 4n(j+1))``,
+    inside float64 columns up to ``j``, and each block is read whole before it is
+    written, so nothing is overwritten unread.
+    """
+    values = np.asarray(counts)
+    if values.ndim != 2:
+        raise ValueError(f"counts must be genes × samples, not of shape {values.shape}")
+    checked = _checked_lengths(lengths, values.shape)
+    n_genes, n_samples = values.shape
+    if (
+        overwrite
+        and values.dtype == np.float64
+        and values.flags.writeable
+        and values.flags.f_contiguous
+    ):
+        memory = values.reshape(-1, order="F").view(np.float32)
+        result = memory[: values.size].reshape(values.shape, order="F")
+    else:
+        result = np.empty(values.shape, dtype=np.float32, order="F")
+    per_sample = checked.shape[1] > 1
+    for block in cell_slices(n_samples, n_genes, _BLOCK_CELLS):
+        part = np.asarray(values[:, block], dtype=np.float64)
+        result[:, block] = scaled(part, checked[:, block] if per_sample else checked, block)
+    return result
+
+
+def _tpm_block(values: FloatArray, lengths: FloatArray, _: slice) -> FloatArray:
+    rate = values / lengths
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rate *= 1e6 / rate.sum(axis=0)
+    return rate
+
+
 def fpkm(
-    counts: npt.ArrayLike, lengths: npt.ArrayLike, lib_size: npt.ArrayLike | None = None
-) -> FloatArray:
+    counts: npt.ArrayLike,
+    lengths: npt.ArrayLike,
+    lib_size: npt.ArrayLike | None = None,
+    *,
+    dtype: npt.DTypeLike = np.float64,
+) -> npt.NDArray[np.floating[Any]]:
     """Fragments per kilobase per million, ``edgeR::rpkm`` (``cpm / (len/1000)``).
 
     Parameters
@@ -73,12 +166,30 @@ def fpkm(
         Gene lengths in bases, one per gene or genes × samples.
     lib_size
         Library sizes; default the column sums (pass effective sizes for TMM-FPKM).
+    dtype
+        ``np.float64`` (default) or ``np.float32``, as in :func:`tpm` (FPKM is for
+        visualization only, so float32's ~1e-7 relative error is allowed here). The
+        float32 result is the float64 one rounded once, computed by blocks of samples.
 
     Returns
     -------
     numpy.ndarray
-        ``counts · 1e9 / (lib_size · length)``.
+        ``counts · 1e9 / (lib_size · length)``, of ``dtype``.
+
+    Raises
+    ------
+    ValueError
+        When ``dtype`` is neither float64 nor float32, or a length is invalid.
     """
+    out_dtype = _output_dtype(dtype)
+    sizes = None if lib_size is None else np.asarray(lib_size, np.float64).ravel()
+    if out_dtype == np.float32:
+
+        def scaled(values: FloatArray, lengths: FloatArray, block: slice) -> FloatArray:
+            part = values.sum(axis=0) if sizes is None else sizes[block]
+            return values / part * 1e6 / (lengths / 1000)
+
+        return _float32_by_samples(counts, lengths, scaled)
     values = np.asarray(counts, dtype=np.float64)
-    sizes = values.sum(axis=0) if lib_size is None else np.asarray(lib_size, np.float64).ravel()
+    sizes = values.sum(axis=0) if sizes is None else sizes
     return values / sizes * 1e6 / (_checked_lengths(lengths, values.shape) / 1000)

@@ -3,8 +3,9 @@
 Tables are read with pyarrow's multithreaded CSV reader (gzip, CRLF and comma or tab
 delimiters are handled) and written atomically: to a temporary file in the same
 directory, then renamed, so that a killed job never leaves a half-written table under
-its final name. Floats are written in the shortest form that round-trips exactly, so
-two runs of the same input give the same bytes.
+its final name. Floats are written in the shortest form that round-trips exactly (a
+float32 matrix in float32's shortest form, which reads back as the same float32 values),
+so two runs of the same input give the same bytes.
 
 Genes × samples matrices (:func:`read_matrix`, :func:`write_matrix`,
 :class:`MatrixWriter`) are TSV or Parquet, chosen by the file's extension. Both are
@@ -346,7 +347,9 @@ def write_matrix(
     The format follows the extension (``.tsv`` or ``.parquet``). ``rows`` (a boolean
     mask or row indices) writes only those rows, without copying the selection whole;
     ``dtype`` converts block by block (int64 counts held as float64 are written as
-    integers, as large whole floats would be written as ``1e+15``).
+    integers, as large whole floats would be written as ``1e+15``). The values keep
+    their dtype: a float32 matrix gives float32 Parquet columns (also with no rows) and
+    TSV text in float32's shortest round-trip form (``0.1``, not ``0.10000000149011612``).
     """
     matrix = np.asarray(matrix)
     genes = np.asarray(genes, dtype=object)
@@ -354,6 +357,8 @@ def write_matrix(
     if selected.dtype == bool:
         selected = np.flatnonzero(selected)
     with matrix_writer(path, samples) as writer:
+        if selected.size == 0:  # no block below: give Parquet the columns' dtype
+            writer.write(np.empty((0, matrix.shape[1]), dtype=dtype or matrix.dtype), [])
         for block in row_blocks(selected.size, matrix.shape[1]):
             index = selected[block]
             part = matrix[block] if rows is None else matrix[index]
