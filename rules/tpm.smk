@@ -17,5 +17,6 @@ rule tpm:
     params:
         unit=setting("tpm", "unit"),
         missing_lengths=setting("tpm", "missing_lengths"),
+        dtype=setting("tpm", "dtype"),
     script:
         "../scripts/tpm.py"

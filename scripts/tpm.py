@@ -31,13 +31,18 @@ def main(smk, logger):
         logger.warning("%s; they are left out of %s.", message, smk.params.unit)
         counts, length_values = counts.loc[~bad], length_values[~bad]
     values = counts.to_numpy()
+    # tpm.dtype float32 is for visualization only (TPM/FPKM have no contract with R).
+    dtype = np.float32 if smk.params.dtype == "float32" else np.float64
     if smk.params.unit == "FPKM":
-        result = expression.fpkm(values, length_values, values.sum(axis=0))
+        result = expression.fpkm(values, length_values, values.sum(axis=0), dtype=dtype)
     else:
-        # The counts are not needed afterwards: TPM overwrites them (no second copy).
-        result = expression.tpm(values, length_values, overwrite=True)
+        # The counts are not needed afterwards: TPM overwrites them (no second copy; a
+        # float32 TPM fills the first half of their memory).
+        result = expression.tpm(values, length_values, overwrite=True, dtype=dtype)
     write_matrix(result, counts.index, list(counts.columns), smk.output[0])
-    logger.info("wrote %s for %d genes × %d samples", smk.params.unit, *values.shape)
+    logger.info(
+        "wrote %s (%s) for %d genes × %d samples", smk.params.unit, result.dtype, *values.shape
+    )
 
 
 run(main, snakemake)

@@ -19,6 +19,9 @@ import pytest
 import yaml
 from conftest import DATA, REPO, load_dataset
 
+from cohortnorm import expression
+from cohortnorm.io import tables
+
 pytestmark = pytest.mark.e2e
 
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
@@ -250,6 +253,22 @@ def test_unknown_method_names_the_key(tmp_path: Path) -> None:
     assert_clean_failure(
         run_snakemake(tmp_path, config), tmp_path, "normalization.method", "quantile"
     )
+
+
+def test_tpm_dtype_float32_runs_and_float16_is_refused(tmp_path: Path) -> None:
+    target = tmp_path / "results" / "tpm" / "tpm.tsv"
+    config = base_config(tmp_path, tpm={"dtype": "float16"})
+    assert_clean_failure(run_snakemake(tmp_path, config), tmp_path, "tpm.dtype", "float16")
+    config["tpm"] = {"dtype": "float32"}
+    result = run_snakemake(tmp_path, config, str(target))
+    assert result.returncode == 0, result.stderr[-3000:]
+    tpm = tables.read_matrix(target, dtype=np.float32)
+    filtered = read(tmp_path / "results/counts/filtered_counts.tsv").loc[tpm.index]
+    lengths = load_dataset("pasilla").lengths.reindex(tpm.index).to_numpy()
+    expected = expression.tpm(filtered.to_numpy(), lengths).astype(np.float32)
+    np.testing.assert_array_equal(tpm.to_numpy(), expected)  # float64 TPM rounded once
+    (log_file,) = (tmp_path / "logs").rglob("tpm.log")
+    assert "(float32)" in log_file.read_text()
 
 
 def test_unknown_config_key_names_the_key(tmp_path: Path) -> None:
