@@ -125,6 +125,30 @@ def test_scaling_one_sample(method: str, counts: np.ndarray, k: float, data: st.
 
 
 @SETTINGS
+@given(counts=count_matrices(sparse=True), p=st.floats(0.0, 1.0))
+def test_column_quantile_and_median_are_rs(counts: np.ndarray, p: float) -> None:
+    """R's type-7 quantile and median of each column (numpy's "linear" method and
+    median are the same definitions, rounded differently in the last bit)."""
+    np.testing.assert_allclose(
+        edger.column_quantile(counts, p), np.quantile(counts, p, axis=0), rtol=1e-14, atol=0
+    )
+    np.testing.assert_allclose(
+        edger.column_median(counts), np.median(counts, axis=0), rtol=1e-14, atol=0
+    )
+
+
+@SETTINGS
+@given(counts=count_matrices(), method=st.sampled_from(ALL_METHODS))
+def test_factors_leave_their_input_unchanged(counts: np.ndarray, method: str) -> None:
+    """Column selections work on copies, also when a transpose is already contiguous
+    (a Fortran-ordered matrix, as pandas often hands over)."""
+    assume(_defined(counts, method))
+    fortran = np.asfortranarray(counts)
+    _factors(fortran, method)
+    np.testing.assert_array_equal(fortran, counts)
+
+
+@SETTINGS
 @given(counts=count_matrices(sparse=True))
 def test_outputs_finite_for_any_valid_input(counts: np.ndarray) -> None:
     """TMM, TMMwsp, poscounts and logCPM are always defined; the others say when not."""

@@ -21,8 +21,8 @@ NORM_METHODS: tuple[str, ...] = ("TMM", "TMMwsp", "RLE", "upperquartile", "none"
 
 FloatArray = npt.NDArray[np.float64]
 
-# Samples are processed in blocks so that TMM's per-gene M, A and variance matrices
-# (about ten temporaries of a block each) stay near 300 MB, whatever the cohort size.
+# Blocks bound the temporaries whatever the cohort size: TMM's transposed block of
+# samples and filterByExpr's CPM block each hold about this many cells (32 MB).
 _BLOCK_CELLS = 4_000_000
 
 
@@ -48,6 +48,47 @@ def _library_sizes(values: FloatArray, lib_size: npt.ArrayLike | None) -> FloatA
     return sizes
 
 
+def _column_order_statistics(values: FloatArray, k: int) -> tuple[FloatArray, FloatArray]:
+    """Per column, the ``k``-th smallest value (0-based) and the next one up.
+
+    What R's ``sort(x, partial = c(k, k + 1))`` gives ``quantile`` and ``median``: one
+    selection per column on a transposed block of samples (contiguous rows), then a
+    minimum over the values above it, several times faster than ``np.quantile`` along
+    the strided gene axis. The second value equals the first when ``k`` is the last.
+    """
+    n_rows, n_columns = values.shape
+    kth = np.empty(n_columns)
+    following = np.empty(n_columns)
+    for block in cell_slices(n_columns, n_rows, _BLOCK_CELLS):
+        # A copy even when the transpose is already contiguous: the partition is in place.
+        rows = np.array(values[:, block].T, order="C")
+        rows.partition(k, axis=1)
+        kth[block] = rows[:, k]
+        following[block] = rows[:, k + 1 :].min(axis=1) if k + 1 < n_rows else rows[:, k]
+    return kth, following
+
+
+def column_quantile(values: FloatArray, p: float) -> FloatArray:
+    """R's ``quantile(x, p, type = 7)`` of each column.
+
+    ``(1 - h)·x[lo] + h·x[hi]`` with ``lo, hi`` the order statistics around
+    ``1 + (n - 1)·p``, written as R writes it (so the rounding is R's).
+    """
+    index = (values.shape[0] - 1) * p
+    low = int(np.floor(index))
+    weight = index - low
+    at_low, above = _column_order_statistics(values, low)
+    interpolate = (weight > 0) & (above != at_low)
+    return np.where(interpolate, (1 - weight) * at_low + weight * above, at_low)
+
+
+def column_median(values: FloatArray) -> FloatArray:
+    """R's ``median`` of each column: the middle value, or the mean of the two middle ones."""
+    n_rows = values.shape[0]
+    at_low, above = _column_order_statistics(values, (n_rows - 1) // 2)
+    return at_low if n_rows % 2 else (at_low + above) / 2
+
+
 def upper_quartile_factors(counts: FloatArray, lib_size: FloatArray, p: float = 0.75) -> FloatArray:
     """Raw upper-quartile factors, edgeR's ``.calcFactorQuantile``.
 
@@ -66,7 +107,7 @@ def upper_quartile_factors(counts: FloatArray, lib_size: FloatArray, p: float = 
         ``quantile(counts[, j], p) / lib_size[j]``, not yet rescaled. A zero quantile
         gives 0, as in edgeR (which only warns).
     """
-    return np.quantile(counts, p, axis=0, method="linear") / lib_size
+    return column_quantile(counts, p) / lib_size
 
 
 def _tmm_reference_column(counts: FloatArray, lib_size: FloatArray, p: float) -> int:
@@ -78,31 +119,86 @@ def _tmm_reference_column(counts: FloatArray, lib_size: FloatArray, p: float) ->
     return int(np.argmin(np.abs(f75 - f75.mean())))
 
 
-def _average_rank_within(
-    values: FloatArray, low: npt.NDArray[np.float64], high: npt.NDArray[np.float64]
-) -> npt.NDArray[np.bool_]:
-    """Per column, whether each value's average rank (R's ``rank``) lies in [low, high].
+def _trim_window(ordered: FloatArray, low: int, high: int) -> tuple[float, float]:
+    """The values whose average rank (R's ``rank``) lies in [low, high], as [lowest, highest].
 
-    The average rank is non-decreasing in the value, so the window of ranks is a window
-    of values: one sort per column finds its ends, and comparing with them gives the
-    same answer as ranking every value, at the cost of a sort rather than an argsort
-    and its scatter. ``low`` and ``high`` hold one bound per column.
+    ``ordered`` is sorted. The average rank is non-decreasing in the value, so the window
+    of ranks is a window of values: only the tie groups at positions ``low`` and ``high``
+    need their average rank, and two binary searches give each one's extent.
     """
-    ordered = np.sort(values.T, axis=1)  # one sample per contiguous row
-    n = ordered.shape[1]
-    position = np.arange(n)
-    new_value = np.ones(ordered.shape, dtype=bool)
-    new_value[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
-    first = np.maximum.accumulate(np.where(new_value, position, 0), axis=1)
-    last_value = np.ones(ordered.shape, dtype=bool)
-    last_value[:, :-1] = new_value[:, 1:]
-    last = np.minimum.accumulate(np.where(last_value, position, n - 1)[:, ::-1], axis=1)[:, ::-1]
-    average_rank = (first + last) / 2 + 1
-    lowest = np.min(np.where(average_rank >= low[:, None], ordered, np.inf), axis=1, initial=np.inf)
-    highest = np.max(
-        np.where(average_rank <= high[:, None], ordered, -np.inf), axis=1, initial=-np.inf
-    )
-    return (values >= lowest) & (values <= highest)
+    n = ordered.size
+    at_low = ordered[low - 1]
+    first = int(np.searchsorted(ordered, at_low, "left"))
+    end = int(np.searchsorted(ordered, at_low, "right"))
+    if (first + end + 1) / 2 >= low:
+        lowest = float(at_low)
+    else:  # the tie group straddling ``low`` ranks below it: the window starts after it
+        lowest = float(ordered[end]) if end < n else np.inf
+    at_high = ordered[high - 1]
+    first = int(np.searchsorted(ordered, at_high, "left"))
+    end = int(np.searchsorted(ordered, at_high, "right"))
+    if (first + end + 1) / 2 <= high:
+        highest = float(at_high)
+    else:
+        highest = float(ordered[first - 1]) if first > 0 else -np.inf
+    return lowest, highest
+
+
+def _tmm_log_factor(
+    obs: FloatArray,
+    n_obs: float,
+    ref_share: FloatArray,
+    log_ref: FloatArray,
+    var_ref: FloatArray,
+    logratio_trim: float,
+    sum_trim: float,
+    do_weighting: bool,
+    a_cutoff: float,
+    workspace: tuple[FloatArray, FloatArray, npt.NDArray[np.bool_], npt.NDArray[np.bool_]],
+) -> float:
+    """log2 of edgeR's ``.calcFactorTMM`` for one sample ``obs`` against the reference.
+
+    One sample's genes (a contiguous row) stay in cache through every step, which is
+    what makes a loop over samples faster than whole-matrix passes here; ``workspace``
+    holds two float and two boolean rows reused from sample to sample. The arithmetic
+    follows edgeR's expressions operation by operation, so ties (which decide the
+    trimming) are the same as in R.
+    """
+    log_ratio, abs_expr, usable, above = workspace
+    obs_share = np.divide(obs, n_obs, out=log_ratio)
+    np.log2(obs_share, out=abs_expr)
+    abs_expr += log_ref
+    abs_expr /= 2
+    obs_share /= ref_share
+    np.log2(obs_share, out=log_ratio)
+    np.isfinite(log_ratio, out=usable)
+    usable &= np.isfinite(abs_expr, out=above)
+    usable &= np.greater(abs_expr, a_cutoff, out=above)
+    ratio_used = log_ratio[usable]
+    n = ratio_used.size
+    # edgeR returns exactly 1 when the two samples are (nearly) identical, which
+    # includes the reference itself.
+    if n == 0 or max(ratio_used.max(), -ratio_used.min()) < 1e-6:
+        return 0.0
+    expr_used = abs_expr[usable]
+    lo_l = int(n * logratio_trim) + 1
+    lo_s = int(n * sum_trim) + 1
+    ratio_low, ratio_high = _trim_window(np.sort(ratio_used), lo_l, n + 1 - lo_l)
+    expr_low, expr_high = _trim_window(np.sort(expr_used), lo_s, n + 1 - lo_s)
+    keep = (ratio_used >= ratio_low) & (ratio_used <= ratio_high)
+    keep &= (expr_used >= expr_low) & (expr_used <= expr_high)
+    kept = np.flatnonzero(usable)[keep]
+    if kept.size == 0:
+        return 0.0
+    if do_weighting:
+        # sum(logR/v, na.rm=TRUE) / sum(1/v, na.rm=TRUE), v the delta-method variance.
+        obs_kept = obs.take(kept)
+        variance = (n_obs - obs_kept) / n_obs / obs_kept
+        variance += var_ref.take(kept)
+        log_factor = float(np.nansum(log_ratio.take(kept) / variance) / np.nansum(1 / variance))
+    else:
+        log_factor = float(np.mean(log_ratio.take(kept)))
+    return 0.0 if np.isnan(log_factor) else log_factor
 
 
 def _tmm_factors(
@@ -114,50 +210,61 @@ def _tmm_factors(
     do_weighting: bool,
     a_cutoff: float,
 ) -> FloatArray:
-    """edgeR's ``.calcFactorTMM`` for every sample against column ``ref``, vectorized."""
+    """edgeR's ``.calcFactorTMM`` for every sample against column ``ref``."""
     n_genes, n_samples = counts.shape
-    factors = np.ones(n_samples)
-    ref_counts = counts[:, ref]
+    log_factors = np.zeros(n_samples)
+    ref_counts = np.ascontiguousarray(counts[:, ref])
     n_ref = lib_size[ref]
+    workspace = (
+        np.empty(n_genes),
+        np.empty(n_genes),
+        np.empty(n_genes, dtype=bool),
+        np.empty(n_genes, dtype=bool),
+    )
     with np.errstate(divide="ignore", invalid="ignore"):
-        log_ref = np.log2(ref_counts / n_ref)
+        ref_share = ref_counts / n_ref
+        log_ref = np.log2(ref_share)
         var_ref = (n_ref - ref_counts) / n_ref / ref_counts
+        # Blocks of samples are transposed so that each sample's genes are contiguous.
         for block in cell_slices(n_samples, n_genes, _BLOCK_CELLS):
-            obs = counts[:, block]
-            n_obs = lib_size[block]
-            log_obs = np.log2(obs / n_obs)
-            log_ratio = np.log2((obs / n_obs) / (ref_counts / n_ref)[:, None])
-            abs_expr = (log_obs + log_ref[:, None]) / 2
-            variance = (n_obs - obs) / n_obs / obs + var_ref[:, None]
-            usable = np.isfinite(log_ratio) & np.isfinite(abs_expr) & (abs_expr > a_cutoff)
-            n_used = usable.sum(axis=0)
-            # R's rank() with ties averaged, over each sample's usable genes only. Unusable
-            # genes are set to +Inf: they rank after every usable one, so the usable genes'
-            # ranks are those among themselves, and whole blocks of samples are trimmed at
-            # once (scipy's rankdata with nan_policy="omit" goes column by column).
-            log_ratio[~usable] = np.inf
-            abs_expr[~usable] = np.inf
-            lo_l = np.floor(n_used * logratio_trim) + 1
-            lo_s = np.floor(n_used * sum_trim) + 1
-            keep = (
-                usable
-                & _average_rank_within(log_ratio, lo_l, n_used + 1 - lo_l)
-                & _average_rank_within(abs_expr, lo_s, n_used + 1 - lo_s)
-            )
-            log_ratio[~usable] = np.nan
-            if do_weighting:
-                # sum(logR/v, na.rm=TRUE) / sum(1/v, na.rm=TRUE) over the kept genes.
-                log_factor = np.nansum(np.where(keep, log_ratio / variance, np.nan), axis=0)
-                log_factor /= np.nansum(np.where(keep, 1 / variance, np.nan), axis=0)
-            else:
-                log_factor = np.where(keep, log_ratio, 0.0).sum(axis=0) / keep.sum(axis=0)
-            log_factor = np.where(np.isnan(log_factor), 0.0, log_factor)
-            max_abs = np.nanmax(np.where(usable, np.abs(log_ratio), 0.0), axis=0, initial=0.0)
-            # edgeR returns exactly 1 when the two samples are (nearly) identical,
-            # which includes the reference itself.
-            log_factor = np.where((max_abs < 1e-6) | (n_used == 0), 0.0, log_factor)
-            factors[block] = 2**log_factor
-    return factors
+            samples = np.ascontiguousarray(counts[:, block].T)
+            for offset, obs in enumerate(samples):
+                log_factors[block.start + offset] = _tmm_log_factor(
+                    obs,
+                    float(lib_size[block.start + offset]),
+                    ref_share,
+                    log_ref,
+                    var_ref,
+                    logratio_trim,
+                    sum_trim,
+                    do_weighting,
+                    a_cutoff,
+                    workspace,
+                )
+    return 2**log_factors
+
+
+def _order_window(
+    values: FloatArray, low: int, high: int, tiebreak: FloatArray | None = None
+) -> npt.NDArray[np.bool_]:
+    """Whether each value's position in R's ``order(values, tiebreak)`` is in [low, high].
+
+    1-based positions; ``order`` is stable, so ties left after ``tiebreak`` go by index.
+    Only the tie groups at the two boundary positions need ordering: every other value
+    is inside or outside by comparison with the boundary values, which one (vectorized)
+    sort finds. This replaces an argsort of every value (or a lexsort on two keys).
+    """
+    ordered = np.sort(values)
+    at_low, at_high = ordered[low - 1], ordered[high - 1]
+    keep = (values > at_low) & (values < at_high)
+    for boundary in {float(at_low), float(at_high)}:
+        members = np.flatnonzero(values == boundary)  # in index order
+        if tiebreak is not None:
+            members = members[np.argsort(tiebreak[members], kind="stable")]
+        first = int(np.searchsorted(ordered, boundary, "left")) + 1
+        position = first + np.arange(members.size)
+        keep[members] = (position >= low) & (position <= high)
+    return keep
 
 
 def _tmmwsp_factor(
@@ -179,8 +286,8 @@ def _tmmwsp_factor(
     n_pairs = min(int(zero_obs.sum()), int(zero_ref.sum()))
     # Singletons are paired by rank: the largest count seen only in obs with the largest
     # seen only in ref, and so on; the unpaired rest is discarded.
-    obs_single = -np.sort(-obs[single], kind="stable")[:n_pairs]
-    ref_single = -np.sort(-ref[single], kind="stable")[:n_pairs]
+    obs_single = np.sort(obs[single])[::-1][:n_pairs]
+    ref_single = np.sort(ref[single])[::-1][:n_pairs]
     obs = np.concatenate([obs[~single], obs_single])
     ref = np.concatenate([ref[~single], ref_single])
     n = obs.size
@@ -194,15 +301,10 @@ def _tmmwsp_factor(
     if np.max(np.abs(m_values)) < 1e-6:
         return 1.0
     m_shrunk = np.log2(((obs + 0.5) / (n_obs + 0.5)) / ((ref + 0.5) / (n_ref + 0.5)))
-    order_m = np.lexsort((m_shrunk, m_values))
-    order_a = np.argsort(a_values, kind="stable")
     lo_m = int(n * logratio_trim) + 1
     lo_a = int(n * sum_trim) + 1
-    keep_m = np.zeros(n, dtype=bool)
-    keep_m[order_m[lo_m - 1 : n + 1 - lo_m]] = True
-    keep_a = np.zeros(n, dtype=bool)
-    keep_a[order_a[lo_a - 1 : n + 1 - lo_a]] = True
-    keep = keep_m & keep_a
+    keep = _order_window(m_values, lo_m, n + 1 - lo_m, m_shrunk)
+    keep &= _order_window(a_values, lo_a, n + 1 - lo_a)
     m_kept = m_values[keep]
     if do_weighting:
         obs_k, ref_k = obs_p[keep], ref_p[keep]
@@ -210,6 +312,34 @@ def _tmmwsp_factor(
         weight = (1 + 1e-6) / (variance + 1e-6)
         return float(2 ** (np.sum(weight * m_kept) / np.sum(weight)))
     return float(2 ** np.mean(m_kept))
+
+
+def _tmmwsp_factors(
+    counts: FloatArray,
+    lib_size: FloatArray,
+    ref: int,
+    logratio_trim: float,
+    sum_trim: float,
+    do_weighting: bool,
+) -> FloatArray:
+    """``_tmmwsp_factor`` for every sample, on transposed blocks (contiguous samples)."""
+    n_genes, n_samples = counts.shape
+    factors = np.ones(n_samples)
+    ref_counts = np.ascontiguousarray(counts[:, ref])
+    for block in cell_slices(n_samples, n_genes, _BLOCK_CELLS):
+        samples = np.ascontiguousarray(counts[:, block].T)
+        for offset, obs in enumerate(samples):
+            j = block.start + offset
+            factors[j] = _tmmwsp_factor(
+                obs,
+                ref_counts,
+                float(lib_size[j]),
+                float(lib_size[ref]),
+                logratio_trim,
+                sum_trim,
+                do_weighting,
+            )
+    return factors
 
 
 def calc_norm_factors(
@@ -293,7 +423,7 @@ def calc_norm_factors(
                     "use TMM or TMMwsp for sparse data"
                 )
             ratios = values[usable] / geo_mean[usable, None]
-            factors = np.median(ratios, axis=0) / sizes
+            factors = column_median(ratios) / sizes
         elif method == "TMM":
             ref = _tmm_reference_column(values, sizes, p) if ref_column is None else ref_column
             factors = _tmm_factors(
@@ -301,20 +431,7 @@ def calc_norm_factors(
             )
         else:
             ref = int(np.argmax(np.sqrt(values).sum(axis=0))) if ref_column is None else ref_column
-            factors = np.array(
-                [
-                    _tmmwsp_factor(
-                        values[:, j],
-                        values[:, ref],
-                        sizes[j],
-                        sizes[ref],
-                        logratio_trim,
-                        sum_trim,
-                        do_weighting,
-                    )
-                    for j in range(n_samples)
-                ]
-            )
+            factors = _tmmwsp_factors(values, sizes, ref, logratio_trim, sum_trim, do_weighting)
         return factors / np.exp(np.mean(np.log(factors)))
 
 
