@@ -192,4 +192,9 @@ def fpkm(
         return _float32_by_samples(counts, lengths, scaled)
     values = np.asarray(counts, dtype=np.float64)
     sizes = values.sum(axis=0) if sizes is None else sizes
-    return values / sizes * 1e6 / (_checked_lengths(lengths, values.shape) / 1000)
+    kilobases = _checked_lengths(lengths, values.shape) / 1000
+    # edgeR's order of operations, in place: one dense result instead of three.
+    result = values / sizes
+    result *= 1e6
+    result /= kilobases
+    return result
