@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from cohortnorm.blocks import slices
+from cohortnorm.blocks import cell_slices, slices
 from cohortnorm.errors import InputError
 
 __all__ = [
@@ -49,8 +49,11 @@ _CONV = 1e-4
 _RANK_TOL = 1e-7
 # Target size of one float64 temporary in the non-parametric G×G computation.
 _NONPAR_BLOCK_BYTES = 32 * 2**20
-# Genes per block in the fit and adjustment passes (a few MB of temporaries per block).
-_DEFAULT_BLOCK = 4096
+# Cells per gene block in the fit and adjustment passes, whatever the sample count. Each
+# temporary of a block (1 MB) stays in cache between the passes that use it, and is small
+# enough for malloc to reuse: numpy asks for huge pages from 4 MB up, which the kernel
+# zeroes (and may compact memory for) on every allocation.
+_BLOCK_CELLS = 1 << 17
 
 
 @dataclass
@@ -312,7 +315,9 @@ def _standardise(
         grand_mean = beta[model.ref]
     else:
         grand_mean = (model.n_per_batch / model.n_per_batch.sum()) @ beta[:nb]
-    fitted = (x @ beta).T
+    # Products are taken as (p × genes)ᵀ @ (samples × p)ᵀ so that they come out genes ×
+    # samples in row order, like the block: mixing orders makes every later pass strided.
+    fitted = beta.T @ x.T
     if model.ref is not None:
         cols = model.batch_idx == model.ref
         resid = block[:, cols] - fitted[:, cols]
@@ -324,8 +329,10 @@ def _standardise(
     else:
         var_pooled = (resid * resid) @ np.full(resid.shape[1], 1.0 / resid.shape[1])
     del resid
-    stand_mean = grand_mean[:, None] + (x[:, nb:] @ beta[nb:]).T
-    s = (block - stand_mean) / np.sqrt(var_pooled)[:, None]
+    stand_mean = beta[nb:].T @ x[:, nb:].T
+    stand_mean += grand_mean[:, None]
+    s = block - stand_mean
+    s /= np.sqrt(var_pooled)[:, None]
     return s, stand_mean, var_pooled
 
 
@@ -512,8 +519,10 @@ def combat(
         Label of a reference batch whose samples are returned unchanged and to which the
         other batches are adjusted.
     block_size
-        Genes per block. For the non-parametric step the default keeps each
-        block × genes float64 temporary at ~32 MB (two alive at once with two threads).
+        Genes per block. The default gives the fit and adjustment passes blocks of about
+        128k cells (whatever the sample count), and keeps each block × genes float64
+        temporary of the non-parametric step at ~32 MB (two alive at once with two
+        threads).
     gene_names, covariate_names
         Only used to name genes/covariate columns in error messages.
 
@@ -564,7 +573,7 @@ def combat(
     # Zero-variance rows: sva's var(x) == 0 within any batch of ≥2 samples. var() of a
     # vector with NA is NA, which which() ignores, so genes with NaN are never flagged.
     zero = np.zeros(n_genes, dtype=bool)
-    for rows in slices(n_genes, _DEFAULT_BLOCK):
+    for rows in cell_slices(n_genes, n_samples, _BLOCK_CELLS):
         for b in range(n_batch):
             if n_per_batch[b] > 1:
                 sub = dat[rows][:, batch_idx == b]
@@ -672,7 +681,7 @@ def combat(
         btb=batch_design.T @ batch_design,
     )
     n_keep = keep.size
-    block = max(1, block_size or _DEFAULT_BLOCK)
+    block = max(1, block_size or _BLOCK_CELLS // n_samples)
     ids = np.arange(n_keep)
 
     # Pass 1: fit, standardise, and keep per-gene per-batch sufficient statistics of s.
@@ -680,19 +689,30 @@ def combat(
     cnt = np.empty((n_batch, n_keep))
     mean = np.empty((n_batch, n_keep))
     ss = np.empty((n_batch, n_keep))
+
+    def genes_of(rows: slice) -> slice | np.ndarray:
+        # Without zero-variance genes the kept genes are all genes: a slice is a view,
+        # where an index array would gather a copy of every block.
+        return rows if keep.size == n_genes else keep[rows]
+
     for rows in slices(n_keep, block):
-        s, _, _ = _standardise(dat[keep[rows]], model, ids[rows], work_names)
+        s, _, _ = _standardise(dat[genes_of(rows)], model, ids[rows], work_names)
         if has_na:
             gamma_hat[:, rows] = _ls_fit_na(s, batch_design, ids[rows], work_names)
         else:
             gamma_hat[:, rows] = _ls_fit(s, batch_design, model.btb)
         for b in range(n_batch):
             sb = s[:, batch_idx == b]
-            c = np.sum(~np.isnan(sb), axis=1).astype(float)
-            m = np.nansum(sb, axis=1) / c
+            if has_na:
+                c = np.sum(~np.isnan(sb), axis=1).astype(float)
+                m = np.nansum(sb, axis=1) / c
+            else:  # the same sums without nansum's copy
+                c = np.full(sb.shape[0], float(n_per_batch[b]))
+                m = np.sum(sb, axis=1) / c
             dev = sb - m[:, None]
+            dev *= dev
             cnt[b, rows], mean[b, rows] = c, m
-            ss[b, rows] = np.nansum(dev * dev, axis=1)
+            ss[b, rows] = np.nansum(dev, axis=1) if has_na else np.sum(dev, axis=1)
 
     with np.errstate(divide="ignore", invalid="ignore"):
         # genefilter rowVars: NA (here NaN) when n <= 1.
@@ -746,19 +766,21 @@ def combat(
         )
 
     # Pass 2: adjust. sva's expression, in its order of operations.
-    adjusted = dat.copy()
+    # Every kept gene is overwritten below; only the others are copied now.
+    adjusted = np.empty_like(dat)
+    adjusted[zero] = dat[zero]
     sqrt_dstar = np.sqrt(delta_star)
     for rows in slices(n_keep, block):
-        block_data = dat[keep[rows]]
+        block_data = dat[genes_of(rows)]
         s, stand_mean, var_pooled = _standardise(block_data, model, ids[rows], work_names)
-        s -= (batch_design @ gamma_star[:, rows]).T
-        s /= sqrt_dstar[:, rows][batch_idx].T
+        s -= gamma_star[:, rows].T @ batch_design.T
+        s /= np.take(sqrt_dstar[:, rows].T, batch_idx, axis=1)
         s *= np.sqrt(var_pooled)[:, None]
         s += stand_mean
         if ref is not None:
             cols = batch_idx == ref
             s[:, cols] = block_data[:, cols]
-        adjusted[keep[rows]] = s
+        adjusted[genes_of(rows)] = s
 
     def widen(values: np.ndarray) -> np.ndarray:
         out = np.full((n_batch, n_genes), np.nan)
