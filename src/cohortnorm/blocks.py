@@ -6,6 +6,12 @@ cut an axis into slices.
 
 from __future__ import annotations
 
+# Cells (1 MB of float64) of a block whose temporaries stay in cache from one step to the
+# next, so that a chain of elementwise steps costs one pass over memory. Small enough for
+# malloc to reuse too: numpy asks for huge pages from 4 MB up, which the kernel zeroes
+# (and may compact memory for) on every allocation.
+CACHE_BLOCK_CELLS = 1 << 17
+
 
 def slices(length: int, step: int) -> list[slice]:
     """Consecutive slices of ``step`` indices (the last may be shorter) covering ``length``."""

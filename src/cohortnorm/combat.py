@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from cohortnorm.blocks import cell_slices, slices
+from cohortnorm.blocks import CACHE_BLOCK_CELLS, cell_slices, slices
 from cohortnorm.errors import InputError
 
 __all__ = [
@@ -49,11 +49,6 @@ _CONV = 1e-4
 _RANK_TOL = 1e-7
 # Target size of one float64 temporary in the non-parametric G×G computation.
 _NONPAR_BLOCK_BYTES = 32 * 2**20
-# Cells per gene block in the fit and adjustment passes, whatever the sample count. Each
-# temporary of a block (1 MB) stays in cache between the passes that use it, and is small
-# enough for malloc to reuse: numpy asks for huge pages from 4 MB up, which the kernel
-# zeroes (and may compact memory for) on every allocation.
-_BLOCK_CELLS = 1 << 17
 
 
 @dataclass
@@ -573,7 +568,7 @@ def combat(
     # Zero-variance rows: sva's var(x) == 0 within any batch of ≥2 samples. var() of a
     # vector with NA is NA, which which() ignores, so genes with NaN are never flagged.
     zero = np.zeros(n_genes, dtype=bool)
-    for rows in cell_slices(n_genes, n_samples, _BLOCK_CELLS):
+    for rows in cell_slices(n_genes, n_samples, CACHE_BLOCK_CELLS):
         for b in range(n_batch):
             if n_per_batch[b] > 1:
                 sub = dat[rows][:, batch_idx == b]
@@ -681,7 +676,7 @@ def combat(
         btb=batch_design.T @ batch_design,
     )
     n_keep = keep.size
-    block = max(1, block_size or _BLOCK_CELLS // n_samples)
+    block = max(1, block_size or CACHE_BLOCK_CELLS // n_samples)
     ids = np.arange(n_keep)
 
     # Pass 1: fit, standardise, and keep per-gene per-batch sufficient statistics of s.

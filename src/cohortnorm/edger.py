@@ -14,7 +14,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from cohortnorm.blocks import cell_slices
+from cohortnorm.blocks import CACHE_BLOCK_CELLS, cell_slices
 
 NormMethod = Literal["TMM", "TMMwsp", "RLE", "upperquartile", "none"]
 NORM_METHODS: tuple[str, ...] = ("TMM", "TMMwsp", "RLE", "upperquartile", "none")
@@ -48,13 +48,17 @@ def _library_sizes(values: FloatArray, lib_size: npt.ArrayLike | None) -> FloatA
     return sizes
 
 
-def _column_order_statistics(values: FloatArray, k: int) -> tuple[FloatArray, FloatArray]:
+def _column_order_statistics(
+    values: FloatArray, k: int, row_divisor: FloatArray | None = None
+) -> tuple[FloatArray, FloatArray]:
     """Per column, the ``k``-th smallest value (0-based) and the next one up.
 
     What R's ``sort(x, partial = c(k, k + 1))`` gives ``quantile`` and ``median``: one
     selection per column on a transposed block of samples (contiguous rows), then a
     minimum over the values above it, several times faster than ``np.quantile`` along
     the strided gene axis. The second value equals the first when ``k`` is the last.
+    With ``row_divisor`` (one value per row) the statistics are those of
+    ``values / row_divisor[:, None]``, divided block by block instead of as a whole matrix.
     """
     n_rows, n_columns = values.shape
     kth = np.empty(n_columns)
@@ -62,6 +66,8 @@ def _column_order_statistics(values: FloatArray, k: int) -> tuple[FloatArray, Fl
     for block in cell_slices(n_columns, n_rows, _BLOCK_CELLS):
         # A copy even when the transpose is already contiguous: the partition is in place.
         rows = np.array(values[:, block].T, order="C")
+        if row_divisor is not None:
+            rows /= row_divisor
         rows.partition(k, axis=1)
         kth[block] = rows[:, k]
         following[block] = rows[:, k + 1 :].min(axis=1) if k + 1 < n_rows else rows[:, k]
@@ -82,10 +88,13 @@ def column_quantile(values: FloatArray, p: float) -> FloatArray:
     return np.where(interpolate, (1 - weight) * at_low + weight * above, at_low)
 
 
-def column_median(values: FloatArray) -> FloatArray:
-    """R's ``median`` of each column: the middle value, or the mean of the two middle ones."""
+def column_median(values: FloatArray, row_divisor: FloatArray | None = None) -> FloatArray:
+    """R's ``median`` of each column: the middle value, or the mean of the two middle ones.
+
+    With ``row_divisor``, the medians of ``values / row_divisor[:, None]``.
+    """
     n_rows = values.shape[0]
-    at_low, above = _column_order_statistics(values, (n_rows - 1) // 2)
+    at_low, above = _column_order_statistics(values, (n_rows - 1) // 2, row_divisor)
     return at_low if n_rows % 2 else (at_low + above) / 2
 
 
@@ -412,7 +421,9 @@ def calc_norm_factors(
                     "is undefined; use TMM or a higher p"
                 )
         elif method == "RLE":
-            geo_mean = np.exp(np.log(values).mean(axis=1))
+            geo_mean = np.empty(values.shape[0])
+            for rows in cell_slices(values.shape[0], n_samples, CACHE_BLOCK_CELLS):
+                geo_mean[rows] = np.exp(np.log(values[rows]).mean(axis=1))
             usable = geo_mean > 0
             # The median of ratios (not of log ratios): with an even number of genes
             # edgeR averages the two middle ratios arithmetically.
@@ -422,8 +433,9 @@ def calc_norm_factors(
                     "RLE needs at least one gene with a positive count in every sample; "
                     "use TMM or TMMwsp for sparse data"
                 )
-            ratios = values[usable] / geo_mean[usable, None]
-            factors = column_median(ratios) / sizes
+            if not usable.all():
+                values, geo_mean = values[usable], geo_mean[usable]
+            factors = column_median(values, row_divisor=geo_mean) / sizes
         elif method == "TMM":
             ref = _tmm_reference_column(values, sizes, p) if ref_column is None else ref_column
             factors = _tmm_factors(
@@ -474,12 +486,14 @@ def cpm(
         raise ValueError("prior counts must be finite non-negative values")
     prior = prior_count * sizes / sizes.mean()
     adjusted_size = np.log(sizes + 2 * prior)
-    result = values + prior
+    result = np.empty(values.shape)
     with np.errstate(invalid="ignore", divide="ignore"):
-        np.log(result, out=result)
-    result -= adjusted_size
-    result += np.log(1e6)
-    result /= np.log(2)
+        for rows in cell_slices(values.shape[0], values.shape[1], CACHE_BLOCK_CELLS):
+            part = np.add(values[rows], prior, out=result[rows])
+            np.log(part, out=part)
+            part -= adjusted_size
+            part += np.log(1e6)
+            part /= np.log(2)
     return result
 
 
