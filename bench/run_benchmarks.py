@@ -127,6 +127,9 @@ PEER_LABEL = {
     "inmoose_combat_seq": "inmoose pycombat_seq",
 }
 WORKER_TIMEOUT = 600
+# run_stage: fresh processes per figure, while their calls add up to less than the budget.
+FRESH_RUNS = 3
+FRESH_BUDGET_S = 10.0
 
 
 class Unavailable(Exception):
@@ -337,13 +340,43 @@ def worker(stage: str, workdir: Path, repeats: int, genes: int | None, out: Path
 # --------------------------------------------------------------------------- driver
 
 
-def run_stage(stage: str, workdir: Path, repeats: int, genes: int | None = None) -> dict[str, Any]:
-    """Run ``stage`` in a subprocess under ``/usr/bin/time -v``; return its record."""
+def run_stage(stage: str, workdir: Path, genes: int | None = None) -> dict[str, Any]:
+    """Time ``stage`` as a workflow rule meets it: the first call in a fresh process.
+
+    Up to :data:`FRESH_RUNS` fresh processes while their calls add up to less than
+    :data:`FRESH_BUDGET_S`; the record is the fastest run, with every run's seconds in
+    ``all_seconds`` and the largest peak RSS. One protocol at every size, so that a
+    slope over sizes compares like with like (a warm second call in the same process
+    skips the page faults of first-touch memory and is several times faster for the
+    cheapest stages).
+    """
+    best: dict[str, Any] | None = None
+    seconds: list[float] = []
+    peak = 0.0
+    for _ in range(FRESH_RUNS):
+        record = _run_worker(stage, workdir, genes)
+        if record.get("status") != "ok":
+            return record if best is None else best
+        seconds.append(record["seconds"])
+        peak = max(peak, record.get("peak_rss_mb", 0.0))
+        if best is None or record["seconds"] < best["seconds"]:
+            best = record
+        if sum(seconds) >= FRESH_BUDGET_S:
+            break
+    assert best is not None
+    best["all_seconds"] = seconds
+    if peak:
+        best["peak_rss_mb"] = peak
+    return best
+
+
+def _run_worker(stage: str, workdir: Path, genes: int | None = None) -> dict[str, Any]:
+    """Run ``stage`` once in a subprocess under ``/usr/bin/time -v``; return its record."""
     out = workdir / f"stage_{stage}{'' if genes is None else f'_{genes}'}.json"
     timefile = out.with_suffix(".time")
     out.unlink(missing_ok=True)
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", stage]
-    cmd += ["--workdir", str(workdir), "--repeats", str(repeats), "--json", str(out)]
+    cmd += ["--workdir", str(workdir), "--repeats", "1", "--json", str(out)]
     if genes is not None:
         cmd += ["--worker-genes", str(genes)]
     use_time = Path("/usr/bin/time").exists()
@@ -712,9 +745,12 @@ def report(results: dict[str, Any], outdir: Path, publish: bool) -> str:
         f"Python {env['python']}, numpy {env['numpy']}; {env['r']}. "
         f"Generated {env['date']} by `{env['command']}`.",
         "",
-        "Times are best-of-N wall-clock seconds of the call alone (inputs loaded before "
-        "the clock starts; R times from `system.time` inside R, start-up and file read "
-        "excluded unless the row says so). Peak RSS is `/usr/bin/time -v` of the "
+        "Times are wall-clock seconds of the call alone, inputs loaded before the clock "
+        "starts. Ours and the Python peers: the first call in a fresh process (what a "
+        "workflow rule pays), fastest of up to 3 fresh processes while they add up to "
+        "< 10 s. R: `system.time` inside R, best of 3 calls in one R session for "
+        "matrices up to 2·10⁷ entries (a warm call: generous to R), start-up and file "
+        "read excluded unless the row says so). Peak RSS is `/usr/bin/time -v` of the "
         "stage's own subprocess (interpreter + inputs + work); *× dense* divides it by "
         "the dense float64 size of the raw genes × samples matrix.",
         "",
@@ -1099,7 +1135,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", type=Path, default=BENCH / "out")
     parser.add_argument(
-        "--quick", action="store_true", help="small smoke run (< 2 min); does not publish"
+        "--quick",
+        action="store_true",
+        help="small smoke run (about 5 min on 2 cores); does not publish",
     )
     parser.add_argument("--no-publish", action="store_true", help="do not write bench/RESULTS.md")
     parser.add_argument(
@@ -1147,15 +1185,15 @@ def main(argv: list[str] | None = None) -> None:
             meta = prepare(workdir, cohort, logcpm_tsv=False)
             del cohort
             entries = args.genes * n_samples
-            repeats = 3 if entries <= 20_000_000 else 1
+            r_repeats = 3 if entries <= 20_000_000 else 1  # calls in one R session
             ours = {}
             for stage in SCALING_STAGES:
-                ours[stage] = run_stage(stage, workdir, repeats)
+                ours[stage] = run_stage(stage, workdir)
                 log(f"   ours {stage:14s} {_status(ours[stage])}")
             size_peers: dict[str, dict[str, Any]] = {}
             if n_samples <= args.peer_max_samples:
                 if "r" in peers:
-                    rres = run_r(workdir, R_SCALING_TASKS, repeats)
+                    rres = run_r(workdir, R_SCALING_TASKS, r_repeats)
                     for stage, task in R_PEERS.items():
                         if task in rres:
                             size_peers.setdefault(stage, {})[task] = rres[task][0]
@@ -1165,11 +1203,11 @@ def main(argv: list[str] | None = None) -> None:
                         for peer in PY_PEERS.get(stage, []):
                             if peer.startswith("inmoose"):
                                 continue
-                            rec = run_stage(peer, workdir, repeats)
+                            rec = run_stage(peer, workdir)
                             size_peers.setdefault(stage, {})[peer] = rec
                             log(f"   peer {peer:20s} {_status(rec)}")
                     size_peers.setdefault("combat_par", {})["inmoose_combat_par"] = run_stage(
-                        "inmoose_combat_par", workdir, repeats
+                        "inmoose_combat_par", workdir
                     )
             else:
                 for stage in SCALING_STAGES:
@@ -1195,10 +1233,10 @@ def main(argv: list[str] | None = None) -> None:
         subsets = [int(x) for x in args.nonpar_genes.split(",") if x]
         cb: dict[str, Any] = {"meta": meta, "ours": {}, "peers": {}, "nonpar_subsets": {}}
         for stage in COMBAT_STAGES:
-            cb["ours"][stage] = run_stage(stage, workdir, 3 if stage == "combat_par" else 1)
+            cb["ours"][stage] = run_stage(stage, workdir)
             log(f"   ours {stage:14s} {_status(cb['ours'][stage])}")
         for sub in subsets:
-            cb["nonpar_subsets"][str(sub)] = {"ours": run_stage("combat_nonpar", workdir, 1, sub)}
+            cb["nonpar_subsets"][str(sub)] = {"ours": run_stage("combat_nonpar", workdir, sub)}
         if "r" in peers:
             rres = run_r(workdir, ["ComBat_par", "ComBat_seq", "ComBat_nonpar"], 3, subsets)
             cb["peers"].setdefault("combat_par", {})["ComBat_par"] = rres["ComBat_par"][0]
@@ -1214,11 +1252,11 @@ def main(argv: list[str] | None = None) -> None:
         if "python" in peers:
             for stage in ("combat_par", "combat_seq"):
                 peer = PY_PEERS[stage][0]
-                cb["peers"].setdefault(stage, {})[peer] = run_stage(peer, workdir, 1)
+                cb["peers"].setdefault(stage, {})[peer] = run_stage(peer, workdir)
                 log(f"   peer {peer:20s} {_status(cb['peers'][stage][peer])}")
             np_recs = []
             for sub in subsets:
-                rec = run_stage("inmoose_combat_nonpar", workdir, 1, sub)
+                rec = run_stage("inmoose_combat_nonpar", workdir, sub)
                 rec["input_shape"] = [sub, s] if rec.get("status") == "ok" else None
                 cb["nonpar_subsets"].setdefault(str(sub), {})["inmoose"] = rec
                 np_recs.append(rec)
