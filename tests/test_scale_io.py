@@ -7,6 +7,9 @@ cut into many blocks), and an .h5ad file must round-trip through anndata.
 
 from __future__ import annotations
 
+import platform
+from types import SimpleNamespace
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -16,7 +19,7 @@ from conftest import DATA, load_dataset
 from test_workflow import base_config, run_snakemake
 
 from cohortnorm import edger
-from cohortnorm.io import tables
+from cohortnorm.io import runner, tables
 from cohortnorm.io.h5ad import write_h5ad_layers
 from cohortnorm.io.importers import import_counts
 
@@ -264,3 +267,15 @@ def test_parquet_and_h5ad_workflow_match_tsv(tmp_path) -> None:
         assert name in written.layers, name
     assert {"size_factor", "norm_factor", "condition"} <= set(written.obs.columns)
     assert DATA.exists()
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="a glibc setting")
+def test_scripts_keep_freed_block_memory_for_reuse(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every script's run() sets glibc's malloc thresholds before its work starts."""
+    calls: list[str] = []
+    real = runner.reuse_freed_memory
+    monkeypatch.setattr(runner, "reuse_freed_memory", lambda: calls.append("set") or real())
+    smk = SimpleNamespace(log=[], rule="probe", threads=1)
+    runner.run(lambda _smk, _logger: calls.append("main"), smk)
+    assert calls == ["set", "main"]
+    assert real() is True

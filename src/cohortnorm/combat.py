@@ -553,7 +553,9 @@ def combat(
     names: Sequence[str] = (
         list(gene_names) if gene_names is not None else [f"row {i + 1}" for i in range(n_genes)]
     )
-    if np.isinf(dat).any():
+    gene_blocks = cell_slices(n_genes, n_samples, CACHE_BLOCK_CELLS)
+    # Block by block: a whole-matrix boolean temporary is an eighth of the data each time.
+    if any(np.isinf(dat[rows]).any() for rows in gene_blocks):
         raise InputError("The data contain infinite values; ComBat needs finite values or NaN.")
     levels, batch_idx = _batch_factor(batch, n_samples)
     n_batch = len(levels)
@@ -568,7 +570,7 @@ def combat(
     # Zero-variance rows: sva's var(x) == 0 within any batch of ≥2 samples. var() of a
     # vector with NA is NA, which which() ignores, so genes with NaN are never flagged.
     zero = np.zeros(n_genes, dtype=bool)
-    for rows in cell_slices(n_genes, n_samples, CACHE_BLOCK_CELLS):
+    for rows in gene_blocks:
         for b in range(n_batch):
             if n_per_batch[b] > 1:
                 sub = dat[rows][:, batch_idx == b]
@@ -640,7 +642,8 @@ def combat(
 
     # Rows are gathered block by block (dat[keep[rows]]) rather than copying dat[keep].
     work_names = np.asarray(names, dtype=object)[keep]
-    na_genes = np.isnan(dat).any(axis=1)[keep]
+    na_rows = [np.isnan(dat[rows]).any(axis=1) for rows in gene_blocks]
+    na_genes = np.concatenate(na_rows or [np.zeros(0, dtype=bool)])[keep]
     has_na = bool(na_genes.any())
     if has_na:
         with_na = dat[keep[na_genes]]

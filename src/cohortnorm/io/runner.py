@@ -8,6 +8,7 @@ Every script under ``scripts/`` is a ``main(snakemake)`` function run through
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import sys
 import time
@@ -17,6 +18,39 @@ from typing import Any
 from cohortnorm.errors import InputError
 
 LOG_FORMAT = "%(asctime)s %(levelname)s [%(name)s] %(message)s"
+
+# glibc mallopt() parameters (malloc.h) and the largest mmap threshold glibc accepts.
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+_MMAP_THRESHOLD_MAX = 32 << 20
+_TRIM_THRESHOLD = 256 << 20
+
+
+def reuse_freed_memory() -> bool:
+    """Make glibc's malloc keep freed block temporaries for reuse, not return them.
+
+    The numeric core works in blocks whose temporaries (about 1 MB each) are freed and
+    allocated again thousands of times. With glibc's defaults much of that memory goes
+    back to the kernel between blocks (mmap threshold from 128 kB, heap trimmed past
+    2 MB free), so every block faults its pages in afresh and the kernel zeroes them:
+    parametric ComBat on 34,000 genes × 5,000 samples spent 5 of its 11 s in the kernel
+    on 1.25 million page faults, and 1.6 s on 6,000 with this setting. Blocks up to 32 MB
+    (glibc's maximum mmap threshold) then come from the heap, which keeps up to 256 MB
+    free; larger arrays (the outputs) are still mapped and returned as before.
+
+    Returns
+    -------
+    bool
+        Whether the setting took (False off glibc, where nothing changes).
+    """
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    return bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX)) and bool(
+        mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD)
+    )
 
 
 def setup_logging(log_path: str | None, name: str) -> logging.Logger:
@@ -40,6 +74,7 @@ def run(main: Callable[[Any, logging.Logger], None], smk: Any) -> None:
         The ``snakemake`` object Snakemake injects into scripts.
     """
     log_path = smk.log[0] if len(smk.log) else None
+    reuse_freed_memory()
     logger = setup_logging(log_path, smk.rule)
     started = time.perf_counter()
     logger.info("rule %s started (%d thread(s))", smk.rule, smk.threads)
