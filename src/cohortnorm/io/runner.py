@@ -19,11 +19,12 @@ from cohortnorm.errors import InputError
 
 LOG_FORMAT = "%(asctime)s %(levelname)s [%(name)s] %(message)s"
 
-# glibc mallopt() parameters (malloc.h) and the largest mmap threshold glibc accepts.
+# glibc mallopt() parameters (malloc.h): allocations up to 4 MB come from the heap (block
+# temporaries are 1 MB), which returns memory to the kernel only past 32 MB free.
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
-_MMAP_THRESHOLD_MAX = 32 << 20
-_TRIM_THRESHOLD = 256 << 20
+_MMAP_THRESHOLD = 4 << 20
+_TRIM_THRESHOLD = 32 << 20
 
 
 def reuse_freed_memory() -> bool:
@@ -34,9 +35,9 @@ def reuse_freed_memory() -> bool:
     back to the kernel between blocks (mmap threshold from 128 kB, heap trimmed past
     2 MB free), so every block faults its pages in afresh and the kernel zeroes them:
     parametric ComBat on 34,000 genes × 5,000 samples spent 5 of its 11 s in the kernel
-    on 1.25 million page faults, and 1.6 s on 6,000 with this setting. Blocks up to 32 MB
-    (glibc's maximum mmap threshold) then come from the heap, which keeps up to 256 MB
-    free; larger arrays (the outputs) are still mapped and returned as before.
+    on 1.25 million page faults. Allocations up to 4 MB then come from the heap, which
+    keeps up to 32 MB free (little enough not to raise the peak); larger arrays, the
+    outputs among them, are still mapped and returned as before.
 
     Returns
     -------
@@ -48,7 +49,7 @@ def reuse_freed_memory() -> bool:
     except (OSError, AttributeError):
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    return bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX)) and bool(
+    return bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)) and bool(
         mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD)
     )
 
