@@ -172,6 +172,9 @@ def test_norm_factors_edge_cases() -> None:
         edger.calc_norm_factors(np.array([[0, 5], [4, 0.0]]), "RLE")
     with pytest.raises(ValueError, match="unknown normalization method"):
         edger.calc_norm_factors(np.ones((3, 3)), "TMMX")  # type: ignore[arg-type]
+    for trims in ({"logratio_trim": 0.5}, {"sum_trim": 1.0}, {"logratio_trim": -0.1}):
+        with pytest.raises(ValueError, match=r"must lie in \[0, 0.5\)"):
+            edger.calc_norm_factors(np.ones((3, 3)), "TMM", **trims)  # type: ignore[arg-type]
 
 
 def test_tmm_sample_blocks_do_not_change_factors(

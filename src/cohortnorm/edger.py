@@ -395,8 +395,9 @@ def calc_norm_factors(
     Raises
     ------
     ValueError
-        On NaN counts, and where edgeR would return Inf or NA factors: a zero upper
-        quartile, or RLE without a gene expressed in every sample.
+        On NaN counts, a trim fraction outside [0, 0.5), and where edgeR would return
+        Inf or NA factors: a zero upper quartile, or RLE without a gene expressed in
+        every sample.
     """
     values = _as_counts(counts)
     sizes = _library_sizes(values, lib_size)
@@ -404,6 +405,12 @@ def calc_norm_factors(
         method = "TMMwsp"
     if method not in NORM_METHODS:
         raise ValueError(f"unknown normalization method {method!r}; use one of {NORM_METHODS}")
+    if not (0 <= logratio_trim < 0.5 and 0 <= sum_trim < 0.5):
+        # edgeR does not check; from 0.5 up its windows are empty or run backwards.
+        raise ValueError(
+            f"logratio_trim={logratio_trim} and sum_trim={sum_trim}: each is the fraction "
+            "trimmed from both ends, so it must lie in [0, 0.5)"
+        )
     expressed = (values > 0).any(axis=1)
     if not expressed.all():  # boolean indexing always copies: only when needed
         values = values[expressed]
