@@ -35,7 +35,7 @@ def reuse_freed_memory() -> bool:
     back to the kernel between blocks (mmap threshold from 128 kB, heap trimmed past
     2 MB free), so every block faults its pages in afresh and the kernel zeroes them:
     parametric ComBat on 34,000 genes × 5,000 samples spent 5 of its 11 s in the kernel
-    on 1.25 million page faults. Allocations up to 4 MB then come from the heap, which
+    on 1.25 million page faults. With this setting allocations up to 4 MB come from the heap, which
     keeps up to 32 MB free (little enough not to raise the peak); larger arrays, the
     outputs among them, are still mapped and returned as before.
 
