@@ -7,6 +7,7 @@ counts and returns plain numpy arrays; nothing here reads files or knows about S
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -210,6 +211,19 @@ def _tmm_log_factor(
     return 0.0 if np.isnan(log_factor) else log_factor
 
 
+def _contiguous_samples(counts: FloatArray) -> Iterator[tuple[int, FloatArray]]:
+    """Each sample's index and genes as a contiguous row, one transposed block at a time.
+
+    TMM and TMMwsp work one sample at a time; a strided column would miss the cache on
+    every gene, a transposed block of about :data:`_BLOCK_CELLS` cells does not.
+    """
+    n_genes, n_samples = counts.shape
+    for block in cell_slices(n_samples, n_genes, _BLOCK_CELLS):
+        samples = np.ascontiguousarray(counts[:, block].T)
+        for offset, obs in enumerate(samples):
+            yield block.start + offset, obs
+
+
 def _tmm_factors(
     counts: FloatArray,
     lib_size: FloatArray,
@@ -234,22 +248,19 @@ def _tmm_factors(
         ref_share = ref_counts / n_ref
         log_ref = np.log2(ref_share)
         var_ref = (n_ref - ref_counts) / n_ref / ref_counts
-        # Blocks of samples are transposed so that each sample's genes are contiguous.
-        for block in cell_slices(n_samples, n_genes, _BLOCK_CELLS):
-            samples = np.ascontiguousarray(counts[:, block].T)
-            for offset, obs in enumerate(samples):
-                log_factors[block.start + offset] = _tmm_log_factor(
-                    obs,
-                    float(lib_size[block.start + offset]),
-                    ref_share,
-                    log_ref,
-                    var_ref,
-                    logratio_trim,
-                    sum_trim,
-                    do_weighting,
-                    a_cutoff,
-                    workspace,
-                )
+        for j, obs in _contiguous_samples(counts):
+            log_factors[j] = _tmm_log_factor(
+                obs,
+                float(lib_size[j]),
+                ref_share,
+                log_ref,
+                var_ref,
+                logratio_trim,
+                sum_trim,
+                do_weighting,
+                a_cutoff,
+                workspace,
+            )
     return 2**log_factors
 
 
@@ -331,23 +342,19 @@ def _tmmwsp_factors(
     sum_trim: float,
     do_weighting: bool,
 ) -> FloatArray:
-    """``_tmmwsp_factor`` for every sample, on transposed blocks (contiguous samples)."""
-    n_genes, n_samples = counts.shape
-    factors = np.ones(n_samples)
+    """``_tmmwsp_factor`` for every sample, each a contiguous row."""
+    factors = np.ones(counts.shape[1])
     ref_counts = np.ascontiguousarray(counts[:, ref])
-    for block in cell_slices(n_samples, n_genes, _BLOCK_CELLS):
-        samples = np.ascontiguousarray(counts[:, block].T)
-        for offset, obs in enumerate(samples):
-            j = block.start + offset
-            factors[j] = _tmmwsp_factor(
-                obs,
-                ref_counts,
-                float(lib_size[j]),
-                float(lib_size[ref]),
-                logratio_trim,
-                sum_trim,
-                do_weighting,
-            )
+    for j, obs in _contiguous_samples(counts):
+        factors[j] = _tmmwsp_factor(
+            obs,
+            ref_counts,
+            float(lib_size[j]),
+            float(lib_size[ref]),
+            logratio_trim,
+            sum_trim,
+            do_weighting,
+        )
     return factors
 
 
