@@ -570,7 +570,9 @@ def combat(
     # Zero-variance rows: sva's var(x) == 0 within any batch of ≥2 samples. var() of a
     # vector with NA is NA, which which() ignores, so genes with NaN are never flagged.
     zero = np.zeros(n_genes, dtype=bool)
+    has_nan = np.zeros(n_genes, dtype=bool)  # found in the same pass, used further down
     for rows in gene_blocks:
+        has_nan[rows] = np.isnan(dat[rows]).any(axis=1)
         for b in range(n_batch):
             if n_per_batch[b] > 1:
                 sub = dat[rows][:, batch_idx == b]
@@ -642,8 +644,7 @@ def combat(
 
     # Rows are gathered block by block (dat[keep[rows]]) rather than copying dat[keep].
     work_names = np.asarray(names, dtype=object)[keep]
-    na_rows = [np.isnan(dat[rows]).any(axis=1) for rows in gene_blocks]
-    na_genes = np.concatenate(na_rows or [np.zeros(0, dtype=bool)])[keep]
+    na_genes = has_nan[keep]
     has_na = bool(na_genes.any())
     if has_na:
         with_na = dat[keep[na_genes]]
