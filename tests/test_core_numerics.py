@@ -90,6 +90,55 @@ def test_large_n_rule() -> None:
     np.testing.assert_array_equal(details.keep, [True, False, True])
 
 
+CUTOFF = DATA / "cutoff"  # edgeR at the exact CPM cutoff (tests/data/cutoff/cutoff_fixtures.R)
+CUTOFF_DESIGNS = {"sim3": ["x", "y", "x"], "sim6": ["x", "x", "x", "y", "y", "y"]}
+
+
+def test_filter_by_expr_at_the_exact_cutoff_matches_edger() -> None:
+    # 10 reads in the median library: edgeR's CPM (count * (1e6 / lib.size)) falls one
+    # ulp below its cutoff (min.count / median * 1e6), so edgeR drops g1.
+    table = pd.read_csv(CUTOFF / "tiny.tsv", sep="\t", index_col=0)
+    keep = edger.filter_by_expr(table[["s1", "s2", "s3"]].to_numpy(), group=["x", "y", "x"])
+    np.testing.assert_array_equal(keep, [False, True])
+    np.testing.assert_array_equal(keep, table["keep"].to_numpy())
+
+
+@pytest.mark.parametrize("name", sorted(CUTOFF_DESIGNS))
+def test_filter_and_factors_near_the_cutoff_match_edger(name: str) -> None:
+    group = CUTOFF_DESIGNS[name]
+    table = pd.read_csv(CUTOFF / f"{name}_counts_filter.tsv.gz", sep="\t", index_col=0)
+    counts = table.iloc[:, : len(group)].to_numpy()
+    # sim3 has hundreds of genes at the exact cutoff that the other rounding keeps.
+    cases = {
+        "keep": {"group": group},
+        "keep_nogroup": {},
+        "keep_mc5": {"group": group, "min_count": 5, "min_total_count": 20},
+    }
+    for column, options in cases.items():
+        keep = edger.filter_by_expr(counts, **options)
+        np.testing.assert_array_equal(keep, table[column].to_numpy(), err_msg=column)
+    factors = pd.read_csv(
+        CUTOFF / f"{name}_factors.tsv", sep="\t", index_col=0, float_precision="round_trip"
+    )
+    kept = counts[table["keep"].to_numpy()]
+    for method in NORM_METHODS:
+        np.testing.assert_allclose(
+            edger.calc_norm_factors(kept, method), factors[method], rtol=FACTOR_RTOL
+        )
+    np.testing.assert_allclose(
+        edger.calc_norm_factors(counts, "TMM"), factors["TMM_unfiltered"], rtol=FACTOR_RTOL
+    )
+
+
+def test_cpm_rounds_as_edgers_cpp() -> None:
+    # edgeR's calculate_cpm_raw multiplies by 1e6 / lib.size; bit for bit on these values.
+    lib = np.array([5490630.0, 7295980.0, 4501152.0])
+    np.testing.assert_array_equal(
+        edger.cpm(np.array([[10.0, 3, 3]]), lib)[0], [10, 3, 3] * (1e6 / lib)
+    )
+    assert edger.cpm(np.array([[10.0]]), lib[:1])[0, 0] < 10 / lib[0] * 1e6
+
+
 # --- calcNormFactors --------------------------------------------------------------------
 
 NORM_METHODS = ["TMM", "upperquartile", "RLE", "TMMwsp"]

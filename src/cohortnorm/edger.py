@@ -79,12 +79,14 @@ def column_quantile(values: FloatArray, p: float) -> FloatArray:
     """R's ``quantile(x, p, type = 7)`` of each column.
 
     ``(1 - h)·x[lo] + h·x[hi]`` with ``lo, hi`` the order statistics around
-    ``1 + (n - 1)·p``, written as R writes it (so the rounding is R's).
+    ``1 + (n - 1)·p``, written as R writes it (so the rounding is R's): the weight is
+    ``index - floor(index)`` of the 1-based index, which for some ``p`` differs in the
+    last bit from the same difference taken on the 0-based index.
     """
-    index = (values.shape[0] - 1) * p
+    index = 1 + (values.shape[0] - 1) * p
     low = int(np.floor(index))
     weight = index - low
-    at_low, above = _column_order_statistics(values, low)
+    at_low, above = _column_order_statistics(values, low - 1)
     interpolate = (weight > 0) & (above != at_low)
     return np.where(interpolate, (1 - weight) * at_low + weight * above, at_low)
 
@@ -125,8 +127,43 @@ def _tmm_reference_column(counts: FloatArray, lib_size: FloatArray, p: float) ->
     # Since edgeR 3.31.5: when most counts are zero the upper quartiles are useless, so
     # the sample with the largest sum of square-root counts serves as reference.
     if np.median(f75) < 1e-20:
-        return int(np.argmax(np.sqrt(counts).sum(axis=0)))
-    return int(np.argmin(np.abs(f75 - f75.mean())))
+        return _largest_sqrt_sum_column(counts)
+    # The reference is the sample nearest the mean: a comparison, so the mean is R's.
+    return int(np.argmin(np.abs(f75 - r_mean(f75))))
+
+
+def r_mean(values: FloatArray) -> float:
+    """R's ``mean`` of a numeric vector, rounding included.
+
+    R sums in long double, divides by ``n``, then adds the mean of the residuals
+    (also summed in long double) before rounding to double. A plain float64 mean can
+    differ in the last bit, which matters where the mean decides something, such as
+    TMM's choice of reference sample.
+    """
+    x = np.asarray(values, dtype=np.longdouble).ravel()
+    n = x.size
+    total = np.longdouble(0)
+    for value in x:  # R adds in order; only used on one value per sample
+        total += value
+    mean = total / n
+    if np.isfinite(mean):
+        residual = np.longdouble(0)
+        for value in x:
+            residual += value - mean
+        mean += residual / n
+    return float(mean)
+
+
+def _largest_sqrt_sum_column(counts: FloatArray) -> int:
+    """``which.max(colSums(sqrt(x)))``: the sums in long double, as R's ``colSums``.
+
+    These sums decide the reference sample of TMMwsp (and of TMM on sparse data), so
+    they carry R's extra precision rather than float64 rounding.
+    """
+    sums = np.zeros(counts.shape[1], dtype=np.longdouble)
+    for rows in cell_slices(counts.shape[0], counts.shape[1], CACHE_BLOCK_CELLS):
+        sums += np.sqrt(counts[rows]).sum(axis=0, dtype=np.longdouble)
+    return int(np.argmax(sums.astype(np.float64)))
 
 
 def _trim_window(ordered: FloatArray, low: int, high: int) -> tuple[float, float]:
@@ -456,7 +493,7 @@ def calc_norm_factors(
                 values, sizes, ref, logratio_trim, sum_trim, do_weighting, a_cutoff
             )
         else:
-            ref = int(np.argmax(np.sqrt(values).sum(axis=0))) if ref_column is None else ref_column
+            ref = _largest_sqrt_sum_column(values) if ref_column is None else ref_column
             factors = _tmmwsp_factors(values, sizes, ref, logratio_trim, sum_trim, do_weighting)
         return factors / np.exp(np.mean(np.log(factors)))
 
@@ -495,7 +532,10 @@ def cpm(
     if not np.all(np.isfinite(sizes)) or np.any(sizes < 0):
         raise ValueError("library sizes should be finite and non-negative")
     if not log:
-        return values / sizes * 1e6
+        # edgeR's C++ (calculate_cpm_raw) multiplies each count by 1e6 / lib.size.
+        # ``count / lib.size * 1e6`` rounds differently in the last bit, which flips
+        # filterByExpr's ``CPM >= cutoff`` for counts exactly at the cutoff.
+        return values * (1e6 / sizes)
     if not np.isfinite(prior_count) or prior_count < 0:
         raise ValueError("prior counts must be finite non-negative values")
     prior = prior_count * sizes / sizes.mean()
