@@ -7,7 +7,7 @@ counts and returns plain numpy arrays; nothing here reads files or knows about S
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -47,6 +47,47 @@ def _library_sizes(values: FloatArray, lib_size: npt.ArrayLike | None) -> FloatA
             f"lib_size has {sizes.size} entries but counts have {values.shape[1]} samples"
         )
     return sizes
+
+
+def require_reads(
+    lib_size: npt.ArrayLike,
+    sample_names: Sequence[str] | None = None,
+    *,
+    fix: str = "remove these samples, or check how their counts were made",
+) -> None:
+    """Refuse samples whose library size is 0 (or not a positive number).
+
+    Every normalization factor and size factor of such a sample is 0/0: edgeR returns
+    NaN (TMM, upper quartile, RLE), ``method="none"`` returns 1 but its CPM is still 0/0,
+    and DESeq2's ratio and poscounts factors are NaN or undefined.
+
+    Parameters
+    ----------
+    lib_size
+        Library size of each sample.
+    sample_names
+        Names for the message; default ``column 1``, ``column 2``, ...
+    fix
+        What the message tells the user to do.
+
+    Raises
+    ------
+    ValueError
+        Naming every such sample.
+    """
+    sizes = np.asarray(lib_size, dtype=np.float64).ravel()
+    empty = np.flatnonzero(~(sizes > 0))
+    if empty.size == 0:
+        return
+    names = (
+        [str(sample_names[i]) for i in empty]
+        if sample_names is not None
+        else [f"column {i + 1}" for i in empty]
+    )
+    raise ValueError(
+        f"sample(s) {', '.join(names)} have no reads (library size 0), so their "
+        f"normalization and size factors would be NaN: {fix}"
+    )
 
 
 def _column_order_statistics(
@@ -440,8 +481,9 @@ def calc_norm_factors(
     ------
     ValueError
         On NaN counts, a trim fraction outside [0, 0.5), and where edgeR would return
-        Inf or NA factors: a zero upper quartile, or RLE without a gene expressed in
-        every sample.
+        Inf or NA factors: a library size of 0 (for every method, ``"none"`` included,
+        since the CPM would be 0/0; see :func:`require_reads`), a zero upper quartile,
+        or RLE without a gene expressed in every sample.
     """
     values = _as_counts(counts)
     sizes = _library_sizes(values, lib_size)
@@ -455,6 +497,7 @@ def calc_norm_factors(
             f"logratio_trim={logratio_trim} and sum_trim={sum_trim}: each is the fraction "
             "trimmed from both ends, so it must lie in [0, 0.5)"
         )
+    require_reads(sizes)
     expressed = (values > 0).any(axis=1)
     if not expressed.all():  # boolean indexing always copies: only when needed
         values = values[expressed]
