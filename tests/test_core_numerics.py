@@ -447,3 +447,25 @@ def test_tpm_per_sample_lengths_and_bad_lengths() -> None:
             expression.tpm(counts, bad)
     with pytest.raises(ValueError, match="do not match"):
         expression.tpm(counts, np.ones(3))
+
+
+# --- samples without reads -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", [*NORM_METHODS, "none"])
+def test_norm_factors_refuse_a_sample_without_reads(method: str) -> None:
+    # edgeR gives NaN factors here (TMM, TMMwsp, upperquartile), NA (RLE), or 1 with a
+    # CPM of 0/0 ("none"): every method stops and names the sample.
+    counts = np.array([[10, 0, 5], [20, 0, 7], [30, 0, 9], [40, 0, 1.0]])
+    with pytest.raises(ValueError, match=r"sample\(s\) column 2 have no reads"):
+        edger.calc_norm_factors(counts, method)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"sample\(s\) S2 have no reads"):
+        edger.require_reads(counts.sum(axis=0), ["S1", "S2", "S3"])
+
+
+@pytest.mark.parametrize("type", ["ratio", "poscounts"])
+def test_size_factors_refuse_a_sample_without_reads(type: str) -> None:
+    # DESeq2: "every gene contains at least one zero" (ratio) or an NA factor (poscounts).
+    counts = np.array([[10, 0, 5], [20, 0, 7], [30, 0, 9], [40, 0, 1.0]])
+    with pytest.raises(ValueError, match=r"sample column\(s\) 2 have no reads"):
+        deseq2.size_factors(counts, type=type)  # type: ignore[arg-type]
