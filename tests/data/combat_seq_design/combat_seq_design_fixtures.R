@@ -4,6 +4,8 @@
 # Writes (integers, genes x samples, gzipped TSV):
 #   group_covar.tsv.gz   ComBat_seq(counts[keep,], batch, group = condition,
 #                        covar_mod = model.matrix(~n_lanes)[, -1])
+#   group_covar_sorted_levels.tsv.gz  the same with group = the character sheet column,
+#                        as the workflow calls it (batch_correction.covariates: [condition, n_lanes])
 #   zero_group.tsv.gz    ComBat_seq(counts[keep,], batch, group = condition) after setting the
 #                        treated samples of the genes in zero_group_genes.txt to 0
 #                        (condition: factor, levels in order of appearance: untreated first)
@@ -27,6 +29,9 @@ wimat <- function(m, file) {
 }
 cov <- model.matrix(~n_lanes, data = samples)[, -1, drop = FALSE]
 wimat(suppressMessages(ComBat_seq(x, batch = batch, group = condition, covar_mod = cov)), "group_covar.tsv.gz")
+# The workflow passes the sheet column as it is, so sva's as.factor() sorts the levels.
+wimat(suppressMessages(ComBat_seq(x, batch = batch, group = samples$condition, covar_mod = cov)),
+      "group_covar_sorted_levels.tsv.gz")
 
 # Genes zero in every treated sample: the group coefficient diverges to -Inf in glmFit.
 totals <- rowSums(x)
