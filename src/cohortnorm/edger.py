@@ -684,6 +684,9 @@ def filter_by_expr_details(
         min_sample_size = large_n + (min_sample_size - large_n) * min_prop
     cutoff = min_count / float(np.median(sizes)) * 1e6
     expressed = samples_reaching_cpm(values, sizes, cutoff) >= min_sample_size - 1e-14
+    # R's rowSums/colSums add in long double; on whole counts (all the workflow passes,
+    # below 2**53) float64 sums are exact too, so the comparisons are R's. Long double
+    # sums would cost most of this function's time for nothing on such counts.
     enough_total = values.sum(axis=1) >= min_total_count - 1e-14
     return FilterDetails(expressed & enough_total, cutoff, min_sample_size)
 
