@@ -143,19 +143,11 @@ def main(smk, logger):
 
 
 def combat_seq_model(settings) -> tuple[str | None, list[str]]:
-    """ComBat-seq's ``group`` and ``covar_mod`` columns from the batch_correction settings.
-
-    ``combat_seq.group`` when set, else the first of ``batch_correction.covariates``;
-    ``combat_seq.covariates`` when not empty, else the other ``batch_correction.covariates``
-    (config/README.md documents this).
-    """
-    kept = list(settings["covariates"] or [])
+    """ComBat-seq's ``group`` and ``covar_mod`` columns (see combat_seq.model_columns)."""
     options = settings["combat_seq"]
-    group = options.get("group") or (kept[0] if kept else None)
-    covariates = list(options.get("covariates") or [])
-    if not covariates:
-        covariates = [name for name in kept if name != group]
-    return group, covariates
+    return combat_seq.model_columns(
+        settings["covariates"], options.get("group"), options.get("covariates")
+    )
 
 
 def _params_table(levels, genes, **estimates) -> pd.DataFrame:

@@ -308,3 +308,13 @@ def test_design_without_residual_df_is_refused() -> None:
     assert "(groupy, groupz) make 4 design columns" in message
     assert "0 residual degrees of freedom" in message
     assert "Add samples, or drop covariates" in message
+
+
+def test_model_columns_follow_the_documented_rule() -> None:
+    from cohortnorm.combat_seq import model_columns
+
+    assert model_columns(["condition", "sex"]) == ("condition", ["sex"])
+    assert model_columns(["condition", "sex"], group="sex") == ("sex", ["condition"])
+    assert model_columns(["condition", "sex"], covar_mod=["age"]) == ("condition", ["age"])
+    assert model_columns([]) == (None, [])
+    assert model_columns(None, group="condition") == ("condition", [])

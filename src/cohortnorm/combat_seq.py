@@ -30,7 +30,14 @@ from cohortnorm.errors import InputError
 
 FloatArray = NDArray[np.float64]
 
-__all__ = ["CombatSeqResult", "combat_seq", "divergent_levels", "pnbinom", "qnbinom"]
+__all__ = [
+    "CombatSeqResult",
+    "combat_seq",
+    "divergent_levels",
+    "model_columns",
+    "pnbinom",
+    "qnbinom",
+]
 
 _DBL_EPSILON = float(np.finfo(np.float64).eps)
 
@@ -75,6 +82,40 @@ class CombatSeqResult:
     messages: list[str] = field(default_factory=list)
     divergent: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+
+
+def model_columns(
+    covariates: Sequence[str] | None,
+    group: str | None = None,
+    covar_mod: Sequence[str] | None = None,
+) -> tuple[str | None, list[str]]:
+    """Which sample-sheet columns become sva's ``group`` and ``covar_mod``.
+
+    The workflow's rule (config keys ``batch_correction.covariates``,
+    ``batch_correction.combat_seq.group`` and ``.covariates``): ``group`` when given, else
+    the first of ``covariates``; ``covar_mod`` when not empty, else the other
+    ``covariates``. So the covariates every method keeps reach ComBat-seq too.
+
+    Parameters
+    ----------
+    covariates
+        ``batch_correction.covariates``.
+    group
+        ``batch_correction.combat_seq.group`` (``None``: not set).
+    covar_mod
+        ``batch_correction.combat_seq.covariates`` (empty: not set).
+
+    Returns
+    -------
+    tuple
+        The group column (``None`` for sva's null model) and the covariate columns.
+    """
+    kept = list(covariates or [])
+    chosen_group = group or (kept[0] if kept else None)
+    chosen = list(covar_mod or [])
+    if not chosen:
+        chosen = [name for name in kept if name != chosen_group]
+    return chosen_group, chosen
 
 
 def divergent_levels(
