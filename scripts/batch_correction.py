@@ -12,7 +12,7 @@ from cohortnorm.validation import sheet_column
 def main(smk, logger):
     settings = smk.params.batch_correction
     values = read_matrix(smk.input.values, dtype=np.float64)
-    group_column = settings["combat_seq"]["group"]
+    group_column = combat_seq_model(settings)[0] if settings["method"] == "combat_seq" else None
     # Identifiers stay text; covariates keep their inferred type, so that a numeric
     # column (age, RIN) enters the design as a number and not as a factor.
     identifiers = [name for name in ("sample", settings["batch"], group_column) if name]
@@ -48,29 +48,65 @@ def main(smk, logger):
             gene_names=list(values.index),
             covariate_names=combat.design_column_names(sheet, settings["covariates"]),
         )
+        # Genes constant within a batch are not adjusted and have no estimates (NaN in
+        # the result): their rows are left out of the parameter table.
+        adjusted_genes = ~result.zero_variance_genes
+        if not adjusted_genes.all():
+            logger.info(
+                "%d gene(s) constant within a batch are returned unadjusted and have no rows in %s",
+                int((~adjusted_genes).sum()),
+                smk.output.params,
+            )
         params = _params_table(
             result.batch_levels,
-            values.index,
-            gamma_hat=result.gamma_hat.T,
-            gamma_star=result.gamma_star.T,
-            delta_hat=result.delta_hat.T,
-            delta_star=result.delta_star.T,
+            values.index[adjusted_genes],
+            gamma_hat=result.gamma_hat.T[adjusted_genes],
+            gamma_star=result.gamma_star.T[adjusted_genes],
+            delta_hat=result.delta_hat.T[adjusted_genes],
+            delta_star=result.delta_star.T[adjusted_genes],
         )
+        for message in result.messages:
+            logger.warning("%s", message)
     else:
         options = settings["combat_seq"]
+        group_name, covariate_names = combat_seq_model(settings)
         group = None
-        if group_column:
-            labels = column(group_column, "batch_correction.combat_seq.group")
-            # Levels in order of first appearance, as the reference's factor() call had.
-            group = pd.Categorical(labels, categories=pd.unique(labels))
+        if group_name:
+            source = (
+                "batch_correction.combat_seq.group"
+                if options.get("group")
+                else "batch_correction.covariates"
+            )
+            labels = column(group_name, source)
+            # Levels sorted as sva's as.factor(group) sorts a sample-sheet column: the
+            # first is the reference level, which decides the fit of genes absent from a
+            # whole group (see CombatSeqResult.divergent).
+            group = pd.Categorical(labels, categories=combat.factor_levels(labels))
         covariates = None
-        if options["covariates"]:
-            for name in options["covariates"]:
-                column(name, "batch_correction.combat_seq.covariates")
-            covariates = combat.design_matrix(sheet, options["covariates"])[:, 1:]
-        logger.info("ComBat-seq over %d batches, group %s", len(set(batch)), group_column)
+        if covariate_names:
+            source = (
+                "batch_correction.combat_seq.covariates"
+                if options.get("covariates")
+                else "batch_correction.covariates"
+            )
+            for name in covariate_names:
+                column(name, source)
+            covariates = combat.design_matrix(sheet, covariate_names)[:, 1:]
+        logger.info(
+            "ComBat-seq over %d batches, group %s, covar_mod %s",
+            len(set(batch)),
+            group_name or "none",
+            covariate_names or "none",
+        )
         result = combat_seq.combat_seq(
-            data, batch, group=group, covariates=covariates, shrink=options["shrink"]
+            data,
+            batch,
+            group=group,
+            covariates=covariates,
+            shrink=options["shrink"],
+            covariate_names=(
+                combat.design_column_names(sheet, covariate_names)[1:] if covariate_names else None
+            ),
         )
         kept = values.index[result.kept_genes]
         params = _params_table(
@@ -80,10 +116,38 @@ def main(smk, logger):
             gamma_star=result.gamma_star,
             phi_hat=result.phi_hat,
         )
-    for message in result.messages:
-        logger.warning("%s", message)
-    write_matrix(result.adjusted, values.index, list(values.columns), smk.output.corrected)
-    write_table(params, smk.output.params)
+        # Which genes had an infinite coefficient (zero in a whole model level), per row.
+        divergent = np.array([levels or "none" for levels in result.divergent], dtype=object)
+        params["all_zero_in"] = np.tile(divergent, len(result.batches))
+        if (divergent != "none").any():
+            shown = [
+                f"{gene} ({levels})"
+                for gene, levels in zip(kept, divergent, strict=True)
+                if levels != "none"
+            ]
+            logger.warning(
+                "%d gene(s) are zero in every sample of a model level; their corrected "
+                "counts equal sva's but come from a fit stopped at edgeR's iteration limits "
+                "(column all_zero_in of %s): %s",
+                len(shown),
+                smk.output.params,
+                ", ".join(shown[:20]) + (", ..." if len(shown) > 20 else ""),
+            )
+        # sva's progress lines (its cat() output): information, not warnings.
+        for message in result.messages:
+            logger.info("%s", message)
+    write_matrix(
+        result.adjusted, values.index, list(values.columns), smk.output.corrected, finite=True
+    )
+    write_table(params, smk.output.params, finite=True)
+
+
+def combat_seq_model(settings) -> tuple[str | None, list[str]]:
+    """ComBat-seq's ``group`` and ``covar_mod`` columns (see combat_seq.model_columns)."""
+    options = settings["combat_seq"]
+    return combat_seq.model_columns(
+        settings["covariates"], options.get("group"), options.get("covariates")
+    )
 
 
 def _params_table(levels, genes, **estimates) -> pd.DataFrame:

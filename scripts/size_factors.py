@@ -17,6 +17,19 @@ def main(smk, logger):
     values = counts.to_numpy()
     # keep.lib.sizes=FALSE: library sizes are the filtered column sums, as in the reference.
     lib_size = values.sum(axis=0)
+    try:
+        edger.require_reads(
+            lib_size,
+            list(counts.columns),
+            fix=(
+                "every count of these samples is 0 in "
+                f"{smk.input.counts} (after the expression filter). Remove them from the "
+                "sample sheet, or relax the filter (filter.min_count, "
+                "filter.min_total_count, or filter.method: none)."
+            ),
+        )
+    except ValueError as error:
+        raise InputError(str(error)) from error
     # edgeR's factors and DESeq2's are independent: one thread each (numpy releases the
     # GIL), so that a large cohort uses both of the rule's threads.
     with ThreadPoolExecutor(max_workers=max(1, min(2, smk.threads))) as pool:
@@ -60,7 +73,7 @@ def main(smk, logger):
         size_factor.min(),
         size_factor.max(),
     )
-    write_table(table, smk.output[0])
+    write_table(table, smk.output[0], finite=True)
 
 
 run(main, snakemake)

@@ -14,7 +14,7 @@ from conftest import COUNT_DATASETS, load_dataset
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cohortnorm.combat import combat, design_column_names, design_matrix
+from cohortnorm.combat import check_residual_df, combat, design_column_names, design_matrix
 from cohortnorm.errors import InputError
 
 DATA = Path(__file__).parent / "data"
@@ -441,3 +441,48 @@ def test_testvectors_parser_sanity() -> None:
     counts = _testvector_sections()["counts"]
     assert re.fullmatch(r"g\d+", counts.index[-1])
     assert counts.loc["g1"].tolist() == [120, 95, 210, 180, 150, 300]
+
+
+# --- designs without residual degrees of freedom ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("batch", "covariates", "names", "expected"),
+    [
+        # Two samples in batches A and B: sva returns NaN for every value, exit 0.
+        (["A", "B"], None, None, "2 samples, 2 batch(es) (A, B) and no covariates make 2"),
+        # A, A, B with a covariate that differs within batch A.
+        (
+            ["A", "A", "B"],
+            np.array([[1, 0], [1, 1], [1, 0.0]]),
+            ["(Intercept)", "conditiontreated"],
+            "3 samples, 2 batch(es) (A, B) and 1 covariate column(s) (conditiontreated) make 3",
+        ),
+    ],
+)
+def test_combat_refuses_a_design_without_residual_df(
+    batch: list[str], covariates: np.ndarray | None, names: list[str] | None, expected: str
+) -> None:
+    data = np.random.default_rng(0).normal(size=(40, len(batch)))
+    with pytest.raises(InputError) as raised:
+        combat(data, batch, covariates=covariates, covariate_names=names)
+    message = str(raised.value)
+    assert f"ComBat cannot estimate batch effects from this design: {expected} design columns" in (
+        message
+    )
+    assert "0 residual degrees of freedom" in message
+    assert "Add samples, or drop covariates from batch_correction.covariates." in message
+    # The same check runs from the sample sheet alone, before any data are read.
+    with pytest.raises(InputError, match="0 residual degrees of freedom"):
+        check_residual_df(batch, covariates, covariate_names=names)
+
+
+def test_check_residual_df_counts_the_design() -> None:
+    assert check_residual_df(["A", "A", "B", "B"]) == 2
+    sheet = pd.DataFrame({"condition": ["x", "y", "x", "y"]})
+    design = design_matrix(sheet, ["condition"])
+    assert check_residual_df(["A", "A", "B", "B"], design) == 1
+    with pytest.raises(InputError, match="ComBat-seq cannot estimate"):
+        check_residual_df(
+            ["A", "A", "B", "B"], np.array([[0, 0], [1, 0], [0, 1], [0, 0.0]]), method="ComBat-seq"
+        )

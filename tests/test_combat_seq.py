@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -208,3 +209,112 @@ def test_threads_do_not_change_the_result() -> None:
     np.testing.assert_array_equal(one.adjusted, two.adjusted)
     np.testing.assert_array_equal(one.phi_hat, two.phi_hat)
     np.testing.assert_array_equal(one.gamma_hat, two.gamma_hat)
+
+
+# --- design handling against sva (tests/data/combat_seq_design, R script beside it) --------
+
+DESIGN = DATA / "combat_seq_design"
+
+
+@cache
+def _pasilla_filtered() -> tuple[pd.DataFrame, pd.DataFrame]:
+    from cohortnorm.edger import filter_by_expr
+
+    ds = load_dataset("pasilla")
+    sheet = pd.read_csv(DATA / "pasilla" / "samples.tsv", sep="\t", dtype={"n_lanes": float})
+    keep = filter_by_expr(ds.counts.to_numpy(), group=sheet["condition"].to_numpy())
+    return ds.counts[keep], sheet
+
+
+def _design_reference(stem: str) -> pd.DataFrame:
+    return pd.read_csv(DESIGN / f"{stem}.tsv.gz", sep="\t", index_col=0)
+
+
+def test_group_and_covar_mod_match_sva() -> None:
+    # sva: ComBat_seq(x, batch, group = condition, covar_mod = model.matrix(~n_lanes)[, -1])
+    counts, sheet = _pasilla_filtered()
+    condition = pd.Categorical(sheet["condition"], categories=pd.unique(sheet["condition"]))
+    result = combat_seq(
+        counts.to_numpy(),
+        sheet["batch"].to_numpy(),
+        group=condition,
+        covariates=sheet[["n_lanes"]].to_numpy(),
+        covariate_names=["n_lanes"],
+    )
+    expected = _design_reference("group_covar")
+    assert list(expected.index) == list(counts.index)
+    np.testing.assert_array_equal(result.adjusted, expected.to_numpy())
+    assert "Adjusting for 2 covariate(s) or covariate level(s)" in result.messages
+
+
+@pytest.mark.parametrize(
+    ("stem", "zero_level", "levels"),
+    [
+        ("zero_group", "treated", ["untreated", "treated"]),
+        ("zero_group_sorted_levels", "treated", ["treated", "untreated"]),
+        ("zero_reference_group", "untreated", ["untreated", "treated"]),
+    ],
+)
+def test_genes_zero_in_a_whole_group_match_sva(
+    stem: str, zero_level: str, levels: list[str]
+) -> None:
+    # The group coefficient of these genes is infinite; sva's glmFit stops at edgeR's
+    # iteration limits and the result depends on the reference level: we reproduce both.
+    counts, sheet = _pasilla_filtered()
+    genes = (DESIGN / "zero_group_genes.txt").read_text().split()
+    zeroed = counts.copy()
+    zeroed.loc[genes, (sheet["condition"] == zero_level).to_numpy()] = 0
+    group = pd.Categorical(sheet["condition"], categories=levels)
+    result = combat_seq(zeroed.to_numpy(), sheet["batch"].to_numpy(), group=group)
+    expected = _design_reference(stem)
+    np.testing.assert_array_equal(result.adjusted, expected.to_numpy())
+    kept = counts.index[result.kept_genes]
+    flagged = [g for g, lv in zip(kept, result.divergent, strict=True) if lv]
+    assert sorted(flagged) == sorted(genes)
+    assert {lv for lv in result.divergent if lv} == {f"group={zero_level}"}
+    assert len(result.warnings) == 1 and "5 gene(s) are zero in every sample" in result.warnings[0]
+
+
+def test_zero_group_reference_level_changes_the_result_as_in_sva() -> None:
+    # The bug report's figures came from comparing two reference levels: sva itself gives
+    # about 3x different counts for such a gene (here the gene ranked 1st by total).
+    first = _design_reference("zero_group").loc["FBgn0000556"].to_numpy()
+    sorted_levels = _design_reference("zero_group_sorted_levels").loc["FBgn0000556"].to_numpy()
+    np.testing.assert_array_equal(first, [231765, 356015, 133215, 166401, 0, 0, 0])
+    np.testing.assert_array_equal(sorted_levels, [695588, 1068510, 399833, 499401, 0, 0, 0])
+
+
+def test_covariate_confounded_with_batch_is_refused_as_sva_does() -> None:
+    counts, sheet = _pasilla_filtered()
+    site = (sheet["batch"] == "paired-end").to_numpy(dtype=float)[:, None]
+    sva_message = (DESIGN / "confounded.txt").read_text().strip()
+    with pytest.raises(InputError, match=re.escape(sva_message)):
+        combat_seq(
+            counts.to_numpy(),
+            sheet["batch"].to_numpy(),
+            group=sheet["condition"].to_numpy(),
+            covariates=site,
+            covariate_names=["sitesiteB"],
+        )
+
+
+def test_design_without_residual_df_is_refused() -> None:
+    # 4 samples, batches A A B B, a group of 3 levels: 4 design columns, 0 residual df.
+    counts = np.random.default_rng(1).poisson(20, size=(50, 4))
+    with pytest.raises(InputError) as raised:
+        combat_seq(counts, ["A", "A", "B", "B"], group=["x", "y", "z", "x"])
+    message = str(raised.value)
+    assert "ComBat-seq cannot estimate batch effects from this design: 4 samples" in message
+    assert "(groupy, groupz) make 4 design columns" in message
+    assert "0 residual degrees of freedom" in message
+    assert "Add samples, or drop covariates" in message
+
+
+def test_model_columns_follow_the_documented_rule() -> None:
+    from cohortnorm.combat_seq import model_columns
+
+    assert model_columns(["condition", "sex"]) == ("condition", ["sex"])
+    assert model_columns(["condition", "sex"], group="sex") == ("sex", ["condition"])
+    assert model_columns(["condition", "sex"], covar_mod=["age"]) == ("condition", ["age"])
+    assert model_columns([]) == (None, [])
+    assert model_columns(None, group="condition") == ("condition", [])

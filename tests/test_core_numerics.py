@@ -90,6 +90,55 @@ def test_large_n_rule() -> None:
     np.testing.assert_array_equal(details.keep, [True, False, True])
 
 
+CUTOFF = DATA / "cutoff"  # edgeR at the exact CPM cutoff (tests/data/cutoff/cutoff_fixtures.R)
+CUTOFF_DESIGNS = {"sim3": ["x", "y", "x"], "sim6": ["x", "x", "x", "y", "y", "y"]}
+
+
+def test_filter_by_expr_at_the_exact_cutoff_matches_edger() -> None:
+    # 10 reads in the median library: edgeR's CPM (count * (1e6 / lib.size)) falls one
+    # ulp below its cutoff (min.count / median * 1e6), so edgeR drops g1.
+    table = pd.read_csv(CUTOFF / "tiny.tsv", sep="\t", index_col=0)
+    keep = edger.filter_by_expr(table[["s1", "s2", "s3"]].to_numpy(), group=["x", "y", "x"])
+    np.testing.assert_array_equal(keep, [False, True])
+    np.testing.assert_array_equal(keep, table["keep"].to_numpy())
+
+
+@pytest.mark.parametrize("name", sorted(CUTOFF_DESIGNS))
+def test_filter_and_factors_near_the_cutoff_match_edger(name: str) -> None:
+    group = CUTOFF_DESIGNS[name]
+    table = pd.read_csv(CUTOFF / f"{name}_counts_filter.tsv.gz", sep="\t", index_col=0)
+    counts = table.iloc[:, : len(group)].to_numpy()
+    # sim3 has hundreds of genes at the exact cutoff that the other rounding keeps.
+    cases = {
+        "keep": {"group": group},
+        "keep_nogroup": {},
+        "keep_mc5": {"group": group, "min_count": 5, "min_total_count": 20},
+    }
+    for column, options in cases.items():
+        keep = edger.filter_by_expr(counts, **options)
+        np.testing.assert_array_equal(keep, table[column].to_numpy(), err_msg=column)
+    factors = pd.read_csv(
+        CUTOFF / f"{name}_factors.tsv", sep="\t", index_col=0, float_precision="round_trip"
+    )
+    kept = counts[table["keep"].to_numpy()]
+    for method in NORM_METHODS:
+        np.testing.assert_allclose(
+            edger.calc_norm_factors(kept, method), factors[method], rtol=FACTOR_RTOL
+        )
+    np.testing.assert_allclose(
+        edger.calc_norm_factors(counts, "TMM"), factors["TMM_unfiltered"], rtol=FACTOR_RTOL
+    )
+
+
+def test_cpm_rounds_as_edgers_cpp() -> None:
+    # edgeR's calculate_cpm_raw multiplies by 1e6 / lib.size; bit for bit on these values.
+    lib = np.array([5490630.0, 7295980.0, 4501152.0])
+    np.testing.assert_array_equal(
+        edger.cpm(np.array([[10.0, 3, 3]]), lib)[0], [10, 3, 3] * (1e6 / lib)
+    )
+    assert edger.cpm(np.array([[10.0]]), lib[:1])[0, 0] < 10 / lib[0] * 1e6
+
+
 # --- calcNormFactors --------------------------------------------------------------------
 
 NORM_METHODS = ["TMM", "upperquartile", "RLE", "TMMwsp"]
@@ -161,7 +210,9 @@ def test_tmm_reference_falls_back_to_sqrt_sums() -> None:
 
 def test_norm_factors_edge_cases() -> None:
     np.testing.assert_array_equal(edger.calc_norm_factors(np.ones((5, 1)) * 3, "TMM"), [1.0])
-    np.testing.assert_array_equal(edger.calc_norm_factors(np.zeros((5, 3)), "TMM"), [1.0] * 3)
+    # edgeR returns 1 for an all-zero matrix, but every CPM would then be 0/0.
+    with pytest.raises(ValueError, match=r"sample\(s\) column 1, column 2, column 3 have no reads"):
+        edger.calc_norm_factors(np.zeros((5, 3)), "TMM")
     with pytest.raises(ValueError, match="NA counts not permitted"):
         edger.calc_norm_factors(np.array([[1.0, np.nan], [2.0, 3.0]]))
     with pytest.raises(ValueError, match="quantile of the counts is zero"):
@@ -396,3 +447,25 @@ def test_tpm_per_sample_lengths_and_bad_lengths() -> None:
             expression.tpm(counts, bad)
     with pytest.raises(ValueError, match="do not match"):
         expression.tpm(counts, np.ones(3))
+
+
+# --- samples without reads -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", [*NORM_METHODS, "none"])
+def test_norm_factors_refuse_a_sample_without_reads(method: str) -> None:
+    # edgeR gives NaN factors here (TMM, TMMwsp, upperquartile), NA (RLE), or 1 with a
+    # CPM of 0/0 ("none"): every method stops and names the sample.
+    counts = np.array([[10, 0, 5], [20, 0, 7], [30, 0, 9], [40, 0, 1.0]])
+    with pytest.raises(ValueError, match=r"sample\(s\) column 2 have no reads"):
+        edger.calc_norm_factors(counts, method)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"sample\(s\) S2 have no reads"):
+        edger.require_reads(counts.sum(axis=0), ["S1", "S2", "S3"])
+
+
+@pytest.mark.parametrize("type", ["ratio", "poscounts"])
+def test_size_factors_refuse_a_sample_without_reads(type: str) -> None:
+    # DESeq2: "every gene contains at least one zero" (ratio) or an NA factor (poscounts).
+    counts = np.array([[10, 0, 5], [20, 0, 7], [30, 0, 9], [40, 0, 1.0]])
+    with pytest.raises(ValueError, match=r"sample column\(s\) 2 have no reads"):
+        deseq2.size_factors(counts, type=type)  # type: ignore[arg-type]

@@ -95,6 +95,17 @@ def _r_sort_key(value: object) -> object:
     return r_sort_key(str(value))
 
 
+def factor_levels(values: Sequence[object] | pd.Series) -> list[object]:
+    """The levels R's ``factor(values)`` (and ``as.factor``) gives, in R's order.
+
+    A categorical keeps its category order (unused categories dropped); booleans are
+    ``False, True``; anything else is sorted as R sorts it (ICU collation, see
+    :func:`cohortnorm.tximport.r_sort_key`). The first level is the reference level of
+    treatment contrasts.
+    """
+    return _factor_levels(values if isinstance(values, pd.Series) else pd.Series(list(values)))
+
+
 def _factor_levels(values: pd.Series) -> list[object]:
     if isinstance(values.dtype, pd.CategoricalDtype):
         present = set(values.dropna())
@@ -244,6 +255,86 @@ def _check_design(
         + "; ".join(details)
         + ". Typical cause: a covariate level present in one batch only, making up that "
         "whole batch. Remove the covariate, merge the batches, or add samples."
+    )
+
+
+def check_residual_df(
+    batch: Sequence[object],
+    covariates: np.ndarray | None = None,
+    *,
+    method: str = "ComBat",
+    covariate_names: Sequence[str] | None = None,
+) -> int:
+    """Refuse a design that leaves no residual degrees of freedom.
+
+    ComBat's pooled variance is the mean squared residual of the fit ``~ batch + mod``
+    (sva's ``var.pooled``), and ComBat-seq's dispersions and GLM need residuals too. With
+    as many independent design columns as samples every residual is zero: sva divides by
+    that zero and returns NaN for every gene without an error. This check needs only the
+    sample sheet, so it can run before any data are read.
+
+    Parameters
+    ----------
+    batch
+        Batch label of each sample.
+    covariates
+        The covariate design, samples × p (as :func:`design_matrix` gives it, with or
+        without the intercept; all-ones columns are dropped as sva drops them). For
+        ComBat-seq pass the ``group`` indicators and ``covar_mod`` columns together.
+    method
+        Name used in the message (``"ComBat"`` or ``"ComBat-seq"``).
+    covariate_names
+        Names of the covariate columns, for the message.
+
+    Returns
+    -------
+    int
+        The residual degrees of freedom, ``n - rank([batch indicators, covariates])``.
+
+    Raises
+    ------
+    InputError
+        When the residual degrees of freedom are 0, with the numbers of samples, batch
+        columns and covariate columns and what to change.
+    """
+    labels = [str(value) for value in batch]
+    n_samples = len(labels)
+    levels = sorted(set(labels), key=_r_sort_key)
+    batch_idx = np.array([levels.index(label) for label in labels], dtype=np.intp)
+    batchmod = np.zeros((n_samples, len(levels)))
+    batchmod[np.arange(n_samples), batch_idx] = 1.0
+    mod = np.empty((n_samples, 0)) if covariates is None else np.asarray(covariates, float)
+    if mod.ndim == 1:
+        mod = mod[:, None]
+    names = (
+        list(covariate_names)
+        if covariate_names is not None
+        else [f"column {k + 1}" for k in range(mod.shape[1])]
+    )
+    not_ones = ~np.all(mod == 1.0, axis=0)
+    mod = mod[:, not_ones]
+    names = [name for name, kept in zip(names, not_ones, strict=True) if kept]
+    design = np.column_stack([batchmod, mod])
+    residual_df = n_samples - _rank(design)
+    if residual_df > 0:
+        return residual_df
+    covariate_text = (
+        f"{mod.shape[1]} covariate column(s) ({', '.join(names)})" if names else "no covariates"
+    )
+    if method == "ComBat":
+        consequence = (
+            "every batch variance would be 0/0 and every corrected value NaN (sva returns "
+            "NaN without an error)"
+        )
+        keys = "batch_correction.covariates"
+    else:
+        consequence = "the fit reproduces every count exactly and no dispersion can be estimated"
+        keys = "batch_correction.covariates (or batch_correction.combat_seq.group/covariates)"
+    raise InputError(
+        f"{method} cannot estimate batch effects from this design: {n_samples} samples, "
+        f"{len(levels)} batch(es) ({', '.join(levels)}) and {covariate_text} make "
+        f"{design.shape[1]} design columns, which leaves 0 residual degrees of freedom: "
+        f"{consequence}. Add samples, or drop covariates from {keys}."
     )
 
 
@@ -641,6 +732,10 @@ def combat(
     design = design[:, ~all_ones]
     labels = [label for label, drop in zip(labels, all_ones, strict=True) if not drop]
     _check_design(design, n_batch, levels, batch_idx, labels[n_batch:])
+    if n_samples - design.shape[1] <= 0:
+        check_residual_df(
+            [levels[b] for b in batch_idx], design[:, n_batch:], covariate_names=labels[n_batch:]
+        )
 
     # Rows are gathered block by block (dat[keep[rows]]) rather than copying dat[keep].
     work_names = np.asarray(names, dtype=object)[keep]

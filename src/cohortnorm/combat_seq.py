@@ -17,6 +17,7 @@ from numpy.typing import ArrayLike, NDArray
 from scipy.special import betainc, gammaln, ndtri
 from scipy.stats import nbinom
 
+from cohortnorm.combat import check_residual_df
 from cohortnorm.edger_glm import (
     _gene_blocks,
     _map_blocks,
@@ -29,7 +30,14 @@ from cohortnorm.errors import InputError
 
 FloatArray = NDArray[np.float64]
 
-__all__ = ["CombatSeqResult", "combat_seq", "pnbinom", "qnbinom"]
+__all__ = [
+    "CombatSeqResult",
+    "combat_seq",
+    "divergent_levels",
+    "model_columns",
+    "pnbinom",
+    "qnbinom",
+]
 
 _DBL_EPSILON = float(np.finfo(np.float64).eps)
 
@@ -53,7 +61,16 @@ class CombatSeqResult:
     batches : list of str
         Batch levels, in the column order of ``gamma_hat`` and ``phi_hat``.
     messages : list of str
-        The progress lines sva prints with ``cat``.
+        The progress lines sva prints with ``cat`` (information, not warnings).
+    divergent : list of str, kept genes
+        For each kept gene, the model levels in whose samples it is zero throughout
+        (``"group=treated"``, ``"covariate sexM"``; ``;``-separated), or ``""``. For such a
+        gene the maximum-likelihood coefficient is infinite: sva's ``glmFit`` stops where
+        edgeR's iteration limits stop it, and this port reproduces that stop, so the
+        corrected counts equal sva's but depend on which ``group`` level is the
+        reference (see :func:`combat_seq`).
+    warnings : list of str
+        What the caller should show as warnings (the divergent genes, summarized).
     """
 
     adjusted: NDArray[np.int64]
@@ -63,6 +80,93 @@ class CombatSeqResult:
     kept_genes: NDArray[np.bool_]
     batches: list[str] = field(default_factory=list)
     messages: list[str] = field(default_factory=list)
+    divergent: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def model_columns(
+    covariates: Sequence[str] | None,
+    group: str | None = None,
+    covar_mod: Sequence[str] | None = None,
+) -> tuple[str | None, list[str]]:
+    """Which sample-sheet columns become sva's ``group`` and ``covar_mod``.
+
+    The workflow's rule (config keys ``batch_correction.covariates``,
+    ``batch_correction.combat_seq.group`` and ``.covariates``): ``group`` when given, else
+    the first of ``covariates``; ``covar_mod`` when not empty, else the other
+    ``covariates``. So the covariates every method keeps reach ComBat-seq too.
+
+    Parameters
+    ----------
+    covariates
+        ``batch_correction.covariates``.
+    group
+        ``batch_correction.combat_seq.group`` (``None``: not set).
+    covar_mod
+        ``batch_correction.combat_seq.covariates`` (empty: not set).
+
+    Returns
+    -------
+    tuple
+        The group column (``None`` for sva's null model) and the covariate columns.
+    """
+    kept = list(covariates or [])
+    chosen_group = group or (kept[0] if kept else None)
+    chosen = list(covar_mod or [])
+    if not chosen:
+        chosen = [name for name in kept if name != chosen_group]
+    return chosen_group, chosen
+
+
+def divergent_levels(
+    counts: ArrayLike,
+    group: Sequence[object] | None = None,
+    covariates: ArrayLike | None = None,
+    covariate_names: Sequence[str] | None = None,
+) -> list[str]:
+    """Per gene, the model levels in whose samples the gene is zero in every sample.
+
+    A gene with no reads in all samples of a ``group`` level (or of a 0/1 covariate
+    column's samples with value 1) has an infinite maximum-likelihood coefficient:
+    the NB GLM (edgeR ``glmFit``, as sva's ``ComBat_seq`` calls it) never converges and
+    stops at its iteration limits, so the batch estimate of such a gene is not an
+    estimate of anything. The caller lists these genes for the user.
+
+    Parameters
+    ----------
+    counts : array_like, genes × samples
+    group : sequence, optional
+        Group label of each sample.
+    covariates : array_like, samples × k, optional
+        Covariate columns (``covar_mod``); only 0/1 indicator columns are checked.
+    covariate_names : sequence of str, optional
+        Names of the covariate columns for the labels.
+
+    Returns
+    -------
+    list of str
+        One entry per gene: ``""`` or the ``;``-separated levels (``"group=B"``,
+        ``"covariate sexM"``).
+    """
+    y = np.asarray(counts, dtype=np.float64)
+    found: list[list[str]] = [[] for _ in range(y.shape[0])]
+    masks: list[tuple[str, NDArray[np.bool_]]] = []
+    if group is not None:
+        labels = np.asarray([str(v) for v in group], dtype=object)
+        for level in pd.unique(labels):
+            masks.append((f"group={level}", labels == level))
+    if covariates is not None:
+        cov = np.asarray(covariates, dtype=np.float64)
+        cov = cov[:, None] if cov.ndim == 1 else cov
+        for j in range(cov.shape[1]):
+            column = cov[:, j]
+            if np.isin(column, (0.0, 1.0)).all() and 0 < column.sum() < column.size:
+                name = covariate_names[j] if covariate_names is not None else f"column {j + 1}"
+                masks.append((f"covariate {name}", column == 1))
+    for label, mask in masks:
+        for gene in np.flatnonzero(~(y[:, mask] != 0).any(axis=1)):
+            found[gene].append(label)
+    return [";".join(levels) for levels in found]
 
 
 # ----------------------------------------------------------- NB distribution (R nmath)
@@ -483,6 +587,7 @@ def combat_seq(
     shrink_disp: bool = False,
     gene_subset_n: int | None = None,
     threads: int | None = None,
+    covariate_names: Sequence[str] | None = None,
 ) -> CombatSeqResult:
     """Adjust counts for batch effects, reproducing sva 3.46.0 ``ComBat_seq``.
 
@@ -512,6 +617,8 @@ def combat_seq(
     threads : int, optional
         Threads for the gene-block work (GLM fits, dispersion grids, quantile matching);
         default: the CPUs this process may use. The result does not depend on it.
+    covariate_names : sequence of str, optional
+        Names of the ``covariates`` columns, for messages.
 
     Returns
     -------
@@ -520,8 +627,9 @@ def combat_seq(
     Raises
     ------
     InputError
-        Malformed counts, a batch with fewer than 2 samples, or a design confounded with
-        batch (sva's messages).
+        Malformed counts, a batch with fewer than 2 samples, a design confounded with
+        batch (sva's messages), or a design with as many columns as samples (no residual
+        degrees of freedom; see :func:`cohortnorm.combat.check_residual_df`).
 
     Notes
     -----
@@ -532,6 +640,16 @@ def combat_seq(
     ``~ batch + model`` is fitted twice (``glmFit``, ``prior.count=1e-4``), the second time
     with the size-weighted batch effect in the offset; each count is mapped by
     ``1 + qnbinom(pnbinom(count - 1, mu_hat, phi_b), mu_hat·exp(-gamma_b), mean phi)``.
+
+    Genes that are zero in every sample of a ``group`` level (or of a 0/1 covariate)
+    have an infinite maximum-likelihood coefficient, so sva's ``glmFit`` diverges and
+    stops at edgeR's limits (``mglmLevenberg``: ``maxit=200``, ``tol=1e-6``;
+    ``mglmOneGroup``: ``maxit=50``, ``tol=1e-10``). This port follows the same
+    iterations and so returns sva's counts for them too; they are listed in
+    :attr:`CombatSeqResult.divergent` and summarized in its ``warnings``. Their
+    corrected counts depend on the reference level of ``group``: with the all-zero
+    level as reference sva's result for the other samples differs (about 3× on
+    pasilla) from the result with another reference, because the fit stops elsewhere.
     """
     y = np.asarray(counts, dtype=np.float64)
     if y.ndim != 2:
@@ -596,7 +714,10 @@ def combat_seq(
             raise InputError("covariates must be finite numbers for every sample")
         cov_keep = ~np.all(cov == 1, axis=0)
         mod = np.column_stack([mod, cov[:, cov_keep]])
-        mod_names += [f"covariate{j + 1}" for j in np.flatnonzero(cov_keep)]
+        mod_names += [
+            covariate_names[j] if covariate_names is not None else f"covariate{j + 1}"
+            for j in np.flatnonzero(cov_keep)
+        ]
     design = np.column_stack([batchmod, mod])
     names = [f"batch{lv}" for lv in blevels] + mod_names
     not_ones = ~np.all(design == 1, axis=0)
@@ -619,6 +740,15 @@ def combat_seq(
             "At least one covariate is confounded with batch! Please remove confounded "
             f"covariates and rerun ComBat-Seq (a level of {extra} occurs in one batch only "
             "and coincides with it)"
+        )
+
+    if design.shape[1] >= nsamples:
+        # A saturated fit: zero residuals, so the dispersions are not estimable.
+        check_residual_df(
+            [blevels[b] for b in bcode],
+            design[:, n_batch:],
+            method="ComBat-seq",
+            covariate_names=names[n_batch:],
         )
 
     messages.append("Estimating dispersions")
@@ -680,6 +810,27 @@ def combat_seq(
     adjusted_kept = _match_quantiles(yk, mu_hat, phi_matrix, mu_star, phi_star, n_threads)
     adjusted = y.copy()
     adjusted[keep] = adjusted_kept
+    divergent = divergent_levels(
+        yk,
+        [glevels[c] for c in gcode] if full_mod and len(glevels) > 1 else None,
+        None if covariates is None else cov,
+        covariate_names,
+    )
+    warnings: list[str] = []
+    n_divergent = sum(1 for levels in divergent if levels)
+    if n_divergent:
+        examples = [
+            f"{int(np.flatnonzero(keep)[i]) + 1} ({levels})"
+            for i, levels in enumerate(divergent)
+            if levels
+        ][:5]
+        warnings.append(
+            f"{n_divergent} gene(s) are zero in every sample of a model level (gene rows "
+            f"{', '.join(examples)}{', ...' if n_divergent > 5 else ''}): their GLM "
+            "coefficient is infinite, so the fit stops at edgeR's iteration limits, as in "
+            "sva. Their corrected counts equal sva's but depend on which group level is "
+            "the reference (the first in R's sorted order); treat them with caution."
+        )
     return CombatSeqResult(
         adjusted=adjusted.astype(np.int64),
         gamma_hat=gamma_hat,
@@ -688,4 +839,6 @@ def combat_seq(
         kept_genes=keep,
         batches=blevels,
         messages=messages,
+        divergent=divergent,
+        warnings=warnings,
     )

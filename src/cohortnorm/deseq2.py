@@ -72,7 +72,8 @@ def size_factors(
     Raises
     ------
     ValueError
-        With ``type="ratio"``, when every gene contains a zero (DESeq2's
+        When a sample has no reads (its factor would be NaN), and with ``type="ratio"``,
+        when every gene contains a zero (DESeq2's
         "every gene contains at least one zero, cannot compute log geometric means").
     """
     values = np.asarray(counts, dtype=np.float64)
@@ -86,6 +87,15 @@ def size_factors(
         raise ValueError("some values in assay are negative")
     if not highest > 0:
         raise ValueError("all samples have 0 counts for all genes. check the counting script.")
+    # A sample without reads has no finite log ratio: its factor would be NaN (poscounts)
+    # or every gene would be dropped (ratio, with DESeq2's misleading "every gene
+    # contains at least one zero").
+    empty = np.flatnonzero(~(values.max(axis=0) > 0)) if values.size else np.array([], int)
+    if empty.size:
+        raise ValueError(
+            f"sample column(s) {', '.join(str(i + 1) for i in empty)} have no reads "
+            "(all counts 0), so their size factors would be NaN"
+        )
     log_means = _log_geometric_means(values, type)
     usable = np.isfinite(log_means)
     if control_genes is not None:

@@ -7,7 +7,7 @@ counts and returns plain numpy arrays; nothing here reads files or knows about S
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -49,6 +49,47 @@ def _library_sizes(values: FloatArray, lib_size: npt.ArrayLike | None) -> FloatA
     return sizes
 
 
+def require_reads(
+    lib_size: npt.ArrayLike,
+    sample_names: Sequence[str] | None = None,
+    *,
+    fix: str = "remove these samples, or check how their counts were made",
+) -> None:
+    """Refuse samples whose library size is 0 (or not a positive number).
+
+    Every normalization factor and size factor of such a sample is 0/0: edgeR returns
+    NaN (TMM, upper quartile, RLE), ``method="none"`` returns 1 but its CPM is still 0/0,
+    and DESeq2's ratio and poscounts factors are NaN or undefined.
+
+    Parameters
+    ----------
+    lib_size
+        Library size of each sample.
+    sample_names
+        Names for the message; default ``column 1``, ``column 2``, ...
+    fix
+        What the message tells the user to do.
+
+    Raises
+    ------
+    ValueError
+        Naming every such sample.
+    """
+    sizes = np.asarray(lib_size, dtype=np.float64).ravel()
+    empty = np.flatnonzero(~(sizes > 0))
+    if empty.size == 0:
+        return
+    names = (
+        [str(sample_names[i]) for i in empty]
+        if sample_names is not None
+        else [f"column {i + 1}" for i in empty]
+    )
+    raise ValueError(
+        f"sample(s) {', '.join(names)} have no reads (library size 0), so their "
+        f"normalization and size factors would be NaN: {fix}"
+    )
+
+
 def _column_order_statistics(
     values: FloatArray, k: int, row_divisor: FloatArray | None = None
 ) -> tuple[FloatArray, FloatArray]:
@@ -79,12 +120,14 @@ def column_quantile(values: FloatArray, p: float) -> FloatArray:
     """R's ``quantile(x, p, type = 7)`` of each column.
 
     ``(1 - h)·x[lo] + h·x[hi]`` with ``lo, hi`` the order statistics around
-    ``1 + (n - 1)·p``, written as R writes it (so the rounding is R's).
+    ``1 + (n - 1)·p``, written as R writes it (so the rounding is R's): the weight is
+    ``index - floor(index)`` of the 1-based index, which for some ``p`` differs in the
+    last bit from the same difference taken on the 0-based index.
     """
-    index = (values.shape[0] - 1) * p
+    index = 1 + (values.shape[0] - 1) * p
     low = int(np.floor(index))
     weight = index - low
-    at_low, above = _column_order_statistics(values, low)
+    at_low, above = _column_order_statistics(values, low - 1)
     interpolate = (weight > 0) & (above != at_low)
     return np.where(interpolate, (1 - weight) * at_low + weight * above, at_low)
 
@@ -125,8 +168,43 @@ def _tmm_reference_column(counts: FloatArray, lib_size: FloatArray, p: float) ->
     # Since edgeR 3.31.5: when most counts are zero the upper quartiles are useless, so
     # the sample with the largest sum of square-root counts serves as reference.
     if np.median(f75) < 1e-20:
-        return int(np.argmax(np.sqrt(counts).sum(axis=0)))
-    return int(np.argmin(np.abs(f75 - f75.mean())))
+        return _largest_sqrt_sum_column(counts)
+    # The reference is the sample nearest the mean: a comparison, so the mean is R's.
+    return int(np.argmin(np.abs(f75 - r_mean(f75))))
+
+
+def r_mean(values: FloatArray) -> float:
+    """R's ``mean`` of a numeric vector, rounding included.
+
+    R sums in long double, divides by ``n``, then adds the mean of the residuals
+    (also summed in long double) before rounding to double. A plain float64 mean can
+    differ in the last bit, which matters where the mean decides something, such as
+    TMM's choice of reference sample.
+    """
+    x = np.asarray(values, dtype=np.longdouble).ravel()
+    n = x.size
+    total = np.longdouble(0)
+    for value in x:  # R adds in order; only used on one value per sample
+        total += value
+    mean = total / n
+    if np.isfinite(mean):
+        residual = np.longdouble(0)
+        for value in x:
+            residual += value - mean
+        mean += residual / n
+    return float(mean)
+
+
+def _largest_sqrt_sum_column(counts: FloatArray) -> int:
+    """``which.max(colSums(sqrt(x)))``: the sums in long double, as R's ``colSums``.
+
+    These sums decide the reference sample of TMMwsp (and of TMM on sparse data), so
+    they carry R's extra precision rather than float64 rounding.
+    """
+    sums = np.zeros(counts.shape[1], dtype=np.longdouble)
+    for rows in cell_slices(counts.shape[0], counts.shape[1], CACHE_BLOCK_CELLS):
+        sums += np.sqrt(counts[rows]).sum(axis=0, dtype=np.longdouble)
+    return int(np.argmax(sums.astype(np.float64)))
 
 
 def _trim_window(ordered: FloatArray, low: int, high: int) -> tuple[float, float]:
@@ -403,8 +481,9 @@ def calc_norm_factors(
     ------
     ValueError
         On NaN counts, a trim fraction outside [0, 0.5), and where edgeR would return
-        Inf or NA factors: a zero upper quartile, or RLE without a gene expressed in
-        every sample.
+        Inf or NA factors: a library size of 0 (for every method, ``"none"`` included,
+        since the CPM would be 0/0; see :func:`require_reads`), a zero upper quartile,
+        or RLE without a gene expressed in every sample.
     """
     values = _as_counts(counts)
     sizes = _library_sizes(values, lib_size)
@@ -418,6 +497,7 @@ def calc_norm_factors(
             f"logratio_trim={logratio_trim} and sum_trim={sum_trim}: each is the fraction "
             "trimmed from both ends, so it must lie in [0, 0.5)"
         )
+    require_reads(sizes)
     expressed = (values > 0).any(axis=1)
     if not expressed.all():  # boolean indexing always copies: only when needed
         values = values[expressed]
@@ -456,7 +536,7 @@ def calc_norm_factors(
                 values, sizes, ref, logratio_trim, sum_trim, do_weighting, a_cutoff
             )
         else:
-            ref = int(np.argmax(np.sqrt(values).sum(axis=0))) if ref_column is None else ref_column
+            ref = _largest_sqrt_sum_column(values) if ref_column is None else ref_column
             factors = _tmmwsp_factors(values, sizes, ref, logratio_trim, sum_trim, do_weighting)
         return factors / np.exp(np.mean(np.log(factors)))
 
@@ -495,7 +575,10 @@ def cpm(
     if not np.all(np.isfinite(sizes)) or np.any(sizes < 0):
         raise ValueError("library sizes should be finite and non-negative")
     if not log:
-        return values / sizes * 1e6
+        # edgeR's C++ (calculate_cpm_raw) multiplies each count by 1e6 / lib.size.
+        # ``count / lib.size * 1e6`` rounds differently in the last bit, which flips
+        # filterByExpr's ``CPM >= cutoff`` for counts exactly at the cutoff.
+        return values * (1e6 / sizes)
     if not np.isfinite(prior_count) or prior_count < 0:
         raise ValueError("prior counts must be finite non-negative values")
     prior = prior_count * sizes / sizes.mean()
@@ -601,6 +684,9 @@ def filter_by_expr_details(
         min_sample_size = large_n + (min_sample_size - large_n) * min_prop
     cutoff = min_count / float(np.median(sizes)) * 1e6
     expressed = samples_reaching_cpm(values, sizes, cutoff) >= min_sample_size - 1e-14
+    # R's rowSums/colSums add in long double; on whole counts (all the workflow passes,
+    # below 2**53) float64 sums are exact too, so the comparisons are R's. Long double
+    # sums would cost most of this function's time for nothing on such counts.
     enough_total = values.sum(axis=1) >= min_total_count - 1e-14
     return FilterDetails(expressed & enough_total, cutoff, min_sample_size)
 

@@ -22,7 +22,7 @@ import io
 import itertools
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -191,7 +191,58 @@ def atomic_output(path: str | Path) -> Iterator[Path]:
         raise
 
 
-def write_table(frame: pd.DataFrame, path: str | Path, *, index_label: str | None = None) -> None:
+def _not_finite_message(path: str | Path, cells: list[tuple[str, str]], count: int) -> str:
+    shown = "; ".join(f"{row} / {column}" for row, column in cells)
+    more = f", and {count - len(cells)} more in the same rows" if count > len(cells) else ""
+    return (
+        f"{path} was not written: it would hold NaN or infinite values, at (gene or row / "
+        f"sample or column) {shown}{more}. "
+        "The workflow never writes NaN under a final name. The input of this step "
+        "(or a setting in the config) produced them: check the samples and genes named "
+        "here, and the warnings above in this log."
+    )
+
+
+def check_finite(
+    values: np.ndarray,
+    rows: Sequence[object] | np.ndarray,
+    columns: Sequence[object],
+    path: str | Path,
+    *,
+    limit: int = 5,
+) -> None:
+    """Raise :class:`InputError` if ``values`` holds NaN or ±inf, naming the cells.
+
+    Parameters
+    ----------
+    values
+        A 2-D block (rows × columns); integer blocks are always finite.
+    rows, columns
+        Names of the rows (genes, or a table's first column) and of the columns.
+    path
+        The output the values were meant for, for the message.
+    limit
+        How many (row / column) pairs the message names.
+    """
+    values = np.asarray(values)
+    if values.dtype.kind != "f" or values.size == 0:
+        return
+    bad = ~np.isfinite(values)
+    count = int(bad.sum())
+    if not count:
+        return
+    where = np.argwhere(bad)[:limit]
+    cells = [(str(rows[i]), str(columns[j])) for i, j in where]
+    raise InputError(_not_finite_message(path, cells, count))
+
+
+def write_table(
+    frame: pd.DataFrame,
+    path: str | Path,
+    *,
+    index_label: str | None = None,
+    finite: bool = False,
+) -> None:
     """Write ``frame`` as a TSV atomically, with exact, deterministic float text.
 
     Parameters
@@ -203,9 +254,18 @@ def write_table(frame: pd.DataFrame, path: str | Path, *, index_label: str | Non
         The final path (a ``.gz`` suffix is not supported: outputs are plain TSV).
     index_label
         Name of the first column holding the index, or ``None`` to drop the index.
+    finite
+        Refuse (:class:`InputError`, nothing written) when a float column holds NaN or
+        ±inf; the message names the rows by the first column's values.
     """
     if index_label is not None:
         frame = frame.rename_axis(index_label).reset_index()
+    if finite and len(frame.columns):
+        floats = [name for name in frame.columns if frame[name].dtype.kind == "f"]
+        if floats:
+            check_finite(
+                frame[floats].to_numpy(), frame.iloc[:, 0].astype(str).to_numpy(), floats, path
+            )
     columns = {}
     for name in frame.columns:
         values = frame[name].to_numpy()
@@ -341,8 +401,12 @@ def write_matrix(
     *,
     rows: np.ndarray | None = None,
     dtype: np.dtype | type | None = None,
+    finite: bool = False,
 ) -> None:
     """Write a genes × samples matrix, first column ``gene_id``, as TSV or Parquet.
+
+    With ``finite``, a block holding NaN or ±inf stops the write with an
+    :class:`InputError` naming the genes and samples, and nothing appears under ``path``.
 
     The format follows the extension (``.tsv`` or ``.parquet``). ``rows`` (a boolean
     mask or row indices) writes only those rows, without copying the selection whole;
@@ -364,6 +428,8 @@ def write_matrix(
             part = matrix[block] if rows is None else matrix[index]
             if dtype is not None:
                 part = part.astype(dtype, copy=False)
+            if finite:
+                check_finite(part, genes[index], samples, path)
             writer.write(part, genes[index])
 
 
