@@ -60,17 +60,21 @@ def side_by_side(
     mismatched = [row for row in rows if _NO_COLUMN in row or _NO_ROW in row]
     matched = [row for row in rows if row not in mismatched]
     if len(rows) > limit:
-        kept = mismatched[:limit] + matched[: max(limit - len(mismatched), 0)]
-        rows = [row for row in rows if row in kept]
+        rows = mismatched[:limit] + matched[: max(limit - len(mismatched), 0)]
     width = max(len("sample sheet"), *(len(left) for left, _ in rows))
     lines = [f"  {'sample sheet'.ljust(width)}  counts"]
     lines += [f"  {left.ljust(width)}  {right}" for left, right in rows]
     hidden_mismatched = len(mismatched) - sum(1 for row in rows if row in mismatched)
     hidden_matched = len(matched) - sum(1 for row in rows if row in matched)
     if hidden_mismatched or hidden_matched:
+        hidden = [
+            f"{n} {kind}"
+            for n, kind in ((hidden_mismatched, "unmatched"), (hidden_matched, "matched"))
+            if n
+        ]
         lines.append(
-            f"  … not shown: {hidden_mismatched} more unmatched, {hidden_matched} matched "
-            f"({len(sheet_samples)} sheet samples, {len(count_samples)} count columns in all)"
+            f"  … and {' and '.join(hidden)} not shown ({len(sheet_samples)} sheet samples, "
+            f"{len(count_samples)} count columns in all)"
         )
     return "\n".join(lines)
 

@@ -45,6 +45,7 @@ from cohortnorm.io.tables import (
     read_text_matrix,
     sniff_delimiter,
     split_line,
+    split_thousands,
 )
 from cohortnorm.tximport import (
     COUNTS_FROM_ABUNDANCE,
@@ -453,6 +454,14 @@ def import_matrix(path: str | Path) -> ImportResult:
                 f"{source}: line 2 ends with a tab or comma (an empty last field) that the "
                 "header does not have. Remove the trailing delimiters from the rows (or end "
                 "every line, the header too, with one)."
+            )
+        if split_thousands(lines[1]):
+            raise InputError(
+                f"{source}: line 2 has {len(lines[1])} comma-separated fields but the header "
+                f"has {len(header)}; it looks like {split_thousands(lines[1])} is a number "
+                "written with a thousands separator, which splits it into two fields. "
+                "Thousands separators are not allowed: export the table without them (plain "
+                "1000, not 1,000)."
             )
         raise InputError(
             f"{source}: the header has {len(header)} fields but the rows have {len(lines[1])}: "

@@ -164,6 +164,15 @@ def split_line(line: str, delimiter: str) -> list[str]:
     return next(csv.reader([text], delimiter=delimiter), [""])
 
 
+def split_thousands(fields: list[str]) -> str | None:
+    """``"1,000"`` when two neighbouring fields read like one number cut at its thousands
+    separator (an unquoted ``1,000`` in a CSV line), else ``None``."""
+    for left, right in itertools.pairwise(field.strip() for field in fields[1:]):
+        if 1 <= len(left) <= 3 and left.isdigit() and len(right) == 3 and right.isdigit():
+            return f"{left},{right}"
+    return None
+
+
 def sniff_delimiter(path: str | Path) -> str:
     """Return ``","`` for a comma-separated file and ``"\\t"`` otherwise.
 
@@ -249,10 +258,11 @@ def _describe_bad_line(
                     f"{first_line} does not have. Remove the trailing {name}s."
                 )
             hint = ""
-            if delimiter == "," and any(part.strip().isdigit() for part in fields):
+            if delimiter == "," and split_thousands(fields):
                 hint = (
-                    "; if a number is written with a thousands separator (1,000), export "
-                    "the table without thousands separators"
+                    f"; it looks like {split_thousands(fields)} is a number written with a "
+                    "thousands separator, which splits it into two fields. Thousands "
+                    "separators are not allowed: export the table without them"
                 )
             return (
                 f"line {number} has {len(fields)} {name}-separated fields but line "
