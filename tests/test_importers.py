@@ -643,7 +643,10 @@ def test_thousands_separator_is_named(tmp_path: Path) -> None:
     path.write_text("gene_id,a,b\ng1,1,3\ng2,4,005,5\n")  # further down: found by the parser
     with pytest.raises(
         InputError,
-        match=r"line 3 has 4 comma-separated fields but line 1 has 3\. Every line needs the same number of fields; it looks like 4,005 is a number written with a thousands separator",
+        match=(
+            r"line 3 has 4 comma-separated fields but line 1 has 3\. Every line needs the same "
+            r"number of fields; it looks like 4,005 is a number written with a thousands separator"
+        ),
     ):
         import_counts("matrix", path)
 
