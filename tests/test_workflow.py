@@ -80,6 +80,7 @@ def read(path: Path) -> pd.DataFrame:
 def test_every_documented_output_exists(pasilla_run: Path) -> None:
     for name in [
         "counts/raw_counts.tsv",
+        "counts/sample_columns.tsv",
         "counts/filtered_counts.tsv",
         "counts/filter_report.tsv",
         "normalization/size_factors.tsv",
