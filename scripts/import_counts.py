@@ -10,6 +10,7 @@ from cohortnorm.io.tables import write_matrix, write_table
 from cohortnorm.validation import reconcile_samples
 
 QUANTIFIERS = {"salmon", "kallisto", "rsem"}
+LOGGED = 500  # sample → source lines in the log; all of them are in sample_columns.tsv
 
 
 def main(smk, logger):
@@ -75,8 +76,10 @@ def write_sample_columns(sources, samples, path, logger):
     table = pd.DataFrame({"sample": samples, "source": [sources.get(s, s) for s in samples]})
     logger.info("sample ← source of its counts:")
     width = max(len(str(s)) for s in samples)
-    for sample, source in zip(table["sample"], table["source"], strict=True):
+    for sample, source in list(zip(table["sample"], table["source"], strict=True))[:LOGGED]:
         logger.info("  %s ← %s", str(sample).ljust(width), source)
+    if len(table) > LOGGED:
+        logger.info("  … %d more in %s", len(table) - LOGGED, path)
     write_table(table, path)
 
 

@@ -640,6 +640,11 @@ def test_thousands_separator_is_named(tmp_path: Path) -> None:
         "Thousands separators are not allowed: export the table without them (plain 1000, not "
         "1,000)."
     )
+    # R's write.table(sep=",") with row names: every row one field longer, whatever the
+    # values look like.
+    path.write_text("a,b\ng1,1,000\ng2,4,5\n")
+    with pytest.raises(InputError, match=r"the gene-ID column has no name \(R's write.table"):
+        import_counts("matrix", path)
     path.write_text("gene_id,a,b\ng1,1,3\ng2,4,005,5\n")  # further down: found by the parser
     with pytest.raises(
         InputError,

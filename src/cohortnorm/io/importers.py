@@ -443,19 +443,24 @@ def import_matrix(path: str | Path) -> ImportResult:
     path = _require_file(Path(path), "count matrix")
     source = str(path)
     notes: list[str] = []
-    lines = _first_lines(path)
+    lines = _first_lines(path, n=20)
     if not lines:
         raise InputError(f"{source}: the file is empty.")
     header = lines[0]
     trailing = len(header) > 2 and header[-1] == ""
     if len(lines) > 1 and len(lines[1]) == len(header) + 1:
+        # One field too many on line 2: a trailing delimiter, a number cut at its
+        # thousands separator (some lines only, unless every line has one), or row names.
+        rows = lines[1:]
+        every_row_longer = all(len(row) == len(header) + 1 for row in rows)
+        every_row_split = all(split_thousands(row) for row in rows)
         if lines[1][-1] == "":
             raise InputError(
                 f"{source}: line 2 ends with a tab or comma (an empty last field) that the "
                 "header does not have. Remove the trailing delimiters from the rows (or end "
                 "every line, the header too, with one)."
             )
-        if split_thousands(lines[1]):
+        if split_thousands(lines[1]) and (every_row_split or not every_row_longer):
             raise InputError(
                 f"{source}: line 2 has {len(lines[1])} comma-separated fields but the header "
                 f"has {len(header)}; it looks like {split_thousands(lines[1])} is a number "
@@ -841,7 +846,7 @@ _TX2GENE_HEADER_WORDS = frozenset(
         "transcript", "transcripts", "transcript_id", "transcriptid", "tx", "txid", "tx_id",
         "txname", "tx_name", "target", "target_id", "name", "id", "gene", "genes", "gene_id",
         "geneid", "gene_name", "genename", "symbol", "gene_symbol", "ensembl_transcript_id",
-        "ensembl_gene_id", "enstxp", "ensgene", "ensembl",
+        "ensembl_gene_id", "enstxp", "ensgene", "ensembl", "stable", "version",
     }
 )  # fmt: skip
 
