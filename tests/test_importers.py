@@ -656,6 +656,18 @@ def test_thousands_separator_is_named(tmp_path: Path) -> None:
         import_counts("matrix", path)
 
 
+def test_semicolon_csv_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "counts.csv"
+    path.write_bytes(b"\xef\xbb\xbfgene_id;a;b\r\ng1;1;3\r\ng2;4;5\r\n")
+    with pytest.raises(InputError) as error:
+        import_counts("matrix", path)
+    assert str(error.value) == (
+        f"{path}: the columns are separated by semicolons (Excel's CSV in locales with a "
+        "decimal comma). Save the sheet as tab-delimited text, or as CSV with commas between "
+        "columns and decimal points."
+    )
+
+
 def test_broken_files_give_one_line_naming_the_file(tmp_path: Path) -> None:
     good = "gene_id\ta\tb\ng1\t1\t3\ng2\t4\t5\n"
     truncated = tmp_path / "truncated.tsv.gz"

@@ -447,6 +447,12 @@ def import_matrix(path: str | Path) -> ImportResult:
     if not lines:
         raise InputError(f"{source}: the file is empty.")
     header = lines[0]
+    if len(header) == 1 and header[0].count(";") >= 1:
+        raise InputError(
+            f"{source}: the columns are separated by semicolons (Excel's CSV in locales with "
+            "a decimal comma). Save the sheet as tab-delimited text, or as CSV with commas "
+            "between columns and decimal points."
+        )
     trailing = len(header) > 2 and header[-1] == ""
     if len(lines) > 1 and len(lines[1]) == len(header) + 1:
         # One field too many on line 2: a trailing delimiter, a number cut at its
