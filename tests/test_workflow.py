@@ -491,3 +491,56 @@ def test_options_that_do_not_apply_warn_in_the_import_log(tmp_path: Path) -> Non
         "WARNING [import_counts] counts.counts_from_abundance is 'scaledTPM', but format "
         "'matrix' reads gene-level read counts" in log_file.read_text()
     )
+
+
+def test_headerless_tx2gene_end_to_end(tmp_path: Path) -> None:
+    salmon = DATA / "salmon_isoformswitch"
+    lines = (salmon / "tx2gene.tsv").read_text().splitlines()
+    headerless = tmp_path / "tx2gene.tsv"
+    headerless.write_text("\n".join(lines[1:]) + "\n")  # its first row is a mapping
+    outputs = {}
+    for name, tx2gene in (("header", salmon / "tx2gene.tsv"), ("headerless", headerless)):
+        workdir = tmp_path / name
+        workdir.mkdir()
+        config = base_config(
+            workdir,
+            samples=str(salmon / "samples.tsv"),
+            counts={
+                "format": "salmon",
+                "path": str(salmon / "raw" / "{sample}" / "quant.sf.gz"),
+                "tx2gene": str(tx2gene),
+            },
+            batch_correction={"method": "none"},
+        )
+        del config["lengths"]
+        target = workdir / "results/counts/raw_counts.tsv"
+        result = run_snakemake(workdir, config, str(target))
+        assert result.returncode == 0, result.stderr[-3000:]
+        outputs[name] = read(target)
+        (log_file,) = (workdir / "logs").rglob("import_counts.log")
+        found = "no header line" if name == "headerless" else "a header line"
+        assert f"tx2gene table read with {found}" in log_file.read_text()
+    pd.testing.assert_frame_equal(outputs["headerless"], outputs["header"])
+    first_gene = lines[1].split("\t")[1]
+    assert first_gene in outputs["headerless"].index
+
+
+def test_h5ad_x_not_counts_names_the_layer_end_to_end(tmp_path: Path) -> None:
+    import anndata
+
+    counts = _small_counts()
+    adata = anndata.AnnData(
+        X=np.log1p(counts.T.to_numpy(dtype=np.float32)),
+        obs=pd.DataFrame(index=list(counts.columns)),
+        var=pd.DataFrame(index=list(counts.index)),
+        layers={"raw_counts": counts.T.to_numpy(dtype=np.float32)},
+    )
+    path = tmp_path / "cohort.h5ad"
+    adata.write_h5ad(path)
+    config = base_config(tmp_path, counts={"format": "h5ad", "path": str(path)})
+    assert_clean_failure(
+        run_snakemake(tmp_path, config),
+        tmp_path,
+        f"{path}: X holds values that are not whole numbers",
+        "set counts.h5ad_layer: raw_counts.",
+    )
