@@ -21,6 +21,12 @@ Transcript-level estimates are summarised to genes as tximport 1.26.1 does
 ``NumReads``/``TPM``/``EffectiveLength``, kallisto ``est_counts``/``tpm``/``eff_length``,
 RSEM ``expected_count``/``TPM``/``effective_length``).
 
+Samples are named exactly, never guessed: a matrix column or an ``obs_name`` is the
+sample name; a featureCounts column is the BAM file name without directory and aligner
+ending (:func:`bam_sample_name`), which must equal a sample-sheet name; per-sample files
+come from the ``{sample}`` path pattern. :attr:`ImportResult.sources` records where each
+sample's counts came from. Gene and transcript IDs are always read as text.
+
 Every problem with the input raises :class:`~cohortnorm.errors.InputError` naming the
 file, the gene or line and the sample, and what to fix. The checks are vectorised: a
 60,000 × 1,000 matrix costs little more than pyarrow's parse.
@@ -116,8 +122,8 @@ BAM_SUFFIXES: tuple[str, ...] = tuple(
         reverse=True,
     )
 )
-# 1,000 / 12,345,678 / 1,000.5 (and 1.000 / 1 000 as other locales write them with a
-# comma decimal): a number with grouped thousands, which is text to a CSV reader.
+# 1,000 / 12,345,678 / 1,000.5 / 1 000 / 1'000: a number with grouped thousands, which
+# is text to a CSV reader. (1.000 for a thousand cannot be told from one: it reads as 1.)
 _THOUSANDS = re.compile(r"[+-]?\d{1,3}([,' \u00a0\u202f]\d{3})+([.,]\d+)?")
 _DECIMAL_COMMA = re.compile(r"[+-]?\d+,\d+")
 # Characters the tab-separated outputs cannot hold in a gene ID or sample name.
