@@ -736,6 +736,11 @@ def test_double_quote_in_an_id_or_a_name(tmp_path: Path) -> None:
         'double quote ("), which starts or ends a quoted field, so the line cannot be split '
         "into columns. Remove the quote characters from gene IDs and sample names."
     )
+    quoted_gene = pd.Series(['gene"1', "g2"], index=["t1", "t2"])
+    quant = tmp_path / "quant.sf"
+    quant.write_text("Name\tLength\tEffectiveLength\tTPM\tNumReads\nt1\t100\t80\t5\t3\n")
+    with pytest.raises(InputError, match=r"tx2gene: gene ID 'gene\"1' \(data row 1\) contains"):
+        import_counts("salmon", {"a": quant}, tx2gene=quoted_gene)
     htseq = tmp_path / "a.txt"
     htseq.write_text('g1\t1\n"g2\t4\n')
     with pytest.raises(InputError, match=r"line 2: the field '\"g2' holds a double quote"):

@@ -250,14 +250,22 @@ def _check_labels(genes: pd.Index, samples: Sequence[object], source: str) -> No
             f"{source}: {int(empty.sum())} row(s) have an empty gene ID (the first is data row "
             f"{int(np.argmax(empty)) + 1}). Fill in or remove those rows."
         )
+    _check_characters(text, samples, source)
+
+
+def _check_characters(
+    ids: pd.Index, samples: Sequence[object], source: str, what: str = "gene ID"
+) -> None:
+    """Refuse IDs and sample names holding a quote, tab or line break (TSV outputs)."""
+    text = ids.astype(str)
     for character, described in _FORBIDDEN_IN_NAMES.items():
         holds = np.asarray(text.str.contains(character, regex=False))
         if holds.any():
             row = int(np.argmax(holds))
             raise InputError(
-                f"{source}: gene ID {text[row]!r} (data row {row + 1}) contains {described}, "
+                f"{source}: {what} {text[row]!r} (data row {row + 1}) contains {described}, "
                 f"which the tab-separated outputs cannot hold ({int(holds.sum())} such ID(s)). "
-                "Remove it from the gene IDs."
+                f"Remove it from the {what}s."
             )
         for sample in map(str, samples):
             if character in sample:
@@ -1109,6 +1117,7 @@ def import_quantifier(
         notes.append("RSEM isoforms: genes taken from the files' gene_id column")
     else:
         mapping = _tx2gene_series(tx2gene, "tx2gene")
+    _check_characters(pd.Index(mapping.to_numpy()), [], "tx2gene")
     n_transcripts = len(features)
     gene_counts, gene_abundance, gene_length = summarize_to_genes(
         counts,
