@@ -198,8 +198,11 @@ def dense_mb(path):
         meta = pq.read_metadata(path)
         return meta.num_rows * max(meta.num_columns - 1, 1) * 8 / 1e6
     opener = gzip.open if str(path).endswith(".gz") else open
-    with opener(path, "rb") as handle:
-        lines = [handle.readline(1 << 26) for _ in range(21)]
+    try:  # a broken input is the import's to explain; size the job from its bytes
+        with opener(path, "rb") as handle:
+            lines = [handle.readline(1 << 26) for _ in range(21)]
+    except Exception:  # truncated/corrupt gzip, a directory, no permission
+        return os.path.getsize(path) * 8 / 1e6 if os.path.isfile(path) else 0.0
     body = [line for line in lines[1:] if line]
     if not body:
         return 0.0
@@ -339,6 +342,7 @@ def cohort_outputs(settings):
     """Every table the core steps produce for one cohort (relative to its outdir)."""
     files = [
         matrix_file("counts/raw_counts"),
+        "counts/sample_columns.tsv",
         matrix_file("counts/filtered_counts"),
         "counts/filter_report.tsv",
         "normalization/size_factors.tsv",

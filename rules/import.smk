@@ -4,6 +4,7 @@ rule import_counts:
     output:
         counts=out_matrix("counts/raw_counts"),
         lengths=out("counts/gene_lengths.tsv"),
+        sample_columns=out("counts/sample_columns.tsv"),
     log:
         log("import_counts"),
     benchmark:

@@ -10,6 +10,7 @@ from cohortnorm.io.tables import write_matrix, write_table
 from cohortnorm.validation import reconcile_samples
 
 QUANTIFIERS = {"salmon", "kallisto", "rsem"}
+LOGGED = 500  # sample → source lines in the log; all of them are in sample_columns.tsv
 
 
 def main(smk, logger):
@@ -19,7 +20,12 @@ def main(smk, logger):
     sheet_samples = list(smk.params.sample_names)
     per_sample = "{sample}" in settings["path"]
     paths = dict(zip(sheet_samples, files, strict=True)) if per_sample else files[0]
-    tx2gene = read_tx2gene(smk.input.tx2gene) if "tx2gene" in smk.input.keys() else None
+    tx2gene_notes: list[str] = []
+    tx2gene = (
+        read_tx2gene(smk.input.tx2gene, tx2gene_notes) if "tx2gene" in smk.input.keys() else None
+    )
+    for note in tx2gene_notes:
+        logger.info("%s", note)
     logger.info("reading %s counts from %d file(s)", fmt, len(files))
     result = import_counts(
         fmt,
@@ -32,6 +38,8 @@ def main(smk, logger):
     )
     for note in result.notes:
         logger.info("%s", note)
+    for warning in result.warnings:
+        logger.warning("%s", warning)
     counts = result.counts
     source = settings["path"]
     keep, dropped = reconcile_samples(
@@ -40,6 +48,7 @@ def main(smk, logger):
         counts_source=source,
         sheet_source=smk.input.samples,
         subset=settings["subset_samples"],
+        sources=result.sources,
     )
     if dropped:
         logger.warning(
@@ -59,6 +68,19 @@ def main(smk, logger):
 
     lengths = gene_lengths(smk, result, counts.index, keep, logger)
     write_table(lengths, smk.output.lengths, index_label="gene_id")
+    write_sample_columns(result.sources, keep, smk.output.sample_columns, logger)
+
+
+def write_sample_columns(sources, samples, path, logger):
+    """counts/sample_columns.tsv: each sample and the column or file its counts came from."""
+    table = pd.DataFrame({"sample": samples, "source": [sources.get(s, s) for s in samples]})
+    logger.info("sample ← source of its counts:")
+    width = max(len(str(s)) for s in samples)
+    for sample, source in list(zip(table["sample"], table["source"], strict=True))[:LOGGED]:
+        logger.info("  %s ← %s", str(sample).ljust(width), source)
+    if len(table) > LOGGED:
+        logger.info("  … %d more in %s", len(table) - LOGGED, path)
+    write_table(table, path)
 
 
 def gene_lengths(smk, result, genes, samples, logger) -> pd.DataFrame:

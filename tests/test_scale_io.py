@@ -192,7 +192,7 @@ def test_h5ad_input_errors_name_the_layer(tmp_path) -> None:
         import_counts("h5ad", tmp_path / "in.h5ad", h5ad_layer="raw")
     adata.X = adata.X + 0.5
     adata.write_h5ad(tmp_path / "fractional.h5ad")
-    with pytest.raises(Exception, match="not a whole number"):
+    with pytest.raises(Exception, match="X holds values that are not whole numbers"):
         import_counts("h5ad", tmp_path / "fractional.h5ad")
 
 

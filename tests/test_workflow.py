@@ -80,6 +80,7 @@ def read(path: Path) -> pd.DataFrame:
 def test_every_documented_output_exists(pasilla_run: Path) -> None:
     for name in [
         "counts/raw_counts.tsv",
+        "counts/sample_columns.tsv",
         "counts/filtered_counts.tsv",
         "counts/filter_report.tsv",
         "normalization/size_factors.tsv",
@@ -372,3 +373,174 @@ def test_kept_gene_without_length_is_reported_or_refused(tmp_path: Path) -> None
     assert result.returncode != 0
     assert "FBgn0000008" in result.stderr and "missing_lengths" in result.stderr
     assert not target.exists()
+
+
+# ---------------------------------------------------------------- import: names and files
+
+
+def _featurecounts_file(path: Path, counts: pd.DataFrame, columns: list[str]) -> str:
+    """`counts` in featureCounts' layout, its sample columns named `columns` (BAM paths)."""
+    lines = [
+        '# Program:featureCounts v2.0.6; Command:"featureCounts" "-a" "dmel.gtf" "-o" "x.txt"',
+        "\t".join(["Geneid", "Chr", "Start", "End", "Strand", "Length", *columns]),
+    ]
+    for gene, row in counts.iterrows():
+        values = "\t".join(str(v) for v in row)
+        lines.append(f"{gene}\tchr2L\t100\t1099\t+\t1000\t{values}")
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+def test_featurecounts_columns_map_to_samples_exactly(tmp_path: Path) -> None:
+    counts = _small_counts()
+    samples = list(counts.columns)
+    shuffled = samples[::-1]  # the BAM columns in another order than the sheet
+    columns = [f"/data/run1/{s}_Aligned.sortedByCoord.out.bam" for s in shuffled]
+    path = _featurecounts_file(tmp_path / "counts.txt", counts[shuffled], columns)
+    config = base_config(
+        tmp_path,
+        counts={"format": "featurecounts", "path": path},
+        batch_correction={"method": "none"},
+    )
+    table = tmp_path / "results/counts/sample_columns.tsv"
+    result = run_snakemake(tmp_path, config, str(table))
+    assert result.returncode == 0, result.stderr[-3000:]
+    raw = read(tmp_path / "results/counts/raw_counts.tsv")
+    pd.testing.assert_frame_equal(raw, counts, check_names=False)
+    mapping = pd.read_csv(table, sep="\t", dtype=str)
+    assert list(mapping.columns) == ["sample", "source"]
+    assert mapping["sample"].tolist() == samples
+    assert mapping["source"].tolist() == [
+        f"/data/run1/{s}_Aligned.sortedByCoord.out.bam" for s in samples
+    ]
+    (log_file,) = (tmp_path / "logs").rglob("import_counts.log")
+    logged = log_file.read_text()
+    assert "sample ← source of its counts:" in logged
+    assert "treated1   ← /data/run1/treated1_Aligned.sortedByCoord.out.bam" in logged
+
+
+def test_featurecounts_prefix_is_not_a_match_end_to_end(tmp_path: Path) -> None:
+    # Sheet sample treated1 with no treated1 BAM but a treated11 BAM: once given
+    # treated11's counts by prefix, now a stop that shows both lists.
+    counts = _small_counts()
+    columns = [f"/data/run1/{s}.bam" for s in counts.columns]
+    columns[columns.index("/data/run1/treated1.bam")] = "/data/run1/treated11.bam"
+    path = _featurecounts_file(tmp_path / "counts.txt", counts, columns)
+    config = base_config(tmp_path, counts={"format": "featurecounts", "path": path})
+    result = run_snakemake(tmp_path, config)
+    assert_clean_failure(
+        result,
+        tmp_path,
+        "1 sample(s) of the sample sheet match no BAM column: treated1.",
+        "treated1 ",
+        "(no column)",
+        "/data/run1/treated11.bam → treated11",
+    )
+
+
+@pytest.mark.parametrize("kind", ["truncated", "not_gzip", "directory"])
+def test_broken_count_file_gives_one_line(tmp_path: Path, kind: str) -> None:
+    text = _small_counts().to_csv(sep="\t", index_label="gene_id")
+    path = tmp_path / ("counts.tsv" if kind == "directory" else "counts.tsv.gz")
+    if kind == "truncated":
+        path.write_bytes(gzip.compress(text.encode())[:2000])
+        expected = f"{path}: the gzip file is cut short"
+    elif kind == "not_gzip":
+        path.write_text(text)
+        expected = f"{path}: the name ends in .gz but the file is not gzip-compressed."
+    else:
+        path.mkdir()
+        expected = f"{path}: is a directory, not a file."
+    config = base_config(tmp_path, counts={"format": "matrix", "path": str(path)})
+    result = run_snakemake(tmp_path, config)
+    assert_clean_failure(result, tmp_path, expected)
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("cell", "expected"),
+    [
+        ('"1,000"', "'1,000' is written with a thousands separator"),
+        ("99999999999999999999", "1e+20 is too large for a read count"),
+    ],
+)
+def test_unreadable_count_values_end_to_end(tmp_path: Path, cell: str, expected: str) -> None:
+    text = _small_counts().to_csv(index_label="gene_id").splitlines()
+    fields = text[3].split(",")
+    fields[2] = cell
+    text[3] = ",".join(fields)
+    path = tmp_path / "counts.csv"
+    path.write_text("\n".join(text) + "\n")
+    config = base_config(tmp_path, counts={"format": "matrix", "path": str(path)})
+    result = run_snakemake(tmp_path, config)
+    assert_clean_failure(
+        result, tmp_path, f"{path}: gene FBgn0000014, sample untreated2: {expected}"
+    )
+
+
+def test_options_that_do_not_apply_warn_in_the_import_log(tmp_path: Path) -> None:
+    counts = _write_counts(tmp_path / "counts.tsv", _small_counts())
+    config = base_config(
+        tmp_path,
+        counts={"format": "matrix", "path": counts, "counts_from_abundance": "scaledTPM"},
+    )
+    result = run_snakemake(tmp_path, config, str(tmp_path / "results/counts/raw_counts.tsv"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    (log_file,) = (tmp_path / "logs").rglob("import_counts.log")
+    assert (
+        "WARNING [import_counts] counts.counts_from_abundance is 'scaledTPM', but format "
+        "'matrix' reads gene-level read counts" in log_file.read_text()
+    )
+
+
+def test_headerless_tx2gene_end_to_end(tmp_path: Path) -> None:
+    salmon = DATA / "salmon_isoformswitch"
+    lines = (salmon / "tx2gene.tsv").read_text().splitlines()
+    headerless = tmp_path / "tx2gene.tsv"
+    headerless.write_text("\n".join(lines[1:]) + "\n")  # its first row is a mapping
+    outputs = {}
+    for name, tx2gene in (("header", salmon / "tx2gene.tsv"), ("headerless", headerless)):
+        workdir = tmp_path / name
+        workdir.mkdir()
+        config = base_config(
+            workdir,
+            samples=str(salmon / "samples.tsv"),
+            counts={
+                "format": "salmon",
+                "path": str(salmon / "raw" / "{sample}" / "quant.sf.gz"),
+                "tx2gene": str(tx2gene),
+            },
+            batch_correction={"method": "none"},
+        )
+        del config["lengths"]
+        target = workdir / "results/counts/raw_counts.tsv"
+        result = run_snakemake(workdir, config, str(target))
+        assert result.returncode == 0, result.stderr[-3000:]
+        outputs[name] = read(target)
+        (log_file,) = (workdir / "logs").rglob("import_counts.log")
+        found = "no header line" if name == "headerless" else "a header line"
+        assert f"tx2gene table read with {found}" in log_file.read_text()
+    pd.testing.assert_frame_equal(outputs["headerless"], outputs["header"])
+    first_gene = lines[1].split("\t")[1]
+    assert first_gene in outputs["headerless"].index
+
+
+def test_h5ad_x_not_counts_names_the_layer_end_to_end(tmp_path: Path) -> None:
+    import anndata
+
+    counts = _small_counts()
+    adata = anndata.AnnData(
+        X=np.log1p(counts.T.to_numpy(dtype=np.float32)),
+        obs=pd.DataFrame(index=list(counts.columns)),
+        var=pd.DataFrame(index=list(counts.index)),
+        layers={"raw_counts": counts.T.to_numpy(dtype=np.float32)},
+    )
+    path = tmp_path / "cohort.h5ad"
+    adata.write_h5ad(path)
+    config = base_config(tmp_path, counts={"format": "h5ad", "path": str(path)})
+    assert_clean_failure(
+        run_snakemake(tmp_path, config),
+        tmp_path,
+        f"{path}: X holds values that are not whole numbers",
+        "set counts.h5ad_layer: raw_counts.",
+    )

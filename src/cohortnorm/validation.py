@@ -6,7 +6,7 @@ the samples or columns involved and says what to change.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import pandas as pd
 
@@ -18,6 +18,67 @@ def _preview(names: Sequence[str], limit: int = 10) -> str:
     return shown + (f" … ({len(names)} in all)" if len(names) > limit else "")
 
 
+_NO_COLUMN = "(no column)"
+_NO_ROW = "(no sheet row)"
+
+
+def side_by_side(
+    sheet_samples: Sequence[str],
+    count_samples: Sequence[str],
+    sources: Mapping[str, str] | None = None,
+    *,
+    limit: int = 20,
+) -> str:
+    """The sample-sheet names beside the count columns, one pair per line.
+
+    Sheet samples come first in sheet order, each beside its column (or
+    ``(no column)``), then the columns without a sheet row. A column whose name was
+    made from a file name (a BAM path) shows both: ``/data/S11.bam → S11``. Beyond
+    ``limit`` rows the mismatched pairs are shown first and the rest counted.
+
+    Parameters
+    ----------
+    sheet_samples
+        Names in the sample sheet, in sheet order.
+    count_samples
+        Sample names found in the counts, in file order.
+    sources
+        Count sample name → the column or file it was read from, when different.
+    limit
+        Most pairs shown.
+    """
+    sources = dict(sources or {})
+    in_counts = set(count_samples)
+    in_sheet = set(sheet_samples)
+
+    def shown(name: str) -> str:
+        source = sources.get(name, name)
+        return name if source == name else f"{source} → {name}"
+
+    rows = [(name, shown(name) if name in in_counts else _NO_COLUMN) for name in sheet_samples]
+    rows += [(_NO_ROW, shown(name)) for name in count_samples if name not in in_sheet]
+    mismatched = [row for row in rows if _NO_COLUMN in row or _NO_ROW in row]
+    matched = [row for row in rows if row not in mismatched]
+    if len(rows) > limit:
+        rows = mismatched[:limit] + matched[: max(limit - len(mismatched), 0)]
+    width = max(len("sample sheet"), *(len(left) for left, _ in rows))
+    lines = [f"  {'sample sheet'.ljust(width)}  counts"]
+    lines += [f"  {left.ljust(width)}  {right}" for left, right in rows]
+    hidden_mismatched = len(mismatched) - sum(1 for row in rows if row in mismatched)
+    hidden_matched = len(matched) - sum(1 for row in rows if row in matched)
+    if hidden_mismatched or hidden_matched:
+        hidden = [
+            f"{n} {kind}"
+            for n, kind in ((hidden_mismatched, "unmatched"), (hidden_matched, "matched"))
+            if n
+        ]
+        lines.append(
+            f"  … and {' and '.join(hidden)} not shown ({len(sheet_samples)} sheet samples, "
+            f"{len(count_samples)} count columns in all)"
+        )
+    return "\n".join(lines)
+
+
 def reconcile_samples(
     count_samples: Sequence[str],
     sheet_samples: Sequence[str],
@@ -25,6 +86,7 @@ def reconcile_samples(
     counts_source: str,
     sheet_source: str,
     subset: bool = False,
+    sources: Mapping[str, str] | None = None,
 ) -> tuple[list[str], list[str]]:
     """Match the count columns to the sample sheet and return the columns to keep.
 
@@ -39,6 +101,8 @@ def reconcile_samples(
     subset
         When true, count columns without a sheet row are dropped (and reported)
         instead of being an error.
+    sources
+        Count sample name → the column or file it was read from, shown in messages.
 
     Returns
     -------
@@ -54,17 +118,19 @@ def reconcile_samples(
     in_counts = set(count_samples)
     in_sheet = set(sheet_samples)
     missing = [s for s in sheet_samples if s not in in_counts]
+    extra = [s for s in count_samples if s not in in_sheet]
+    table = side_by_side(sheet_samples, count_samples, sources)
     if missing:
         raise InputError(
             f"{sheet_source}: {len(missing)} sample(s) in the sample sheet have no column in "
-            f"{counts_source}: {_preview(missing)}. Fix the names, or remove those rows."
+            f"{counts_source}: {_preview(missing)}. Fix the names, or remove those rows. "
+            "Names must match exactly (case, spaces and punctuation count):\n" + table
         )
-    extra = [s for s in count_samples if s not in in_sheet]
     if extra and not subset:
         raise InputError(
             f"{counts_source}: {len(extra)} count column(s) have no row in {sheet_source}: "
             f"{_preview(extra)}. Add them to the sample sheet, or set "
-            "counts.subset_samples: true to analyse only the samples in the sheet."
+            "counts.subset_samples: true to analyse only the samples in the sheet:\n" + table
         )
     return list(sheet_samples), extra
 

@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from cohortnorm.errors import InputError
-from cohortnorm.io.tables import read_table
+from cohortnorm.io.tables import check_input_file, explain_read_errors, read_table
 
 _GTF_COLUMNS = [
     "seqname",
@@ -127,40 +127,48 @@ def gene_lengths_from_gtf(
         Missing or unparsable file, no ``feature`` rows, rows without ``attribute``, or
         coordinates that are not positive with start ≤ end.
     """
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: annotation file not found. Check the gene-length path.")
+    path = check_input_file(path, "annotation file (lengths)")
 
     def skip_comment(row: pacsv.InvalidRow) -> str:
         # Comment lines inside the file (not only the header) have one column.
         return "skip" if row.text is not None and row.text.startswith("#") else "error"
 
     try:
-        table = pacsv.read_csv(
-            path,
-            read_options=pacsv.ReadOptions(
-                skip_rows=_leading_comment_lines(path),
-                column_names=_GTF_COLUMNS,
-                block_size=1 << 24,
-            ),
-            parse_options=pacsv.ParseOptions(
-                delimiter="\t", quote_char=False, invalid_row_handler=skip_comment
-            ),
-            convert_options=pacsv.ConvertOptions(
-                column_types={
-                    "seqname": pa.string(),
-                    "feature": pa.string(),
-                    "start": pa.int64(),
-                    "end": pa.int64(),
-                    "attribute": pa.string(),
-                },
-                include_columns=["seqname", "feature", "start", "end", "attribute"],
-            ),
-        )
+        with explain_read_errors(path):
+            skip_rows = _leading_comment_lines(path)
+            table = _read_gtf(path, skip_rows, skip_comment)
     except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
         raise InputError(
             f"{path}: not a GTF/GFF file (9 tab-separated columns, integer start and end): {error}"
         ) from None
+    return _lengths_from_table(path, table, feature, attribute)
+
+
+def _read_gtf(path: Path, skip_rows: int, skip_comment) -> pa.Table:  # type: ignore[no-untyped-def]
+    return pacsv.read_csv(
+        path,
+        read_options=pacsv.ReadOptions(
+            skip_rows=skip_rows,
+            column_names=_GTF_COLUMNS,
+            block_size=1 << 24,
+        ),
+        parse_options=pacsv.ParseOptions(
+            delimiter="\t", quote_char=False, invalid_row_handler=skip_comment
+        ),
+        convert_options=pacsv.ConvertOptions(
+            column_types={
+                "seqname": pa.string(),
+                "feature": pa.string(),
+                "start": pa.int64(),
+                "end": pa.int64(),
+                "attribute": pa.string(),
+            },
+            include_columns=["seqname", "feature", "start", "end", "attribute"],
+        ),
+    )
+
+
+def _lengths_from_table(path: Path, table: pa.Table, feature: str, attribute: str) -> pd.Series:
     table = table.filter(pc.equal(table["feature"], feature))
     if table.num_rows == 0:
         raise InputError(
@@ -210,8 +218,8 @@ def read_lengths_table(path: str | Path) -> pd.Series:
     Returns
     -------
     pandas.Series
-        Lengths named ``length`` indexed by ``gene_id``; int64 when every length is a
-        whole number, else float64.
+        Lengths named ``length`` indexed by ``gene_id`` (read as text); int64 when every
+        length is a whole number, else float64.
 
     Raises
     ------
@@ -220,7 +228,8 @@ def read_lengths_table(path: str | Path) -> pd.Series:
         number, or not positive (a zero length makes TPM/FPKM infinite).
     """
     path = Path(path)
-    frame = read_table(path)
+    # Gene IDs are text: 007 must stay 007, and 1.1 and 1.10 must stay two genes.
+    frame = read_table(path, string_positions=(0,))
     if frame.shape[1] < 2:
         raise InputError(
             f"{path}: a gene-length table needs two columns (gene_id, length); found "

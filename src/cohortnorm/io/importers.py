@@ -21,6 +21,12 @@ Transcript-level estimates are summarised to genes as tximport 1.26.1 does
 ``NumReads``/``TPM``/``EffectiveLength``, kallisto ``est_counts``/``tpm``/``eff_length``,
 RSEM ``expected_count``/``TPM``/``effective_length``).
 
+Samples are named exactly, never guessed: a matrix column or an ``obs_name`` is the
+sample name; a featureCounts column is the BAM file name without directory and aligner
+ending (:func:`bam_sample_name`), which must equal a sample-sheet name; per-sample files
+come from the ``{sample}`` path pattern. :attr:`ImportResult.sources` records where each
+sample's counts came from. Gene and transcript IDs are always read as text.
+
 Every problem with the input raises :class:`~cohortnorm.errors.InputError` naming the
 file, the gene or line and the sample, and what to fix. The checks are vectorised: a
 60,000 × 1,000 matrix costs little more than pyarrow's parse.
@@ -28,7 +34,7 @@ file, the gene or line and the sample, and what to fix. The checks are vectorise
 
 from __future__ import annotations
 
-import gzip
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,12 +43,22 @@ import numpy as np
 import pandas as pd
 
 from cohortnorm.errors import InputError
-from cohortnorm.io.tables import read_table, read_text_matrix, sniff_delimiter
+from cohortnorm.io.tables import (
+    check_input_file,
+    explain_read_errors,
+    open_text,
+    read_table,
+    read_text_matrix,
+    sniff_delimiter,
+    split_line,
+    split_thousands,
+)
 from cohortnorm.tximport import (
     COUNTS_FROM_ABUNDANCE,
     make_counts_from_abundance,
     summarize_to_genes,
 )
+from cohortnorm.validation import side_by_side
 
 FORMATS: tuple[str, ...] = (
     "matrix",
@@ -57,6 +73,8 @@ FORMATS: tuple[str, ...] = (
 GENE_COUNT_FORMATS: frozenset[str] = frozenset({"matrix", "featurecounts", "htseq", "star", "h5ad"})
 QUANTIFIER_FORMATS: frozenset[str] = frozenset({"salmon", "kallisto", "rsem"})
 
+# Counts are int64: 2**63 and above do not fit (float64 holds 2**63 - 1 as 2**63).
+_INT64_LIMIT = 2**63
 # STAR ReadsPerGene.out.tab columns 2-4: unstranded; reads whose 1st read strand matches
 # the gene (htseq-count -s yes); reads whose 2nd read strand matches (htseq-count -s reverse).
 STAR_STRAND_COLUMNS: dict[str, str] = {
@@ -71,14 +89,50 @@ _GENE_ID_NAMES = frozenset(
     {"gene_id", "geneid", "gene", "genes", "ensembl_gene_id", "gene_name", "gene_symbol", "id"}
 )
 _FEATURECOUNTS_ANNOTATION = ("Geneid", "Chr", "Start", "End", "Strand", "Length")
-_BAM_SUFFIXES = (
-    "Aligned.sortedByCoord.out.bam",
-    "Aligned.toTranscriptome.out.bam",
-    "Aligned.out.bam",
-    ".sorted.bam",
-    ".bam",
-    ".sam",
+#: File-name endings taken off a BAM/SAM/CRAM column (after its directory) to give the
+#: sample name, longest first; one is removed, then a trailing ``.``, ``_`` or ``-``.
+#: STAR writes ``<prefix>Aligned.sortedByCoord.out.bam``, ``Aligned.out.bam`` (or
+#: ``.sam``) and ``Aligned.toTranscriptome.out.bam``, the prefix usually ending in ``.``
+#: or ``_``; samtools pipelines and nf-core/rnaseq add ``.sorted``, ``.sort``,
+#: ``.markdup``, ``.dedup`` or ``.umi_dedup`` before ``.bam``. Anything else stays in the
+#: name, which must then equal a sample-sheet name exactly.
+BAM_SUFFIXES: tuple[str, ...] = tuple(
+    sorted(
+        {
+            f"{stem}.{ext}"
+            for ext in ("bam", "sam", "cram")
+            for stem in (
+                "Aligned.sortedByCoord.out",
+                "Aligned.toTranscriptome.out",
+                "Aligned.out",
+                "sortedByCoord.out",
+                "markdup.sorted",
+                "sorted.markdup",
+                "umi_dedup.sorted",
+                "dedup.sorted",
+                "sorted.dedup",
+                "sorted",
+                "sort",
+                "markdup",
+                "dedup",
+            )
+        }
+        | {".bam", ".sam", ".cram"},
+        key=len,
+        reverse=True,
+    )
 )
+# 1,000 / 12,345,678 / 1,000.5 / 1 000 / 1'000: a number with grouped thousands, which
+# is text to a CSV reader. (1.000 for a thousand cannot be told from one: it reads as 1.)
+_THOUSANDS = re.compile(r"[+-]?\d{1,3}([,' \u00a0\u202f]\d{3})+([.,]\d+)?")
+_DECIMAL_COMMA = re.compile(r"[+-]?\d+,\d+")
+# Characters the tab-separated outputs cannot hold in a gene ID or sample name.
+_FORBIDDEN_IN_NAMES = {
+    '"': 'a double quote (")',
+    "\t": "a tab",
+    "\n": "a line break",
+    "\r": "a line break",
+}
 
 
 @dataclass(frozen=True)
@@ -124,12 +178,19 @@ class ImportResult:
         TPM (genes × samples) for quantifiers, else ``None``.
     notes
         What was done to the input, for the run log.
+    sources
+        Sample → where its counts came from: the column name (matrix, featureCounts,
+        h5ad ``obs_names``) or the file (per-sample formats).
+    warnings
+        Options that do not apply to this input and were not used, for the run log.
     """
 
     counts: pd.DataFrame
     lengths: pd.DataFrame | pd.Series | None = None
     abundance: pd.DataFrame | None = None
     notes: list[str] = field(default_factory=list)
+    sources: dict[str, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -141,24 +202,19 @@ def _preview(names: Sequence[object], limit: int = 5) -> str:
     return shown + (f", … ({len(names)} in all)" if len(names) > limit else "")
 
 
-def _require_file(path: Path, what: str) -> Path:
-    if not path.exists():
-        raise InputError(f"{path}: {what} not found. Check the path in the config.")
-    if path.is_dir():
-        raise InputError(f"{path}: is a directory; give the {what} inside it.")
-    return path
+def _require_file(path: Path, what: str, *, text: bool = True) -> Path:
+    return check_input_file(path, what, text=text)
 
 
 def _first_lines(path: Path, comment: str | None = None, n: int = 2) -> list[list[str]]:
-    """The first ``n`` non-comment lines, split on the file's delimiter."""
+    """The first ``n`` non-comment lines, split on the file's delimiter (quotes as CSV)."""
     delimiter = sniff_delimiter(path)
-    opener = gzip.open if path.suffix == ".gz" else open
     lines: list[list[str]] = []
-    with opener(path, "rt", newline="") as handle:
+    with explain_read_errors(path), open_text(path) as handle:
         for line in handle:
             if comment is not None and line.startswith(comment):
                 continue
-            lines.append([cell.strip() for cell in line.rstrip("\r\n").split(delimiter)])
+            lines.append([cell.strip() for cell in split_line(line, delimiter)])
             if len(lines) == n:
                 break
     return lines
@@ -187,12 +243,37 @@ def _check_labels(genes: pd.Index, samples: Sequence[object], source: str) -> No
             f"{source}: {len(duplicates)} gene ID(s) appear on more than one row: "
             f"{_preview(duplicates)}. Sum or remove the duplicate rows so each gene appears once."
         )
-    empty = genes.astype(str).str.strip() == ""
+    text = genes.astype(str)
+    empty = text.str.strip() == ""
     if empty.any():
         raise InputError(
             f"{source}: {int(empty.sum())} row(s) have an empty gene ID (the first is data row "
             f"{int(np.argmax(empty)) + 1}). Fill in or remove those rows."
         )
+    _check_characters(text, samples, source)
+
+
+def _check_characters(
+    ids: pd.Index, samples: Sequence[object], source: str, what: str = "gene ID"
+) -> None:
+    """Refuse IDs and sample names holding a quote, tab or line break (TSV outputs)."""
+    text = ids.astype(str)
+    for character, described in _FORBIDDEN_IN_NAMES.items():
+        holds = np.asarray(text.str.contains(character, regex=False))
+        if holds.any():
+            row = int(np.argmax(holds))
+            raise InputError(
+                f"{source}: {what} {text[row]!r} (data row {row + 1}) contains {described}, "
+                f"which the tab-separated outputs cannot hold ({int(holds.sum())} such ID(s)). "
+                f"Remove it from the {what}s."
+            )
+        for sample in map(str, samples):
+            if character in sample:
+                raise InputError(
+                    f"{source}: sample name {sample!r} contains {described}, which the "
+                    "tab-separated outputs cannot hold. Remove it from the column name and "
+                    "the sample sheet."
+                )
 
 
 def _numeric_values(frame: pd.DataFrame, source: str) -> np.ndarray:
@@ -205,9 +286,21 @@ def _numeric_values(frame: pd.DataFrame, source: str) -> np.ndarray:
         bad &= column.astype(str).str.strip().to_numpy() != ""
         if bad.any():
             row = int(np.argmax(bad))
+            where = f"{source}: gene {frame.index[row]}, sample {frame.columns[position]}"
+            text = str(column.iloc[row]).strip()
+            if _THOUSANDS.fullmatch(text):
+                raise InputError(
+                    f"{where}: {text!r} is written with a thousands separator "
+                    f"({int(bad.sum())} such cell(s) in that column). Thousands separators "
+                    "are not allowed: export the table without them (plain 1000, not 1,000)."
+                )
+            if _DECIMAL_COMMA.fullmatch(text):
+                raise InputError(
+                    f"{where}: {text!r} has a decimal comma ({int(bad.sum())} such cell(s) in "
+                    "that column). Export the table with a decimal point."
+                )
             raise InputError(
-                f"{source}: gene {frame.index[row]}, sample {frame.columns[position]}: "
-                f"{column.iloc[row]!r} is not a number ({int(bad.sum())} such cell(s) in that "
+                f"{where}: {text!r} is not a number ({int(bad.sum())} such cell(s) in that "
                 "column). Counts must be numbers."
             )
     if text_columns:
@@ -238,6 +331,16 @@ def _check_count_values(
             raise InputError(
                 f"{source}: {_cell_location(infinite, genes, samples)}: infinite {what}. "
                 "Check the tool that wrote this file."
+            )
+    if values.dtype.kind == "f":
+        huge = values >= _INT64_LIMIT
+        if huge.any():
+            cell = values[np.unravel_index(int(np.argmax(huge)), values.shape)]
+            raise InputError(
+                f"{source}: {_cell_location(huge, genes, samples)}: {cell:.6g} is too large "
+                f"for a read count ({int(huge.sum())} such cell(s); the largest count this "
+                f"tool holds is {_INT64_LIMIT - 1:,}). Check that this column holds read counts "
+                "(not IDs, coordinates or numbers glued together)."
             )
     negative = values < 0
     if negative.any():
@@ -329,7 +432,7 @@ def _read_or_explain(path: Path, expectation: str, **options: object) -> pd.Data
         return read_table(path, **options)  # type: ignore[arg-type]
     except InputError as error:
         if "could not be parsed" in str(error):
-            raise InputError(f"{error}. {expectation}") from None
+            raise InputError(f"{str(error).rstrip('.')}. {expectation}") from None
         raise
 
 
@@ -339,30 +442,66 @@ def _read_or_explain(path: Path, expectation: str, **options: object) -> pd.Data
 def import_matrix(path: str | Path) -> ImportResult:
     """Read a genes × samples count table (TSV or CSV, optionally gzipped).
 
-    The first column holds the gene IDs, the header names the samples. A header with
-    one field fewer than the rows (R's ``write.table`` with row names) is accepted.
+    The first column holds the gene IDs, the header names the samples; the IDs are read
+    as text (``007`` stays ``007``). Excel's "CSV UTF-8" (byte-order mark, CRLF), R's
+    quoted CSV, CR-only line ends and a tab ending every line are read as meant.
 
     Raises
     ------
     InputError
-        Missing file, a gene-ID column that is not first, a first column of numbers,
-        or any problem :func:`validate_count_matrix` reports (integers required).
+        Missing or unreadable file, a header one field short (R's ``write.table`` with
+        row names), an unnamed column, a gene-ID column that is not first, a first
+        column of numbers, or any problem :func:`validate_count_matrix` reports
+        (integers required).
     """
     path = _require_file(Path(path), "count matrix")
     source = str(path)
     notes: list[str] = []
-    lines = _first_lines(path)
+    lines = _first_lines(path, n=20)
     if not lines:
         raise InputError(f"{source}: the file is empty.")
     header = lines[0]
+    if len(header) == 1 and header[0].count(";") >= 1:
+        raise InputError(
+            f"{source}: the columns are separated by semicolons (Excel's CSV in locales with "
+            "a decimal comma). Save the sheet as tab-delimited text, or as CSV with commas "
+            "between columns and decimal points."
+        )
+    trailing = len(header) > 2 and header[-1] == ""
     if len(lines) > 1 and len(lines[1]) == len(header) + 1:
+        # One field too many on line 2: a trailing delimiter, a number cut at its
+        # thousands separator (some lines only, unless every line has one), or row names.
+        rows = lines[1:]
+        every_row_longer = all(len(row) == len(header) + 1 for row in rows)
+        every_row_split = all(split_thousands(row) for row in rows)
+        if lines[1][-1] == "":
+            raise InputError(
+                f"{source}: line 2 ends with a tab or comma (an empty last field) that the "
+                "header does not have. Remove the trailing delimiters from the rows (or end "
+                "every line, the header too, with one)."
+            )
+        if split_thousands(lines[1]) and (every_row_split or not every_row_longer):
+            raise InputError(
+                f"{source}: line 2 has {len(lines[1])} comma-separated fields but the header "
+                f"has {len(header)}; it looks like {split_thousands(lines[1])} is a number "
+                "written with a thousands separator, which splits it into two fields. "
+                "Thousands separators are not allowed: export the table without them (plain "
+                "1000, not 1,000)."
+            )
         raise InputError(
             f"{source}: the header has {len(header)} fields but the rows have {len(lines[1])}: "
             "the gene-ID column has no name (R's write.table with row names). Add a first "
             "header field such as gene_id (in R: write.table(..., col.names = NA))."
         )
-    if len(set(header)) != len(header):
-        seen = pd.Index(header)
+    named = header[:-1] if trailing else header
+    unnamed = [i for i, name in enumerate(named) if name == "" and i > 0]
+    if unnamed:
+        raise InputError(
+            f"{source}: column {unnamed[0] + 1} of the header has no name. Name every sample "
+            "column (the first line holds the sample names)."
+        )
+    if len(set(named)) != len(named):
+        seen = pd.Index(named)
         duplicates = list(dict.fromkeys(seen[seen.duplicated()]))
         raise InputError(
             f"{source}: column name(s) appear more than once in the header: "
@@ -385,77 +524,101 @@ def import_matrix(path: str | Path) -> ImportResult:
                 f"{source}: the first column {header[0]!r} holds numbers, not gene IDs. The "
                 "gene-ID column must come first (or name it gene_id if the IDs are numeric)."
             )
+    notes += counts.attrs.pop("notes", [])
     validate_count_matrix(counts, source, require_integer=True)
     counts = _as_int64(counts, notes, source)
-    return ImportResult(counts=counts, notes=notes)
+    sources = {str(name): str(name) for name in counts.columns}
+    return ImportResult(counts=counts, notes=notes, sources=sources)
 
 
 # --------------------------------------------------------------------------- featureCounts
 
 
-def _bam_basename(column: str) -> str:
-    parts = column.replace("\\", "/").rstrip("/").split("/")
-    # STAR run in one directory per sample writes <sample>/Aligned.sortedByCoord.out.bam.
-    if parts[-1].startswith("Aligned.") and len(parts) > 1:
-        return f"{parts[-2]}_{parts[-1]}"
-    return parts[-1]
+# STAR's own endings follow the --outFileNamePrefix directly (S1Aligned.out.bam); the
+# others must follow a ".", "_" or "-" so that "Unsorted.bam" keeps its name.
+_STAR_STEMS = ("Aligned.sortedByCoord.out", "Aligned.toTranscriptome.out", "Aligned.out")
 
 
 def bam_sample_name(column: str) -> str:
-    """Sample name from a featureCounts BAM column: basename without the BAM suffix.
+    """The sample name in a featureCounts BAM column: the file name without its
+    directory and without one aligner ending from :data:`BAM_SUFFIXES`.
 
-    ``/data/S1.bam``, ``star/S1_Aligned.sortedByCoord.out.bam`` and
-    ``star/S1/Aligned.sortedByCoord.out.bam`` all give ``S1``.
+    ``/data/S1.bam``, ``star/S1_Aligned.sortedByCoord.out.bam``,
+    ``star/S1.Aligned.sortedByCoord.out.bam``, ``S1.markdup.sorted.bam`` and
+    ``star/S1/Aligned.sortedByCoord.out.bam`` (STAR in one directory per sample) all
+    give ``S1``. The name is used as is: it must equal a sample-sheet name exactly.
     """
-    base = _bam_basename(column)
-    for suffix in _BAM_SUFFIXES:
-        if base.endswith(suffix) and len(base) > len(suffix):
-            base = base[: -len(suffix)]
-            break
-    return base.rstrip("._") or base
-
-
-def _match_bam_columns(columns: Sequence[str], samples: Sequence[str], source: str) -> list[str]:
-    # The longest sample name that prefixes the BAM basename wins, so S10 is not taken
-    # for S1.
-    names: list[str] = []
-    owner: dict[str, str] = {}
-    by_length = sorted(samples, key=len, reverse=True)
-    for column in columns:
-        base = _bam_basename(column)
-        match = next((sample for sample in by_length if base.startswith(sample)), None)
-        if match is None:
-            names.append(bam_sample_name(column))
+    parts = [part for part in column.strip().replace("\\", "/").split("/") if part]
+    if not parts:
+        return column
+    base = parts[-1]
+    for suffix in BAM_SUFFIXES:
+        if not base.endswith(suffix):
             continue
-        if match in owner:
-            raise InputError(
-                f"{source}: columns {owner[match]!r} and {column!r} both match sample {match!r}. "
-                "Rename the BAM files or the samples so that each sample matches one column."
-            )
-        owner[match] = column
-        names.append(match)
-    unmatched = [sample for sample in samples if sample not in owner]
-    if unmatched:
+        stem = base[: -len(suffix)]
+        if stem and not suffix.startswith((".", *_STAR_STEMS)) and stem[-1] not in "._-":
+            continue
+        stem = stem.rstrip("._-")
+        if stem:
+            return stem
+        if len(parts) > 1:  # the file is named by the aligner alone: its folder is the sample
+            return parts[-2]
+        return base
+    return base
+
+
+def _name_bam_columns(columns: Sequence[str], source: str) -> list[str]:
+    """Sample names of the BAM columns; two columns giving one name stop the run."""
+    names = [bam_sample_name(column) for column in columns]
+    by_name: dict[str, list[str]] = {}
+    for name, column in zip(names, columns, strict=True):
+        by_name.setdefault(name, []).append(column)
+    clashes = {name: cols for name, cols in by_name.items() if len(cols) > 1}
+    if clashes:
+        listing = "; ".join(
+            f"{' and '.join(repr(c) for c in cols)} both give {name!r}"
+            for name, cols in list(clashes.items())[:5]
+        )
         raise InputError(
-            f"{source}: no BAM column starts with the name of sample(s) {_preview(unmatched)}; "
-            f"the columns are {_preview([bam_sample_name(c) for c in columns], 10)}. Make the "
-            "sample names match the BAM file names."
+            f"{source}: BAM columns are ambiguous: {listing}. Sample names are the BAM file "
+            "names without their directory and aligner ending, so each sample needs its own "
+            "file name: count each BAM once, or rename the BAM files and run featureCounts "
+            "again."
         )
     return names
+
+
+def _match_to_sheet(
+    names: Sequence[str], sources: Mapping[str, str], samples: Sequence[str], source: str
+) -> None:
+    """Every sheet sample must be exactly one of ``names``; else list both sides."""
+    present = set(names)
+    missing = [sample for sample in samples if sample not in present]
+    if missing:
+        raise InputError(
+            f"{source}: {len(missing)} sample(s) of the sample sheet match no BAM column: "
+            f"{_preview(missing)}. A BAM column gives the sample name of its file, without "
+            "the directory and the aligner ending (.bam, _Aligned.sortedByCoord.out.bam, "
+            ".sorted.bam, …), and that name must equal the sheet's exactly (S1 is not "
+            "S10). Rename the samples in the sheet to the names on the right, or fix the "
+            "BAM file names:\n" + side_by_side(samples, names, sources)
+        )
 
 
 def import_featurecounts(path: str | Path, *, samples: Sequence[str] | None = None) -> ImportResult:
     """Read a featureCounts table; return its counts and its ``Length`` column.
 
-    Sample names are the BAM basenames without directories and ``.bam`` (or STAR's
-    ``Aligned.sortedByCoord.out.bam``) suffixes. With ``samples``, each column is instead
-    given the longest sample name its basename starts with; every sample must match
-    one column.
+    Each BAM column is named by :func:`bam_sample_name` (the file name without its
+    directory and aligner ending). With ``samples`` (the sample sheet), every sample
+    must equal one of those names exactly; there is no prefix or fuzzy matching, so a
+    typo stops the run rather than picking another sample's column. Columns left over
+    are returned; the caller decides (``counts.subset_samples``).
 
     Raises
     ------
     InputError
-        Not a featureCounts table, unmatched samples, or any problem
+        Not a featureCounts table, two columns giving one sample name, a sheet sample
+        without its column (both lists shown side by side), or any problem
         :func:`validate_count_matrix` reports (integers required).
     """
     path = _require_file(Path(path), "featureCounts table")
@@ -470,25 +633,27 @@ def import_featurecounts(path: str | Path, *, samples: Sequence[str] | None = No
             f"found {' '.join(header[:6])!r}. Use format 'matrix' for a plain count table."
         )
     bam_columns = header[6:]
+    if len(bam_columns) > 1 and bam_columns[-1] == "":
+        bam_columns = bam_columns[:-1]  # a tab ends every line: read_table drops it
     if len(set(bam_columns)) != len(bam_columns):
         index = pd.Index(bam_columns)
         raise InputError(
             f"{source}: BAM column(s) appear more than once: "
             f"{_preview(list(dict.fromkeys(index[index.duplicated()])))}. Count each BAM once."
         )
+    names = _name_bam_columns(bam_columns, source)
+    sources = dict(zip(names, bam_columns, strict=True))
+    if samples is not None:
+        _match_to_sheet(names, sources, samples, source)
     frame = _read_or_explain(
         path,
         "featureCounts tables have the same number of tab-separated fields on every line.",
         comment="#",
         string_columns=["Geneid", "Chr", "Start", "End", "Strand"],
     )
+    notes += frame.attrs.get("notes", [])
     genes = pd.Index(frame["Geneid"].astype(str), name="gene_id")
-    names = (
-        _match_bam_columns(bam_columns, samples, source)
-        if samples is not None
-        else [bam_sample_name(column) for column in bam_columns]
-    )
-    if samples is None and names != bam_columns:
+    if names != bam_columns:
         notes.append(f"{source}: sample names taken from the BAM file names ({_preview(names)})")
     counts = _sample_block(frame, list(frame.columns[6:]), genes)
     counts.columns = names
@@ -505,7 +670,7 @@ def import_featurecounts(path: str | Path, *, samples: Sequence[str] | None = No
             "annotation given to featureCounts."
         )
     lengths = pd.Series(length_values.astype(np.int64), index=genes, name="length")
-    return ImportResult(counts=counts, lengths=lengths, notes=notes)
+    return ImportResult(counts=counts, lengths=lengths, notes=notes, sources=sources)
 
 
 # --------------------------------------------------------------------------- per-sample files
@@ -625,7 +790,8 @@ def import_htseq(paths: Mapping[str, Path] | Path | str) -> ImportResult:
             "from each file"
         )
     counts = _as_int64(counts, notes, "HTSeq files")
-    return ImportResult(counts=counts, notes=notes)
+    sources = {sample: str(path) for sample, path in sample_paths.items()}
+    return ImportResult(counts=counts, notes=notes, sources=sources)
 
 
 def import_star(
@@ -686,14 +852,46 @@ def import_star(
         f"{', '.join(_STAR_SUMMARY_ROWS)} rows"
     ]
     counts = _as_int64(counts, notes, "STAR files")
-    return ImportResult(counts=counts, notes=notes)
+    sources = {sample: str(path) for sample, path in sample_paths.items()}
+    return ImportResult(counts=counts, notes=notes, sources=sources)
 
 
 # --------------------------------------------------------------------------- quantifiers
 
 
-def read_tx2gene(path: str | Path) -> pd.Series:
+# Words of a tx2gene header (tximport's examples: TXNAME GENEID; biomaRt:
+# ensembl_transcript_id ensembl_gene_id; and transcript_id, gene_id, target_id, …).
+_TX2GENE_HEADER_WORDS = frozenset(
+    {
+        "transcript", "transcripts", "transcript_id", "transcriptid", "tx", "txid", "tx_id",
+        "txname", "tx_name", "target", "target_id", "name", "id", "gene", "genes", "gene_id",
+        "geneid", "gene_name", "genename", "symbol", "gene_symbol", "ensembl_transcript_id",
+        "ensembl_gene_id", "enstxp", "ensgene", "ensembl", "stable", "version",
+    }
+)  # fmt: skip
+
+
+def _looks_like_header(cells: Sequence[str]) -> bool:
+    """Whether a first row names its columns: a cell is a header word, or splits into them."""
+    for cell in cells:
+        words = [w for w in re.split(r"[^0-9a-z]+", cell.lower()) if w]
+        if cell.lower() in _TX2GENE_HEADER_WORDS or (
+            words and all(w in _TX2GENE_HEADER_WORDS for w in words)
+        ):
+            return True
+    return False
+
+
+def read_tx2gene(path: str | Path, notes: list[str] | None = None) -> pd.Series:
     """Read a transcript → gene table (first column transcript ID, second gene ID).
+
+    With or without a header line: the first row is a header when one of its first two
+    cells is a column name such as ``transcript_id``, ``TXNAME``, ``target_id``,
+    ``gene_id`` or ``GENEID`` (see ``_TX2GENE_HEADER_WORDS``); otherwise it is data, as
+    ``ENST00000456328.2  ENSG00000223972.5`` is. Taking a header for data adds one
+    mapping of a transcript that is not quantified, which changes nothing; the reverse
+    would lose a transcript, so only header words make a header. What was decided is
+    added to ``notes``. IDs are read as text.
 
     Returns
     -------
@@ -705,9 +903,20 @@ def read_tx2gene(path: str | Path) -> pd.Series:
     lines = _first_lines(path, n=1)
     if not lines or len(lines[0]) < 2:
         raise InputError(
-            f"{path}: a tx2gene table needs two columns (transcript ID, gene ID) with a header."
+            f"{path}: a tx2gene table needs two columns (transcript ID, gene ID) separated by "
+            f"a tab or a comma; the first line has {len(lines[0]) if lines else 0}."
         )
-    frame = read_table(path, string_columns=lines[0][:2])
+    first = lines[0]
+    width = len(first)
+    if _looks_like_header(first[:2]):
+        frame = read_table(path, string_positions=tuple(range(width)))
+        detected = f"a header line ({first[0]}, {first[1]})"
+    else:
+        names = [f"column{i + 1}" for i in range(width)]
+        frame = read_table(path, header=False, column_names=names, string_columns=names)
+        detected = f"no header line (the first row, {first[0]} → {first[1]}, is a mapping)"
+    if notes is not None:
+        notes.append(f"{path}: tx2gene table read with {detected}")
     return _tx2gene_series(frame, str(path))
 
 
@@ -860,16 +1069,32 @@ def import_quantifier(
         matrix(layout.length),
     )
     notes: list[str] = []
+    warnings: list[str] = []
+    sources = {sample: str(path) for sample, path in sample_paths.items()}
     if np.any(counts.to_numpy() != np.round(counts.to_numpy())):
         notes.append(f"{format_name}: estimated counts are fractional; the workflow rounds them")
     if level == "gene":
         if counts_from_abundance != "no":
-            notes.append(
-                "RSEM genes.results are gene level: counts_from_abundance="
-                f"{counts_from_abundance!r} needs transcript-level input and was not applied"
+            warnings.append(
+                f"counts.counts_from_abundance is {counts_from_abundance!r}, but RSEM "
+                "genes.results files are gene level and rebuilding counts from abundance "
+                "needs transcript-level input (tximport ignores it too): it was not applied. "
+                "Give the isoforms.results files to use it, or set it to 'no'."
+            )
+        if tx2gene is not None:
+            warnings.append(
+                "counts.tx2gene is set, but RSEM genes.results files are already gene level: "
+                "the table was not used."
             )
         counts.index.name = abundance.index.name = length.index.name = "gene_id"
-        return ImportResult(counts=counts, lengths=length, abundance=abundance, notes=notes)
+        return ImportResult(
+            counts=counts,
+            lengths=length,
+            abundance=abundance,
+            notes=notes,
+            sources=sources,
+            warnings=warnings,
+        )
     if format_name == "rsem":
         short = length.to_numpy() < 1
         if short.any():
@@ -879,7 +1104,9 @@ def import_quantifier(
         if counts_from_abundance != "no":
             counts = make_counts_from_abundance(counts, abundance, length, counts_from_abundance)
             notes.append(f"counts rebuilt from abundance ({counts_from_abundance})")
-        return ImportResult(counts=counts, lengths=length, abundance=abundance, notes=notes)
+        return ImportResult(
+            counts=counts, lengths=length, abundance=abundance, notes=notes, sources=sources
+        )
     if tx2gene is None:
         if "rsem" not in gene_of_transcript:
             raise InputError(
@@ -890,6 +1117,7 @@ def import_quantifier(
         notes.append("RSEM isoforms: genes taken from the files' gene_id column")
     else:
         mapping = _tx2gene_series(tx2gene, "tx2gene")
+    _check_characters(pd.Index(mapping.to_numpy()), [], "tx2gene")
     n_transcripts = len(features)
     gene_counts, gene_abundance, gene_length = summarize_to_genes(
         counts,
@@ -904,11 +1132,71 @@ def import_quantifier(
         f"countsFromAbundance={counts_from_abundance})"
     )
     return ImportResult(
-        counts=gene_counts, lengths=gene_length, abundance=gene_abundance, notes=notes
+        counts=gene_counts,
+        lengths=gene_length,
+        abundance=gene_abundance,
+        notes=notes,
+        sources=sources,
     )
 
 
 # --------------------------------------------------------------------------- AnnData
+
+
+# Layer names that usually hold the raw counts, tried first when X is not counts.
+_COUNT_LAYER_NAMES = ("counts", "raw_counts", "raw", "count", "umi_counts", "spliced")
+
+
+def _whole_number_layers(handle, skip: str | None) -> list[str]:  # type: ignore[no-untyped-def]
+    """Layers of an open .h5ad holding only whole, non-negative numbers (likely counts)."""
+    from anndata.io import read_elem
+
+    layers = handle.get("layers")
+    if layers is None:
+        return []
+    order = sorted(layers, key=lambda n: (n not in _COUNT_LAYER_NAMES, n.lower()))
+    found = []
+    for name in order:
+        if name == skip:
+            continue
+        values = read_elem(layers[name])
+        values = values.data if hasattr(values, "data") else np.asarray(values)
+        values = np.asarray(values)
+        if values.dtype.kind in "iub" or (
+            values.dtype.kind == "f"
+            and np.isfinite(values).all()
+            and (values == np.floor(values)).all()
+        ):
+            if values.size == 0 or values.min() >= 0:
+                found.append(name)
+    return found
+
+
+def _not_counts_message(  # type: ignore[no-untyped-def]
+    source: str, handle, layer, matrix, fractional, samples, genes
+) -> str:
+    row, column = np.unravel_index(int(np.argmax(fractional)), fractional.shape)
+    where = "X" if layer is None else f"layer {layer!r}"
+    message = (
+        f"{source}: {where} holds values that are not whole numbers (e.g. "
+        f"{matrix[row, column]:.6g} for sample {samples[row]}, gene {genes[column]}; "
+        f"{int(fractional.sum())} such cell(s)), so it is not raw read counts (normalized or "
+        "log values?)."
+    )
+    candidates = _whole_number_layers(handle, layer)
+    if candidates:
+        listing = ", ".join(repr(name) for name in candidates)
+        message += (
+            f" The layer(s) {listing} hold whole numbers: to use the first, set "
+            f"counts.h5ad_layer: {candidates[0]}"
+        )
+        if layer is not None and "X" in handle:
+            message += " (or null for X)"
+        return message + "."
+    return message + (
+        " No layer of this file holds whole numbers: store the raw counts in X or in a layer "
+        "and set counts.h5ad_layer to its name."
+    )
 
 
 def import_h5ad(path: str | Path, *, layer: str | None = None) -> ImportResult:
@@ -927,7 +1215,7 @@ def import_h5ad(path: str | Path, *, layer: str | None = None) -> ImportResult:
     import h5py
     from anndata.io import read_elem
 
-    path = _require_file(Path(path), "AnnData .h5ad file")
+    path = _require_file(Path(path), "AnnData .h5ad file", text=False)
     source = str(path)
     try:
         handle = h5py.File(path, "r")
@@ -956,9 +1244,15 @@ def import_h5ad(path: str | Path, *, layer: str | None = None) -> ImportResult:
                 )
             element = layers[layer]
         matrix = read_elem(element)
-    if hasattr(matrix, "toarray"):
-        matrix = matrix.toarray()
-    matrix = np.asarray(matrix)
+        if hasattr(matrix, "toarray"):
+            matrix = matrix.toarray()
+        matrix = np.asarray(matrix)
+        if matrix.dtype.kind == "f" and matrix.shape == (len(samples), len(genes)):
+            fractional = np.isfinite(matrix) & (matrix != np.floor(matrix))
+            if fractional.any():
+                raise InputError(
+                    _not_counts_message(source, handle, layer, matrix, fractional, samples, genes)
+                )
     if matrix.shape != (len(samples), len(genes)):
         raise InputError(
             f"{source}: the count matrix has shape {matrix.shape}, not samples × genes "
@@ -968,6 +1262,7 @@ def import_h5ad(path: str | Path, *, layer: str | None = None) -> ImportResult:
         matrix.T, index=pd.Index(genes, name="gene_id"), columns=list(samples), copy=False
     )
     validate_count_matrix(counts, source, require_integer=True)
+    sources = {str(sample): str(sample) for sample in samples}
     notes: list[str] = [
         f"{source}: read {'X' if layer is None else f'layer {layer!r}'} "
         f"({matrix.dtype}, {len(samples)} samples × {len(genes)} genes)"
@@ -977,7 +1272,7 @@ def import_h5ad(path: str | Path, *, layer: str | None = None) -> ImportResult:
         counts = pd.DataFrame(
             matrix.T.astype(np.int64), index=counts.index, columns=counts.columns, copy=False
         )
-    return ImportResult(counts=counts, notes=notes)
+    return ImportResult(counts=counts, notes=notes, sources=sources)
 
 
 # --------------------------------------------------------------------------- dispatcher
@@ -1005,11 +1300,13 @@ def import_counts(
         One path for ``matrix`` and ``featurecounts``; a mapping sample → path for the
         per-sample formats.
     samples
-        featureCounts only: sample names to match to the BAM columns.
+        featureCounts only: the sample sheet's names, each of which must equal the
+        name of one BAM column exactly (see :func:`import_featurecounts`).
     star_strand
         STAR only: ``unstranded``, ``forward`` or ``reverse``.
     tx2gene, counts_from_abundance, tx_out, ignore_missing_transcripts
-        Quantifiers only; see :func:`import_quantifier`.
+        Quantifiers only; see :func:`import_quantifier`. Given to another format they
+        are not used, and :attr:`ImportResult.warnings` says so.
     h5ad_layer
         h5ad only: the layer holding the counts (``None`` for ``X``).
 
@@ -1021,6 +1318,51 @@ def import_counts(
     name = str(format).lower()
     if name not in FORMATS:
         raise InputError(f"unknown counts format {format!r}: use one of {', '.join(FORMATS)}.")
+    if name in QUANTIFIER_FORMATS:
+        result = import_quantifier(
+            name,
+            paths,
+            tx2gene=tx2gene,
+            counts_from_abundance=counts_from_abundance,
+            tx_out=tx_out,
+            ignore_missing_transcripts=ignore_missing_transcripts,
+        )
+    else:
+        result = _import_gene_counts(
+            name, paths, samples=samples, star_strand=star_strand, h5ad_layer=h5ad_layer
+        )
+        result.warnings += _unused_quantifier_options(name, tx2gene, counts_from_abundance)
+    if not result.sources:
+        result.sources = {str(column): str(column) for column in result.counts.columns}
+    return result
+
+
+def _unused_quantifier_options(name: str, tx2gene: object, counts_from_abundance: str) -> list[str]:
+    """Say which transcript-level options a gene-count format does not use, and why."""
+    warnings = []
+    what = f"format {name!r} reads gene-level read counts"
+    if tx2gene is not None:
+        warnings.append(
+            f"counts.tx2gene is set, but {what}: the table was not used (it applies to "
+            "salmon, kallisto and RSEM isoforms.results). Remove it from the config."
+        )
+    if counts_from_abundance != "no":
+        warnings.append(
+            f"counts.counts_from_abundance is {counts_from_abundance!r}, but {what}, which "
+            "have no abundance to rebuild counts from: it was not applied (it applies to "
+            "salmon, kallisto and RSEM isoforms.results). Set it to 'no'."
+        )
+    return warnings
+
+
+def _import_gene_counts(
+    name: str,
+    paths: Mapping[str, Path] | Path | str,
+    *,
+    samples: Sequence[str] | None,
+    star_strand: str,
+    h5ad_layer: str | None,
+) -> ImportResult:
     if name in ("matrix", "featurecounts", "h5ad"):
         if isinstance(paths, Mapping):
             if len(paths) != 1:
@@ -1036,13 +1378,4 @@ def import_counts(
         return import_featurecounts(paths, samples=samples)
     if name == "htseq":
         return import_htseq(paths)
-    if name == "star":
-        return import_star(paths, star_strand=star_strand)
-    return import_quantifier(
-        name,
-        paths,
-        tx2gene=tx2gene,
-        counts_from_abundance=counts_from_abundance,
-        tx_out=tx_out,
-        ignore_missing_transcripts=ignore_missing_transcripts,
-    )
+    return import_star(paths, star_strand=star_strand)

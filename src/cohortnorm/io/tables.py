@@ -17,11 +17,13 @@ that a 60,000 × 17,000 cohort never needs more than one dense copy plus a block
 from __future__ import annotations
 
 import contextlib
+import csv
 import gzip
 import io
 import itertools
 import os
 import tempfile
+import zlib
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -54,13 +56,129 @@ _MATRIX_CSV_BLOCK = 1 << 21
 _MATRIX_CSV_ROWS = 256
 
 
+_GZIP_MAGIC = b"\x1f\x8b"
+_ZIP_MAGIC = b"PK\x03\x04"
+
+
+def is_gzip_name(path: str | Path) -> bool:
+    """Whether the file name says gzip (``.gz``, any case)."""
+    return str(path).lower().endswith(".gz")
+
+
+def check_input_file(path: str | Path, what: str = "file", *, text: bool = True) -> Path:
+    """Refuse, in one line naming the file, a path that cannot be read as ``what``.
+
+    Checked without reading the file through: it exists, is not a directory, is not
+    empty, a ``.gz`` name holds gzip data (and gzip data has a ``.gz`` name), and, for
+    text tables, it is not a zip archive (an Excel ``.xlsx`` workbook). A gzip file cut
+    short is found only when it is read to the end: :func:`explain_read_errors` turns
+    that into a message too.
+
+    Raises
+    ------
+    InputError
+        Naming the file and the fix.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: {what} not found. Check the path in the config.")
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory, not a file. Give the path of the {what} itself.")
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(4)
+    except PermissionError:
+        raise InputError(f"{path}: permission denied. Make the {what} readable.") from None
+    if not head:
+        raise InputError(f"{path}: the file is empty.")
+    if is_gzip_name(path) and head[:2] != _GZIP_MAGIC:
+        raise InputError(
+            f"{path}: the name ends in .gz but the file is not gzip-compressed. Rename it "
+            "without .gz, or compress it with gzip."
+        )
+    if text and not is_gzip_name(path) and head[:2] == _GZIP_MAGIC:
+        raise InputError(
+            f"{path}: the file is gzip-compressed but its name does not end in .gz. Add .gz "
+            "to its name."
+        )
+    if text and head == _ZIP_MAGIC:
+        raise InputError(
+            f"{path}: is a zip archive (an Excel .xlsx workbook?), not a text table. Save the "
+            "sheet as CSV or tab-delimited text."
+        )
+    return path
+
+
+@contextlib.contextmanager
+def explain_read_errors(path: str | Path) -> Iterator[None]:
+    """Turn the low-level errors of reading ``path`` into one :class:`InputError` line.
+
+    A gzip file cut short (Python's ``EOFError``, pyarrow's "Truncated compressed
+    stream"), corrupt gzip data, a directory, or bytes that are not UTF-8 text.
+    """
+    path = Path(path)
+    truncated = (
+        f"{path}: the gzip file is cut short (it ends before gzip's end marker), so it was "
+        "truncated while copying or downloading. Copy it again (`gzip -t` checks a copy)."
+    )
+    corrupt = (
+        f"{path}: the gzip data is corrupt or this is not a gzip file. Copy it again, or "
+        "rename it without .gz if it is plain text."
+    )
+    try:
+        yield
+    except EOFError:
+        raise InputError(truncated) from None
+    except (gzip.BadGzipFile, zlib.error):
+        raise InputError(corrupt) from None
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a directory, not a file. Give the file itself.") from None
+    except UnicodeDecodeError as error:
+        raise InputError(
+            f"{path}: byte {error.start} is not UTF-8 text, so this is not a text table (or "
+            "it is in another encoding). Save it as UTF-8 text (CSV UTF-8 in Excel)."
+        ) from None
+    except OSError as error:
+        message = str(error).lower()
+        if "truncated" in message:
+            raise InputError(truncated) from None
+        if "zlib" in message or "gzip" in message or "inflate" in message:
+            raise InputError(corrupt) from None
+        raise
+
+
+def open_text(path: str | Path):  # type: ignore[no-untyped-def]
+    """Open a text table (``.gz`` decompressed) for reading: a UTF-8 byte-order mark
+    (Excel's "CSV UTF-8") is dropped, and lines end at LF, CRLF or a lone CR (old Mac
+    exports), their ends kept (``newline=""``)."""
+    if is_gzip_name(path):
+        return gzip.open(path, "rt", newline="", encoding="utf-8-sig")
+    return open(path, newline="", encoding="utf-8-sig")
+
+
+def split_line(line: str, delimiter: str) -> list[str]:
+    """The fields of one line, quotes handled as CSV does (``"a,b"`` is one field)."""
+    text = line.rstrip("\r\n")
+    if '"' not in text:
+        return text.split(delimiter)
+    return next(csv.reader([text], delimiter=delimiter), [""])
+
+
+def split_thousands(fields: list[str]) -> str | None:
+    """``"1,000"`` when two neighbouring fields read like one number cut at its thousands
+    separator (an unquoted ``1,000`` in a CSV line), else ``None``."""
+    for left, right in itertools.pairwise(field.strip() for field in fields[1:]):
+        if 1 <= len(left) <= 3 and left.isdigit() and len(right) == 3 and right.isdigit():
+            return f"{left},{right}"
+    return None
+
+
 def sniff_delimiter(path: str | Path) -> str:
     """Return ``","`` for a comma-separated file and ``"\\t"`` otherwise.
 
     The first non-comment line decides: a tab anywhere in it means TSV.
     """
-    opener = gzip.open if str(path).endswith(".gz") else open
-    with opener(path, "rt", newline="") as handle:
+    with explain_read_errors(path), open_text(path) as handle:
         for line in handle:
             if line.startswith("#") or not line.strip():
                 continue
@@ -72,7 +190,7 @@ def sniff_delimiter(path: str | Path) -> str:
 
 def _line_width(path: Path) -> int:
     """Bytes in the longer of the file's first two lines (at least 1)."""
-    opener = gzip.open if path.suffix == ".gz" else open
+    opener = gzip.open if is_gzip_name(path) else open
     with opener(path, "rb") as handle:
         first = handle.readline(_MAX_CSV_BLOCK)
         second = handle.readline(_MAX_CSV_BLOCK)
@@ -84,50 +202,192 @@ def _csv_block_size(path: Path) -> int:
     return int(min(_MAX_CSV_BLOCK, max(_MIN_CSV_BLOCK, _line_width(path) * _CSV_BLOCK_ROWS)))
 
 
+_DELIMITER_NAMES = {"\t": "tab", ",": "comma"}
+
+
+def _stray_quote(fields: list[str]) -> str | None:
+    """The first field holding a double quote that is not a whole quoted field."""
+    for value in fields:
+        if '"' not in value:
+            continue
+        inner = value[1:-1].replace('""', "")
+        if len(value) >= 2 and value[0] == '"' and value[-1] == '"' and '"' not in inner:
+            continue
+        return value
+    return None
+
+
+def _describe_bad_line(
+    path: Path, delimiter: str, skip_rows: int, expected: int | None
+) -> str | None:
+    """Say in words why a table did not parse: the first line whose fields are wrong.
+
+    Only run after a parse failed, so reading the file again in Python costs nothing
+    in a good run. ``expected`` is the number of fields per line when the caller names
+    the columns (headerless files); otherwise line ``skip_rows + 1`` sets it.
+    """
+    name = _DELIMITER_NAMES.get(delimiter, repr(delimiter))
+    first_line, first_trailing = skip_rows + 1, False
+    with explain_read_errors(path), open_text(path) as handle:
+        for number, line in enumerate(handle, start=1):
+            if number <= skip_rows or not line.strip("\r\n"):
+                continue
+            text = line.rstrip("\r\n")
+            stray = _stray_quote(text.split(delimiter))
+            if stray is not None:
+                return (
+                    f'line {number}: the field {stray!r} holds a double quote ("), which '
+                    "starts or ends a quoted field, so the line cannot be split into columns. "
+                    "Remove the quote characters from gene IDs and sample names."
+                )
+            fields = split_line(text, delimiter)
+            if expected is None:
+                expected, first_line = len(fields), number
+                first_trailing = len(fields) > 1 and fields[-1] == ""
+                continue
+            if len(fields) == expected:
+                continue
+            if len(fields) == expected - 1 and first_trailing:
+                return (
+                    f"line {first_line} ends with a {name} (an empty last field) but line "
+                    f"{number} does not. Remove the trailing {name}s from every line."
+                )
+            if len(fields) == expected + 1 and fields[-1] == "":
+                return (
+                    f"line {number} ends with a {name} (an empty last field) that line "
+                    f"{first_line} does not have. Remove the trailing {name}s."
+                )
+            hint = ""
+            if delimiter == "," and split_thousands(fields):
+                hint = (
+                    f"; it looks like {split_thousands(fields)} is a number written with a "
+                    "thousands separator, which splits it into two fields. Thousands "
+                    "separators are not allowed: export the table without them"
+                )
+            return (
+                f"line {number} has {len(fields)} {name}-separated fields but line "
+                f"{first_line} has {expected}. Every line needs the same number of "
+                f"fields{hint}."
+            )
+    return None
+
+
+def _comment_lines(path: Path, comment: str | None) -> int:
+    if comment is None:
+        return 0
+    skip_rows = 0
+    with explain_read_errors(path), open_text(path) as handle:
+        for line in handle:
+            if not line.startswith(comment):
+                break
+            skip_rows += 1
+    return skip_rows
+
+
+def _first_fields(path: Path, delimiter: str, skip_rows: int) -> list[str]:
+    with explain_read_errors(path), open_text(path) as handle:
+        for number, line in enumerate(handle, start=1):
+            if number > skip_rows and line.strip("\r\n"):
+                return split_line(line, delimiter)
+    return []
+
+
+def _drop_trailing_empty(table: pa.Table, path: Path, delimiter: str) -> tuple[pa.Table, str]:
+    """Drop the empty last column that a delimiter at the end of every line makes."""
+    name = _DELIMITER_NAMES.get(delimiter, repr(delimiter))
+    column = table.column(table.num_columns - 1)
+    if pa.types.is_null(column.type):
+        filled = np.zeros(len(column), dtype=bool)
+    else:
+        values = column.to_numpy(zero_copy_only=False)
+        filled = np.array([v is not None and str(v).strip() != "" for v in values], dtype=bool)
+        if column.null_count:
+            filled &= ~column.is_null().to_numpy(zero_copy_only=False)
+    if filled.any():
+        row = int(np.argmax(filled))
+        raise InputError(
+            f"{path}: the first line ends with a {name} (an empty last column name), but "
+            f"data row {row + 1} has {column[row].as_py()!r} in that last column. Give that "
+            f"column a name in the first line, or remove the trailing {name}s."
+        )
+    note = f"{path}: every line ends with a {name}; the empty last column this makes was ignored"
+    return table.remove_column(table.num_columns - 1), note
+
+
+def _read_arrow_table(
+    path: str | Path,
+    *,
+    comment: str | None = None,
+    string_columns: list[str] | None = None,
+    string_positions: tuple[int, ...] = (),
+    header: bool = True,
+    column_names: list[str] | None = None,
+) -> tuple[pa.Table, list[str]]:
+    path = check_input_file(path)
+    delimiter = sniff_delimiter(path)
+    skip_rows = _comment_lines(path, comment)
+    first = _first_fields(path, delimiter, skip_rows)
+    if not first:
+        raise InputError(f"{path}: the file is empty.")
+    trailing = len(first) > 1 and first[-1] == ""
+    names = list(column_names) if column_names is not None and not header else None
+    if names is not None and trailing and len(first) == len(names) + 1:
+        names.append("")
+    types = {name: pa.string() for name in (string_columns or [])}
+    if header:
+        types |= {first[i].strip(): pa.string() for i in string_positions if i < len(first)}
+        types |= {first[i]: pa.string() for i in string_positions if i < len(first)}
+    read_options = pacsv.ReadOptions(
+        skip_rows=skip_rows,
+        autogenerate_column_names=not header and column_names is None,
+        column_names=names,
+        use_threads=True,
+        block_size=_csv_block_size(path),
+    )
+    convert_options = pacsv.ConvertOptions(
+        column_types=types,
+        strings_can_be_null=False,
+        quoted_strings_can_be_null=False,
+    )
+    try:
+        with explain_read_errors(path):
+            table = pacsv.read_csv(
+                path,
+                read_options=read_options,
+                parse_options=pacsv.ParseOptions(delimiter=delimiter),
+                convert_options=convert_options,
+            )
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
+        expected = len(names) if names is not None else None
+        reason = _describe_bad_line(path, delimiter, skip_rows, expected)
+        if reason is None:
+            reason = str(error).splitlines()[0].rstrip(".") + "."
+        raise InputError(f"{path}: could not be parsed as a delimited table: {reason}") from None
+    notes: list[str] = []
+    if trailing and table.num_columns > 1 and (names is None or names[-1] == ""):
+        table, note = _drop_trailing_empty(table, path, delimiter)
+        notes.append(note)
+    return table, notes
+
+
 def read_arrow_table(
     path: str | Path,
     *,
     comment: str | None = None,
     string_columns: list[str] | None = None,
+    string_positions: tuple[int, ...] = (),
     header: bool = True,
     column_names: list[str] | None = None,
 ) -> pa.Table:
     """Read a TSV/CSV into a pyarrow Table (see :func:`read_table` for the options)."""
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: file not found. Check the path in the config.")
-    if path.stat().st_size == 0:
-        raise InputError(f"{path}: the file is empty.")
-    delimiter = sniff_delimiter(path)
-    skip_rows = 0
-    if comment is not None:
-        opener = gzip.open if path.suffix == ".gz" else open
-        with opener(path, "rt", newline="") as handle:
-            for line in handle:
-                if not line.startswith(comment):
-                    break
-                skip_rows += 1
-    read_options = pacsv.ReadOptions(
-        skip_rows=skip_rows,
-        autogenerate_column_names=not header and column_names is None,
-        column_names=column_names if not header else None,
-        use_threads=True,
-        block_size=_csv_block_size(path),
+    table, _ = _read_arrow_table(
+        path,
+        comment=comment,
+        string_columns=string_columns,
+        string_positions=string_positions,
+        header=header,
+        column_names=column_names,
     )
-    convert_options = pacsv.ConvertOptions(
-        column_types={name: pa.string() for name in (string_columns or [])},
-        strings_can_be_null=False,
-        quoted_strings_can_be_null=False,
-    )
-    try:
-        table = pacsv.read_csv(
-            path,
-            read_options=read_options,
-            parse_options=pacsv.ParseOptions(delimiter=delimiter),
-            convert_options=convert_options,
-        )
-    except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
-        raise InputError(f"{path}: could not be parsed as a delimited table: {error}") from None
     return table
 
 
@@ -136,10 +396,15 @@ def read_table(
     *,
     comment: str | None = None,
     string_columns: list[str] | None = None,
+    string_positions: tuple[int, ...] = (),
     header: bool = True,
     column_names: list[str] | None = None,
 ) -> pd.DataFrame:
-    """Read a TSV/CSV (optionally gzipped, CRLF or LF) into a DataFrame.
+    """Read a TSV/CSV (optionally gzipped, CRLF, LF or CR) into a DataFrame.
+
+    A delimiter at the end of every line (an empty last column, unnamed in the header)
+    is dropped and said in ``frame.attrs["notes"]``; a line whose fields do not fit is
+    described in words (line number, trailing delimiter, stray double quote).
 
     Parameters
     ----------
@@ -149,6 +414,9 @@ def read_table(
         Lines starting with this prefix are skipped (featureCounts writes a ``#`` line).
     string_columns
         Columns read as strings whatever they look like (identifiers).
+    string_positions
+        Columns, by position in the header, read as strings (``(0,)`` for IDs in the
+        first column: ``007`` stays ``007``, ``1.10`` is not ``1.1``).
     header
         Whether the first line holds column names.
     column_names
@@ -159,15 +427,17 @@ def read_table(
     InputError
         When the file is missing, empty or not a delimited table.
     """
-    table = read_arrow_table(
+    table, notes = _read_arrow_table(
         path,
         comment=comment,
         string_columns=string_columns,
+        string_positions=string_positions,
         header=header,
         column_names=column_names,
     )
     frame = table.to_pandas(split_blocks=True, self_destruct=True)
     frame.columns = [str(column).strip() for column in frame.columns]
+    frame.attrs["notes"] = notes
     return frame
 
 
@@ -500,7 +770,7 @@ def read_matrix(path: str | Path, *, dtype: np.dtype | type | None = None) -> pd
 
 def _count_lines(path: Path) -> int:
     """Number of lines (a last line without a newline counts), reading 16 MiB at a time."""
-    opener = gzip.open if path.suffix == ".gz" else open
+    opener = gzip.open if is_gzip_name(path) else open
     lines, last = 0, b"\n"
     with opener(path, "rb") as handle:
         while chunk := handle.read(1 << 24):
@@ -710,15 +980,28 @@ def read_text_matrix(path: str | Path, *, dtype: np.dtype | type | None = None) 
 
     As :func:`read_matrix`: one Fortran-ordered array when every value column is
     numeric. Otherwise the frame :func:`read_table` gives (columns of mixed types),
-    indexed by the first column, so that the caller can say which cell is wrong.
+    indexed by the first column, so that the caller can say which cell is wrong. The
+    IDs are always text. A UTF-8 byte-order mark, CRLF or CR-only line ends and a
+    delimiter ending every line are accepted; what was done is listed in
+    ``frame.attrs["notes"]``.
     """
-    path = Path(path)
-    header = _first_line_fields(path)
+    path = check_input_file(path)
+    with explain_read_errors(path):
+        return _read_text_matrix(path, dtype)
+
+
+def _read_text_matrix(path: Path, dtype: np.dtype | type | None) -> pd.DataFrame:
+    header, line_end = _first_line_fields(path)
+    notes: list[str] = []
     parsed = None
-    if len(header) > 1:
+    if line_end == "\r":
+        # Old Mac (CR-only) line ends: the line counting of the fast path needs LF; the
+        # general reader splits lines at CR too.
+        notes.append(f"{path}: lines end in CR only (old Mac export); read as lines")
+    elif len(header) > 1:
         try:
             parsed = _stream_numeric(path, header, dtype)
-        except (pa.ArrowInvalid, pa.ArrowTypeError):
+        except (pa.ArrowInvalid, pa.ArrowTypeError, _RowsMiscounted):
             parsed = None
         # The parser's buffers are free by now, but pyarrow's allocator keeps them
         # mapped; hand them back, so that later steps in this process have the memory.
@@ -726,18 +1009,50 @@ def read_text_matrix(path: str | Path, *, dtype: np.dtype | type | None = None) 
     if parsed is not None:
         genes, names, values = parsed
         index = pd.Index(genes, dtype=object, name="gene_id")
-        return pd.DataFrame(values, index=index, columns=names[1:], copy=False)
-    frame = read_table(path, string_columns=[header[0]])
+        columns = [str(name).strip() for name in names[1:]]
+        if len(header) > 2 and header[-1].strip() == "":
+            delimiter = _DELIMITER_NAMES.get(sniff_delimiter(path), "delimiter")
+            filled = ~np.isnan(values[:, -1]) if values.dtype.kind == "f" else None
+            if filled is None or filled.any():
+                row = 0 if filled is None else int(np.argmax(filled))
+                raise InputError(
+                    f"{path}: the first line ends with a {delimiter} (an empty last column "
+                    f"name), but data row {row + 1} has {values[row, -1]:g} in that last "
+                    f"column. Give that column a name in the first line, or remove the "
+                    f"trailing {delimiter}s."
+                )
+            values, columns = np.asfortranarray(values[:, :-1]), columns[:-1]
+            # The empty column's blanks made the parse fall back to float64; whole
+            # numbers are what the int64 parse would have given.
+            if dtype is None and _whole_int64(values):
+                values = values.astype(np.int64, order="F")
+            notes.append(
+                f"{path}: every line ends with a {delimiter}; the empty last column this "
+                "makes was ignored"
+            )
+        frame = pd.DataFrame(values, index=index, columns=columns, copy=False)
+        frame.attrs["notes"] = notes
+        return frame
+    frame = read_table(path, string_positions=(0,))
+    frame.attrs["notes"] = notes + frame.attrs.get("notes", [])
     return frame.set_index(frame.columns[0]).rename_axis("gene_id")
 
 
-def _first_line_fields(path: Path) -> list[str]:
-    if not path.exists():
-        raise InputError(f"{path}: file not found. Check the path in the config.")
+def _whole_int64(values: np.ndarray) -> bool:
+    """Whether float ``values`` are all whole numbers that int64 holds exactly."""
+    if values.dtype.kind != "f":
+        return False
+    finite = np.isfinite(values).all()
+    return bool(finite and (values == np.floor(values)).all() and (np.abs(values) < 2**63).all())
+
+
+def _first_line_fields(path: Path) -> tuple[list[str], str]:
+    """The first line's fields (quotes removed as CSV does) and how the line ends."""
     delimiter = sniff_delimiter(path)
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", newline="") as handle:
-        line = handle.readline().rstrip("\r\n")
-    if not line:
+    with open_text(path) as handle:
+        line = handle.readline()
+    text = line.rstrip("\r\n")
+    if not text:
         raise InputError(f"{path}: the file is empty.")
-    return [field.strip() for field in line.split(delimiter)]
+    ending = line[len(text) :]
+    return split_line(text, delimiter), ending
