@@ -4,6 +4,8 @@ rule import_counts:
     output:
         counts=out_matrix("counts/raw_counts"),
         lengths=out("counts/gene_lengths.tsv"),
+        length_report=out("counts/length_report.tsv"),
+        abundance=out_matrix("counts/abundance_tpm"),
     log:
         log("import_counts"),
     benchmark:

@@ -5,7 +5,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pandas as pd
 
-from cohortnorm import deseq2, edger
+from cohortnorm import deseq2, edger, expression
 from cohortnorm.errors import InputError
 from cohortnorm.io.runner import run
 from cohortnorm.io.tables import read_matrix, write_table
@@ -50,6 +50,19 @@ def main(smk, logger):
             "effective_lib_size": lib_size * norm_factor,
             "size_factor": size_factor,
         }
+    )
+    # What normalized_counts divides by, and whose factors those are, stated in the table.
+    source = settings["normalized_counts_factors"]
+    table["normalized_counts_factor"] = expression.normalized_counts_factors(
+        size_factor, table["effective_lib_size"].to_numpy(), source
+    )
+    table["normalized_counts_factors"] = (
+        f"DESeq2 {settings['size_factor_type']}" if source == "deseq2" else settings["method"]
+    )
+    logger.info(
+        "normalized_counts divide by %s factors (normalization.normalized_counts_factors: %s)",
+        table["normalized_counts_factors"].iloc[0],
+        source,
     )
     logger.info(
         "%s norm factors in [%.4g, %.4g]; DESeq2 %s size factors in [%.4g, %.4g]",
