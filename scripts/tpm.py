@@ -5,6 +5,8 @@ written by the import as counts/abundance_tpm), for the kept genes, not renormal
 Every other format: TPM from the counts and gene lengths, over the kept genes.
 """
 
+from pathlib import Path
+
 import numpy as np
 
 from cohortnorm import expression
@@ -74,6 +76,11 @@ def quantifier_values(smk, logger, dtype):
     )
 
 
+def length_report(smk) -> Path:
+    """counts/length_report.tsv, written by the import beside counts/gene_lengths.tsv."""
+    return Path(smk.input.lengths).with_name("length_report.tsv")
+
+
 def no_length_matched(smk, counts) -> InputError:
     """The error for "not one kept gene has a length": name the file, show IDs, say the fix."""
     source = smk.params.lengths_file
@@ -96,7 +103,7 @@ def no_length_matched(smk, counts) -> InputError:
             f"{source}: none of the {len(counts.index)} kept count gene IDs matched a gene ID "
             f"in this lengths file (versioned Ensembl IDs are matched with or without their "
             f".N suffix), so TPM cannot be computed. Count IDs look like {count_examples}; "
-            f"IDs in {source} look like {file_examples}. {fix} See counts/length_report.tsv."
+            f"IDs in {source} look like {file_examples}. {fix} See {length_report(smk)}."
         )
     return InputError(
         f"{smk.input.lengths}: none of the {len(counts.index)} kept genes (e.g. "
@@ -121,7 +128,7 @@ def values_from_counts(smk, logger, dtype):
         source = smk.params.lengths_file or smk.input.lengths
         message = (
             f"{source}: {bad.sum()} of {len(bad)} kept gene(s) have no length "
-            f"(first: {', '.join(bad_genes[:5])}; see counts/length_report.tsv)"
+            f"(first: {', '.join(bad_genes[:5])}; see {length_report(smk)})"
         )
         if smk.params.missing_lengths == "error":
             raise InputError(
