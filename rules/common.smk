@@ -348,6 +348,9 @@ def cohort_outputs(settings):
     ]
     if lengths_available(settings):
         files.append(matrix_file("tpm/tpm"))
+    files.append("counts/length_report.tsv")
+    if settings["counts"]["format"] in {"salmon", "kallisto", "rsem"}:
+        files.append(matrix_file("counts/abundance_tpm"))
     if batch_output(settings):
         files += [batch_output(settings), "batch/combat_params.tsv"]
     if config["io"]["write_h5ad"]:

@@ -83,7 +83,10 @@ def gene_lengths(smk, result, genes, samples, logger) -> tuple[pd.DataFrame, pd.
                 smk.input.lengths,
                 smk.params.counts_config["format"],
             )
-        logger.info("using the quantifier's average transcript lengths per sample")
+        logger.info(
+            "using the quantifier's average transcript lengths per sample for all %d genes",
+            len(genes),
+        )
         lengths = result.lengths.reindex(index=genes)[samples]
         match = match_lengths(genes, lengths.iloc[:, 0])
         return lengths, match.report(f"{smk.params.counts_config['format']} effective lengths")
@@ -98,6 +101,14 @@ def gene_lengths(smk, result, genes, samples, logger) -> tuple[pd.DataFrame, pd.
             source,
             table.size,
         )
+        if match.found == 0:
+            logger.warning(
+                "no count gene ID (e.g. %s) is in %s (e.g. %s): TPM will stop. Use lengths from "
+                "the annotation the counts were made with.",
+                ", ".join(map(str, genes[:3])),
+                source,
+                ", ".join(map(str, table.index[:3])),
+            )
         if match.version_matched:
             examples = list(match.version_matched.items())[:3]
             logger.info(
