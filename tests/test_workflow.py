@@ -423,6 +423,40 @@ def test_quantifier_tpm_is_tximport_abundance(cfa: str, tmp_path: Path) -> None:
     assert "not renormalized" in log_file.read_text()
 
 
+@pytest.mark.parametrize(
+    ("fmt", "pattern", "samples"),
+    [
+        ("kallisto", "kallisto/{sample}/abundance.tsv.gz", ["hESC_0", "iPS_0", "Fibroblasts_0"]),
+        ("rsem", "rsem/{sample}.genes.results.gz", ["hESC_0", "Fibroblasts_0"]),
+    ],
+)
+def test_kallisto_and_rsem_tpm_is_tximport_abundance(
+    fmt: str, pattern: str, samples: list[str], tmp_path: Path
+) -> None:
+    # The fixtures hold the Salmon values (kallisto, transcripts) and tximport's gene-level
+    # reference (RSEM genes.results) of these samples: see tests/data/importers/README.md.
+    sheet = pd.read_csv(SALMON / "samples.tsv", sep="\t").set_index("sample").loc[samples]
+    sheet.to_csv(tmp_path / "samples.tsv", sep="\t")
+    counts = {"format": fmt, "path": str(DATA / "importers" / pattern)}
+    if fmt == "kallisto":
+        counts |= {"tx2gene": str(SALMON / "tx2gene.tsv"), "counts_from_abundance": "scaledTPM"}
+    config = salmon_config(
+        tmp_path,
+        "no",
+        samples=str(tmp_path / "samples.tsv"),
+        counts=counts,
+        filter={"method": "none"},
+    )
+    target = tmp_path / "results" / "tpm" / "tpm.tsv"
+    result = run_snakemake(tmp_path, config, str(target))
+    assert result.returncode == 0, result.stderr[-3000:]
+    tpm = read(target)
+    expected = tximport_reference("abundance", "scaledTPM" if fmt == "kallisto" else "no")
+    assert tpm.columns.tolist() == samples
+    np.testing.assert_allclose(tpm, expected.loc[tpm.index, samples], rtol=1e-14, atol=0)
+    assert set(tpm.index) == set(expected.index)
+
+
 def test_quantifier_fpkm_comes_from_its_tpm_and_lengths_file_is_ignored(tmp_path: Path) -> None:
     target = tmp_path / "results" / "tpm" / "tpm.tsv"
     config = salmon_config(
