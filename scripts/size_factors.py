@@ -53,12 +53,20 @@ def main(smk, logger):
     )
     # What normalized_counts divides by, and whose factors those are, stated in the table.
     source = settings["normalized_counts_factors"]
-    table["normalized_counts_factor"] = expression.normalized_counts_factors(
-        size_factor, table["effective_lib_size"].to_numpy(), source
-    )
-    table["normalized_counts_factors"] = (
-        f"DESeq2 {settings['size_factor_type']}" if source == "deseq2" else settings["method"]
-    )
+    try:
+        table["normalized_counts_factor"] = expression.normalized_counts_factors(
+            size_factor, table["effective_lib_size"].to_numpy(), source
+        )
+    except ValueError as error:
+        raise InputError(
+            f"{smk.input.counts}: {error}, so normalized counts cannot use the "
+            f"{settings['method']} factors. Remove the samples without reads, or set "
+            "normalization.normalized_counts_factors: deseq2."
+        ) from error
+    if source == "deseq2":
+        table["normalized_counts_factors"] = f"DESeq2 {settings['size_factor_type']}"
+    else:  # method none: plain library sizes
+        table["normalized_counts_factors"] = settings["method"].replace("none", "library sizes")
     logger.info(
         "normalized_counts divide by %s factors (normalization.normalized_counts_factors: %s)",
         table["normalized_counts_factors"].iloc[0],
