@@ -135,6 +135,11 @@ def gene_lengths(smk, result, genes, samples, logger) -> tuple[pd.DataFrame, pd.
         source = "none"
         match = match_lengths(genes, pd.Series(dtype=float))
         lengths = match.lengths
+    # Genes without a length are left out rather than written as NaN (TPM treats an
+    # absent gene as one without a length; length_report.tsv counts them).
+    lengths = lengths.dropna()
+    if np.all(lengths.to_numpy() == np.round(lengths.to_numpy())):
+        lengths = lengths.astype(np.int64)  # whole bases stay written as integers
     return lengths.to_frame("length"), match.report(source)
 
 
