@@ -1,7 +1,10 @@
 """Length-normalized expression for visualization: TPM and FPKM (ALGORITHMS.md §4).
 
 Neither is for differential-expression testing: TPM removes library size entirely and
-both divide by a gene length that the counting model does not use.
+both divide by a gene length that the counting model does not use. For quantifier input
+the workflow reports the quantifier's own TPM (tximport's ``abundance``) and derives FPKM
+from it (:func:`fpkm_from_tpm`) instead of recomputing either from rounded counts. Also
+here: the per-sample divisors of ``normalized_counts`` (:func:`normalized_counts_factors`).
 """
 
 from __future__ import annotations
