@@ -352,6 +352,9 @@ def cohort_outputs(settings):
     ]
     if lengths_available(settings):
         files.append(matrix_file("tpm/tpm"))
+    files.append("counts/length_report.tsv")
+    if settings["counts"]["format"] in {"salmon", "kallisto", "rsem"}:
+        files.append(matrix_file("counts/abundance_tpm"))
     if batch_output(settings):
         files += [batch_output(settings), "batch/combat_params.tsv"]
     if config["io"]["write_h5ad"]:
@@ -376,6 +379,15 @@ def tpm_counts_input(wildcards):
             raise WorkflowError(
                 f"{settings['cohort']}: tpm.source is batch_corrected, which needs counts: set "
                 "batch_correction.method to combat_seq or tpm.source to filtered."
+            )
+        if settings["counts"]["format"] in {"salmon", "kallisto", "rsem"}:
+            # For quantifier input TPM is the quantifier's own abundance; recomputing it
+            # from adjusted, rounded counts would be a different and inexact quantity.
+            raise WorkflowError(
+                f"{settings['cohort']}: tpm.source is batch_corrected, but for "
+                f"{settings['counts']['format']} input tpm/tpm is the quantifier's own TPM "
+                "(tximport abundance), which ComBat-seq does not adjust. Set tpm.source to "
+                "filtered, and use batch/combat_seq_counts for batch-adjusted values."
             )
         return f"{wildcards.outdir}/{batch_output(settings)}"
     return f"{wildcards.outdir}/{matrix_file('counts/filtered_counts')}"

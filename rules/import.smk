@@ -5,6 +5,8 @@ rule import_counts:
         counts=out_matrix("counts/raw_counts"),
         lengths=out("counts/gene_lengths.tsv"),
         sample_columns=out("counts/sample_columns.tsv"),
+        length_report=out("counts/length_report.tsv"),
+        abundance=out_matrix("counts/abundance_tpm"),
     log:
         log("import_counts"),
     benchmark:

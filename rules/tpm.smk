@@ -2,6 +2,7 @@ rule tpm:
     input:
         counts=tpm_counts_input,
         lengths=out("counts/gene_lengths.tsv"),
+        abundance=out_matrix("counts/abundance_tpm"),
     output:
         out_matrix("tpm/tpm"),
     log:
@@ -18,5 +19,7 @@ rule tpm:
         unit=setting("tpm", "unit"),
         missing_lengths=setting("tpm", "missing_lengths"),
         dtype=setting("tpm", "dtype"),
+        counts_format=setting("counts", "format"),
+        lengths_file=setting("lengths"),
     script:
         "../scripts/tpm.py"

@@ -7,6 +7,7 @@ from cohortnorm.io.gtf import read_gene_lengths
 from cohortnorm.io.importers import import_counts, read_tx2gene, validate_count_matrix
 from cohortnorm.io.runner import run
 from cohortnorm.io.tables import write_matrix, write_table
+from cohortnorm.lengths import match_lengths
 from cohortnorm.validation import reconcile_samples
 
 QUANTIFIERS = {"salmon", "kallisto", "rsem"}
@@ -66,9 +67,19 @@ def main(smk, logger):
     logger.info("imported %d genes × %d samples", *counts.shape)
     write_matrix(counts.to_numpy(), counts.index, list(counts.columns), smk.output.counts)
 
-    lengths = gene_lengths(smk, result, counts.index, keep, logger)
+    # The quantifier's own gene TPM (tximport's `abundance`) is what tpm/tpm reports for
+    # quantifier input; other formats get a table without rows.
+    abundance = (
+        result.abundance.reindex(index=counts.index)[keep]
+        if fmt in QUANTIFIERS
+        else pd.DataFrame(np.empty((0, len(keep))), columns=keep)
+    )
+    write_matrix(abundance.to_numpy(), abundance.index, keep, smk.output.abundance)
+
+    lengths, report = gene_lengths(smk, result, counts.index, keep, logger)
     write_table(lengths, smk.output.lengths, index_label="gene_id")
     write_sample_columns(result.sources, keep, smk.output.sample_columns, logger)
+    write_table(report, smk.output.length_report)
 
 
 def write_sample_columns(sources, samples, path, logger):
@@ -83,20 +94,75 @@ def write_sample_columns(sources, samples, path, logger):
     write_table(table, path)
 
 
-def gene_lengths(smk, result, genes, samples, logger) -> pd.DataFrame:
-    """Per-gene lengths (column `length`) or per-sample quantifier lengths."""
-    if "lengths" in smk.input.keys():
-        lengths = read_gene_lengths(smk.input.lengths)
-        logger.info("read %d gene lengths from %s", lengths.size, smk.input.lengths)
-        return lengths.reindex(genes).to_frame("length")
+def gene_lengths(smk, result, genes, samples, logger) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per-gene lengths (column `length`) or per-sample quantifier lengths, and a report."""
+    has_file = "lengths" in smk.input.keys()
     if isinstance(result.lengths, pd.DataFrame):
-        logger.info("using the quantifier's average transcript lengths per sample")
-        return result.lengths.reindex(index=genes)[samples]
-    if isinstance(result.lengths, pd.Series):
+        if has_file:
+            logger.warning(
+                "lengths (%s) is not used: for %s input TPM is the quantifier's own abundance "
+                "and FPKM uses its effective lengths. Remove `lengths` from the config.",
+                smk.input.lengths,
+                smk.params.counts_config["format"],
+            )
+        logger.info(
+            "using the quantifier's average transcript lengths per sample for all %d genes",
+            len(genes),
+        )
+        lengths = result.lengths.reindex(index=genes)[samples]
+        match = match_lengths(genes, lengths.iloc[:, 0])
+        return lengths, match.report(f"{smk.params.counts_config['format']} effective lengths")
+    if has_file:
+        source = str(smk.input.lengths)
+        table = read_gene_lengths(source)
+        match = match_lengths(genes, table)
+        logger.info(
+            "%d of %d count gene IDs found a length in %s (%d read)",
+            match.found,
+            len(genes),
+            source,
+            table.size,
+        )
+        if match.found == 0:
+            logger.warning(
+                "no count gene ID (e.g. %s) is in %s (e.g. %s): TPM will stop. Use lengths from "
+                "the annotation the counts were made with.",
+                ", ".join(map(str, genes[:3])),
+                source,
+                ", ".join(map(str, table.index[:3])),
+            )
+        if match.version_matched:
+            examples = list(match.version_matched.items())[:3]
+            logger.info(
+                "%d gene ID(s) matched ignoring the Ensembl version suffix, e.g. %s",
+                len(match.version_matched),
+                ", ".join(f"{count_id} = {length_id}" for count_id, length_id in examples),
+            )
+        if match.ambiguous:
+            logger.warning(
+                "%d gene ID(s) got no length because their unversioned Ensembl ID is shared by "
+                "several IDs in the counts or in %s: %s",
+                len(match.ambiguous),
+                source,
+                ", ".join(match.ambiguous[:5]),
+            )
+        lengths = match.lengths
+    elif isinstance(result.lengths, pd.Series):
+        source = "featureCounts Length column"
+        match = match_lengths(genes, result.lengths)
         logger.info("using gene lengths from the featureCounts Length column")
-        return result.lengths.reindex(genes).to_frame("length")
-    logger.info("no gene lengths configured: TPM is not computed")
-    return pd.DataFrame({"length": np.full(len(genes), np.nan)}, index=genes)
+        lengths = match.lengths
+    else:
+        logger.info("no gene lengths configured: TPM is not computed")
+        source = "none"
+        match = match_lengths(genes, pd.Series(dtype=float))
+        lengths = match.lengths
+    # Genes without a length are left out rather than written as NaN (TPM treats an
+    # absent gene as one without a length; length_report.tsv counts them).
+    lengths = lengths.dropna()
+    if np.all(lengths.to_numpy() == np.round(lengths.to_numpy())):
+        lengths = lengths.astype(np.int64)  # whole bases stay written as integers
+    return lengths.to_frame("length"), match.report(source)
 
 
 run(main, snakemake)

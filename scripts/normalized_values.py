@@ -1,4 +1,9 @@
-"""logCPM, CPM (edgeR, effective library sizes) and DESeq2-normalized counts."""
+"""logCPM, CPM (edgeR, effective library sizes) and normalized counts.
+
+normalized_counts divide by the `normalized_counts_factor` column of size_factors.tsv:
+DESeq2's size factors by default, or normalization.method's effective library sizes
+scaled to a geometric mean of 1 (normalization.normalized_counts_factors: method).
+"""
 
 import numpy as np
 
@@ -13,7 +18,7 @@ def main(smk, logger):
     factors = factors.loc[counts.columns]
     values = counts.to_numpy()
     effective = factors["effective_lib_size"].to_numpy()
-    size_factor = factors["size_factor"].to_numpy()
+    divisor = factors["normalized_counts_factor"].to_numpy()
     genes, samples = counts.index.to_numpy(), list(counts.columns)
     prior_count = smk.params.prior_count
     # All three are elementwise given the per-sample sizes: written block by block of
@@ -28,8 +33,12 @@ def main(smk, logger):
             log_values = edger.cpm(block, effective, log=True, prior_count=prior_count)
             logcpm.write(log_values, genes[rows])
             cpm.write(edger.cpm(block, effective), genes[rows])
-            normalized.write(block / size_factor, genes[rows])
-    logger.info("wrote logCPM (prior.count=%s), CPM and normalized counts", prior_count)
+            normalized.write(block / divisor, genes[rows])
+    logger.info(
+        "wrote logCPM (prior.count=%s), CPM and normalized counts (divided by %s factors)",
+        prior_count,
+        factors["normalized_counts_factors"].iloc[0],
+    )
 
 
 run(main, snakemake)

@@ -14,6 +14,8 @@ PACKAGES = [
     "pandas",
     "scipy",
     "pyarrow",
+    "anndata",
+    "h5py",
     "pydeseq2",
     "matplotlib",
     "snakemake",
@@ -29,6 +31,7 @@ def sha256(path: str) -> str:
 
 
 def version(package: str) -> str | None:
+    """The installed version of `package`, or None when it is not installed."""
     try:
         return metadata.version(package)
     except metadata.PackageNotFoundError:

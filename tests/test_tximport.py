@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cohortnorm import expression
 from cohortnorm.errors import InputError
 from cohortnorm.tximport import (
     make_counts_from_abundance,
@@ -162,3 +163,56 @@ def test_make_counts_from_abundance_keeps_library_size(transcripts) -> None:
     counts, abundance, length, _ = transcripts
     scaled = make_counts_from_abundance(counts, abundance, length, "lengthScaledTPM")
     np.testing.assert_allclose(scaled.sum(axis=0), counts.sum(axis=0), rtol=1e-12)
+
+
+# ------------------------------------------------- FPKM from the quantifier's TPM
+
+
+def test_fpkm_from_tpm_is_edger_rpkm_of_consistent_quantifier_output() -> None:
+    # A quantifier's TPM is 1e6·(c/len)/Σ(c/len); from it and tximport's gene length,
+    # FPKM must be edgeR's rpkm of the unrounded gene counts with N = Σ counts.
+    rng = np.random.default_rng(7)
+    tx = pd.Index([f"t{i}" for i in range(40)])
+    samples = ["a", "b", "c"]
+    counts = pd.DataFrame(rng.gamma(1.0, 200.0, (40, 3)), index=tx, columns=samples)
+    counts.iloc[::7, 1] = 0.0
+    length = pd.DataFrame(rng.uniform(150, 9000, (40, 3)), index=tx, columns=samples)
+    rate = counts / length
+    abundance = rate / rate.sum() * 1e6
+    tx2gene = pd.Series([f"g{i // 3}" for i in range(40)], index=tx)
+    gene_counts, gene_tpm, gene_length = summarize_to_genes(counts, abundance, length, tx2gene)
+    fpkm = expression.fpkm_from_tpm(gene_tpm.to_numpy(), gene_length.to_numpy())
+    rpkm = expression.fpkm(gene_counts.to_numpy(), gene_length.to_numpy(), counts.sum().to_numpy())
+    np.testing.assert_allclose(fpkm, rpkm, rtol=1e-12)
+
+
+def test_fpkm_from_tpm_refuses_an_empty_sample_and_bad_values() -> None:
+    tpm = np.array([[1e6, 0.0], [0.0, 0.0]])
+    length = np.array([[1000.0, 800.0], [500.0, 400.0]])
+    with pytest.raises(ValueError, match="no abundance"):
+        expression.fpkm_from_tpm(tpm, length)
+    with pytest.raises(ValueError, match="length"):
+        expression.fpkm_from_tpm(np.ones((2, 2)), -length)
+    # TPM / (TPM-weighted mean length in kb): one gene of 1 kb at 1e6 TPM is 1e6 FPKM.
+    np.testing.assert_allclose(
+        expression.fpkm_from_tpm(np.array([[1e6], [0.0]]), np.array([[1000.0], [50.0]])),
+        [[1e6], [0.0]],
+    )
+
+
+# ---------------------------------------------------- normalized counts divisors
+
+
+def test_normalized_counts_factors_deseq2_or_method() -> None:
+    size_factor = np.array([0.8, 1.1, 1.3])
+    effective = np.array([2.0e6, 8.0e6, 4.0e6])
+    np.testing.assert_array_equal(
+        expression.normalized_counts_factors(size_factor, effective, "deseq2"), size_factor
+    )
+    method = expression.normalized_counts_factors(size_factor, effective, "method")
+    # geometric mean of 2, 8, 4 (×1e6) is 4e6
+    np.testing.assert_allclose(method, [0.5, 2.0, 1.0], rtol=1e-14)
+    with pytest.raises(ValueError, match="deseq2"):
+        expression.normalized_counts_factors(size_factor, effective, "edger")
+    with pytest.raises(ValueError, match="effective library size"):
+        expression.normalized_counts_factors(size_factor, np.array([1.0, 0.0, 2.0]), "method")

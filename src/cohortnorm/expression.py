@@ -1,7 +1,10 @@
 """Length-normalized expression for visualization: TPM and FPKM (ALGORITHMS.md §4).
 
 Neither is for differential-expression testing: TPM removes library size entirely and
-both divide by a gene length that the counting model does not use.
+both divide by a gene length that the counting model does not use. For quantifier input
+the workflow reports the quantifier's own TPM (tximport's ``abundance``) and derives FPKM
+from it (:func:`fpkm_from_tpm`) instead of recomputing either from rounded counts. Also
+here: the per-sample divisors of ``normalized_counts`` (:func:`normalized_counts_factors`).
 """
 
 from __future__ import annotations
@@ -198,3 +201,90 @@ def fpkm(
     result *= 1e6
     result /= kilobases
     return result
+
+
+def fpkm_from_tpm(abundance: npt.ArrayLike, lengths: npt.ArrayLike) -> FloatArray:
+    """FPKM of a quantifier's genes from its TPM and effective lengths.
+
+    ``FPKM = TPM · 1e9 / Σ(TPM · length)`` per sample, the sum over every gene the
+    quantifier reported. Since a quantifier's TPM is ``1e6 · (c/len) / Σ(c/len)``, this
+    is ``1e9 · c / (N · len)`` with ``N = Σ c`` its total estimated reads and ``len`` the
+    effective length: the FPKM of RSEM, and edgeR's ``rpkm`` of the unrounded estimated
+    counts with tximport's ``length`` matrix. It needs only the abundance and length
+    that tximport returns, which do not depend on ``countsFromAbundance``. Equivalently,
+    FPKM is TPM divided by the sample's TPM-weighted mean effective length in kilobases.
+
+    Parameters
+    ----------
+    abundance
+        Genes × samples TPM (tximport's ``abundance``), over all the quantifier's genes.
+    lengths
+        Genes × samples effective lengths (tximport's ``length``).
+
+    Returns
+    -------
+    numpy.ndarray
+        Genes × samples FPKM, float64.
+
+    Raises
+    ------
+    ValueError
+        When shapes differ, a value is negative or not finite, or a sample has no
+        abundance at all.
+    """
+    tpm_values = np.asarray(abundance, dtype=np.float64)
+    length_values = np.asarray(lengths, dtype=np.float64)
+    if tpm_values.shape != length_values.shape or tpm_values.ndim != 2:
+        raise ValueError(
+            f"abundance of shape {tpm_values.shape} and lengths of shape "
+            f"{length_values.shape} must both be genes × samples"
+        )
+    for name, values in (("abundance", tpm_values), ("length", length_values)):
+        if not np.all(np.isfinite(values) & (values >= 0)):
+            raise ValueError(f"every {name} must be a finite number ≥ 0")
+    # A zero-length gene has zero TPM (nothing can be sampled from it): 0 · 0 = 0.
+    weighted = (tpm_values * length_values).sum(axis=0)
+    empty = np.flatnonzero(weighted <= 0)
+    if empty.size:
+        raise ValueError(f"sample column(s) {empty.tolist()} have no abundance at all")
+    return tpm_values * (1e9 / weighted)
+
+
+def normalized_counts_factors(
+    size_factor: npt.ArrayLike, effective_lib_size: npt.ArrayLike, source: str
+) -> FloatArray:
+    """Per-sample divisors that turn counts into ``normalized_counts``.
+
+    ``"deseq2"``: DESeq2's size factors, as ``counts(dds, normalized=TRUE)``.
+    ``"method"``: the effective library sizes of ``normalization.method`` (edgeR's
+    ``lib.size · norm.factors``) divided by their geometric mean, so that they multiply
+    to 1 like DESeq2's; this is how edgeR factors are handed to DESeq2
+    (``sizeFactors(dds) <- eff / exp(mean(log(eff)))``).
+
+    Parameters
+    ----------
+    size_factor
+        DESeq2 size factors.
+    effective_lib_size
+        edgeR effective library sizes.
+    source
+        ``"deseq2"`` or ``"method"``.
+
+    Returns
+    -------
+    numpy.ndarray
+        One divisor per sample.
+
+    Raises
+    ------
+    ValueError
+        On an unknown ``source`` or a non-positive effective library size.
+    """
+    if source == "deseq2":
+        return np.asarray(size_factor, dtype=np.float64).copy()
+    if source != "method":
+        raise ValueError(f"normalized counts factors must be 'deseq2' or 'method', not {source!r}")
+    effective = np.asarray(effective_lib_size, dtype=np.float64)
+    if not np.all(np.isfinite(effective) & (effective > 0)):
+        raise ValueError("every effective library size must be a finite number > 0")
+    return effective / np.exp(np.mean(np.log(effective)))
