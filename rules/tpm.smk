@@ -2,6 +2,7 @@ rule tpm:
     input:
         counts=tpm_counts_input,
         lengths=out("counts/gene_lengths.tsv"),
+        settings=settings_files("tpm"),
     output:
         out_matrix("tpm/tpm"),
     log:
@@ -12,8 +13,8 @@ rule tpm:
         "../envs/core.yaml"
     threads: 1
     resources:
-        mem_mb=dense_mem_mb(1.3),
-        runtime=runtime_min(0.05),
+        mem_mb=job_mem_mb("tpm"),
+        runtime=job_runtime("tpm"),
     params:
         unit=setting("tpm", "unit"),
         missing_lengths=setting("tpm", "missing_lengths"),
