@@ -136,7 +136,7 @@ def kept_covariates(settings: Mapping[str, Any]) -> list[str]:
     columns = list(batch.get("covariates", []))
     if batch.get("method") == "combat_seq":
         combat_seq = batch.get("combat_seq", {})
-        columns += [combat_seq.get("group")] + list(combat_seq.get("covariates", []))
+        columns += [combat_seq.get("group"), *list(combat_seq.get("covariates", []))]
     return list(dict.fromkeys(c for c in columns if c))
 
 
@@ -169,9 +169,7 @@ def _crosstab(batch: pd.Series, covariate: pd.Series) -> str:
     return "; ".join(parts)
 
 
-def check_design(
-    sheet: pd.DataFrame, settings: Mapping[str, Any], *, source: str
-) -> list[str]:
+def check_design(sheet: pd.DataFrame, settings: Mapping[str, Any], *, source: str) -> list[str]:
     """Check the sample sheet against what the config asks of it, before any job runs.
 
     Parameters
@@ -258,9 +256,7 @@ def check_design(
             "their mean only (sva switches to mean.only=TRUE)."
         )
     kept = kept_covariates(settings)
-    values = {
-        name: sheet[name].astype(str).str.strip().reset_index(drop=True) for name in kept
-    }
+    values = {name: sheet[name].astype(str).str.strip().reset_index(drop=True) for name in kept}
     if batch_name in kept:
         raise InputError(
             f"the batch column {batch_name!r} is also listed as a covariate to keep. A column "

@@ -96,14 +96,14 @@ def mem_mb(cost: RuleCost, genes: int, samples: int, attempt: int = 1) -> int:
         Snakemake's attempt number: each retry doubles the request.
     """
     need = MEM_BASE_MB + MEM_MARGIN * cost.mem_per_dense * dense_mb(genes, samples)
-    return int(math.ceil(max(MEM_FLOOR_MB, need))) * max(attempt, 1)
+    return math.ceil(max(MEM_FLOOR_MB, need)) * max(attempt, 1)
 
 
 def runtime_min(cost: RuleCost, genes: int, samples: int, attempt: int = 1) -> int:
     """Minutes to request for a rule on a genes × samples input (doubled on each retry)."""
     seconds = cost.seconds_per_mcell * genes * samples / 1e6
     seconds += cost.seconds_per_gene2_sample * float(genes) ** 2 * samples
-    return int(math.ceil(RUNTIME_FLOOR_MIN + RUNTIME_MARGIN * seconds / 60)) * max(attempt, 1)
+    return math.ceil(RUNTIME_FLOOR_MIN + RUNTIME_MARGIN * seconds / 60) * max(attempt, 1)
 
 
 def _text_size(path: Path) -> int:
@@ -140,7 +140,7 @@ def text_table_shape(path: str | os.PathLike) -> tuple[int, int] | None:
         header = lines[0]
         fields = max(header.count(b"\t"), header.count(b","))
         rows = _text_size(path) / (sum(map(len, body)) / len(body))
-        return int(math.ceil(rows)), max(fields, 1)
+        return math.ceil(rows), max(fields, 1)
     except (OSError, EOFError, ValueError, struct.error):
         return None
 
