@@ -18,6 +18,20 @@ include: "rules/provenance.smk"
 report: "report/workflow.rst"
 
 
+# One run at a time per output directory, whatever directory snakemake runs in
+# (rules/common.smk: acquire_locks).
+onstart:
+    acquire_locks()
+
+
+onsuccess:
+    release_locks()
+
+
+onerror:
+    release_locks()
+
+
 rule all:
     default_target: True
     input:

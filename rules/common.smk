@@ -149,7 +149,7 @@ def _check_outdir(outdir, what, inputs):
         )
     resolved = Path(text).resolve()
     forbidden = {
-        Path("/").resolve(): "the root of the file system",
+        Path(Path.cwd().anchor).resolve(): "the root of the file system",
         Path.cwd().resolve(): "the directory snakemake runs in",
         Path(workflow.basedir).resolve(): "the workflow's own folder",
         Path.home().resolve(): "your home directory",
@@ -255,7 +255,7 @@ COHORTS = _cohorts(config)
 # see each other's settings: the second could report "Nothing to be done" over outputs
 # made with other settings. So each cohort keeps its settings under
 # <outdir>/.cohortnorm/settings/<section>.json, rewritten (new mtime) only when they
-# change, and every rule takes the sections it depends on as inputs: changed settings
+# change, and each rule takes the sections it depends on as inputs: changed settings
 # rerun the affected jobs from any working directory. <outdir>/.cohortnorm/lock holds off
 # a second run on the same outdir while one is running.
 SETTINGS_SECTIONS = {
@@ -349,7 +349,7 @@ def settings_files(*sections):
 _HELD_LOCKS = []
 
 
-def _release_locks(*_):
+def release_locks(*_):
     while _HELD_LOCKS:
         path = _HELD_LOCKS.pop()
         try:
@@ -376,7 +376,7 @@ def acquire_locks():
                 descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
                 if _lock_holder(outdir) is not None:
-                    _release_locks()
+                    release_locks()
                     _refuse_if_locked(outdir)
                 print(
                     f"{outdir}: removing the lock left by a run that ended.",
@@ -396,19 +396,8 @@ if workflow.is_main_process:
     for _outdir, _settings in COHORTS.items():
         _refuse_if_locked(_outdir)
         write_settings(_outdir, _settings)
-    atexit.register(_release_locks)
+    atexit.register(release_locks)
 
-
-onstart:
-    acquire_locks()
-
-
-onsuccess:
-    _release_locks()
-
-
-onerror:
-    _release_locks()
 
 
 # --- matrix file format and dense-size resources (issue 5; io.matrix_format) ----------
