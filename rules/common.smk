@@ -255,7 +255,7 @@ COHORTS = _cohorts(config)
 # see each other's settings: the second could report "Nothing to be done" over outputs
 # made with other settings. So each cohort keeps its settings under
 # <outdir>/.cohortnorm/settings/<section>.json, rewritten (new mtime) only when they
-# change, and each rule takes the sections it depends on as inputs: changed settings
+# change, and the jobs take the sections they depend on as inputs, so changed settings
 # rerun the affected jobs from any working directory. <outdir>/.cohortnorm/lock holds off
 # a second run on the same outdir while one is running.
 SETTINGS_SECTIONS = {
