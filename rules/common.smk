@@ -22,7 +22,10 @@ from snakemake.utils import min_version, validate
 min_version("8.0")
 
 # Scripts import the numeric core from src/ whichever interpreter or conda env runs them.
-SRC_DIR = str(Path(workflow.basedir) / "src")
+# The workflow's own folder, also when it is used as a module of another workflow (where
+# workflow.basedir is the importing workflow's folder).
+WORKFLOW_DIR = Path(workflow.current_basedir).parent
+SRC_DIR = str(WORKFLOW_DIR / "src")
 os.environ.update(
     PYTHONPATH=os.pathsep.join(
         [SRC_DIR] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
@@ -34,7 +37,7 @@ if SRC_DIR not in sys.path:
 from cohortnorm import design, resources
 from cohortnorm.errors import InputError
 
-SCHEMAS = Path(workflow.basedir) / "config" / "schemas"
+SCHEMAS = WORKFLOW_DIR / "config" / "schemas"
 CONFIG_FILES = [Path(f) for f in workflow.configfiles]
 CONFIG_NAMES = ", ".join(map(str, CONFIG_FILES)) or "the config"
 
@@ -151,7 +154,7 @@ def _check_outdir(outdir, what, inputs):
     forbidden = {
         Path(Path.cwd().anchor).resolve(): "the root of the file system",
         Path.cwd().resolve(): "the directory snakemake runs in",
-        Path(workflow.basedir).resolve(): "the workflow's own folder",
+        WORKFLOW_DIR.resolve(): "the workflow's own folder",
         Path.home().resolve(): "your home directory",
     }
     for path, role in [(p, f"the folder holding input {p}") for p in inputs]:

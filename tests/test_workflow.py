@@ -613,3 +613,36 @@ def test_a_running_lock_on_the_outdir_refuses_a_second_run(tmp_path: Path) -> No
     result = run_snakemake(tmp_path, config, str(tmp_path / "results/counts/raw_counts.tsv"))
     assert result.returncode == 0, result.stderr[-3000:]
     assert not lock.exists()
+
+
+# ------------------------------------------------------- from the user's own project
+
+
+def test_module_import_from_another_project(tmp_path: Path) -> None:
+    """`module cohortnorm: snakefile: <clone>/Snakefile` in the user's own Snakefile."""
+    counts = _write_counts(tmp_path / "counts.tsv", _small_counts())
+    config = base_config(
+        tmp_path,
+        outdir="results/mine",
+        counts={"format": "matrix", "path": "counts.tsv"},  # relative to the project
+        batch_correction={"method": "none"},
+    )
+    del config["lengths"]
+    assert Path(counts).exists()
+    (tmp_path / "my.yaml").write_text(yaml.safe_dump(config))
+    (tmp_path / "Snakefile").write_text(
+        'configfile: "my.yaml"\n\n\n'
+        "module cohortnorm:\n"
+        f'    snakefile:\n        "{REPO / "Snakefile"}"\n'
+        "    config:\n        config\n\n\n"
+        "use rule * from cohortnorm as cohortnorm_*\n"
+    )
+    command = [SNAKEMAKE, "--cores", "2", "--nocolor", "results/mine/normalization/logcpm.tsv"]
+    env = {**os.environ, "MPLBACKEND": "Agg"}
+    result = subprocess.run(
+        command, cwd=tmp_path, capture_output=True, text=True, env=env, check=False
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    logcpm = read(tmp_path / "results/mine/normalization/logcpm.tsv")
+    assert list(logcpm.columns) == list(_small_counts().columns)
+    assert (tmp_path / "results/mine/logs/import_counts.log").exists()
