@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -646,3 +647,59 @@ def test_module_import_from_another_project(tmp_path: Path) -> None:
     logcpm = read(tmp_path / "results/mine/normalization/logcpm.tsv")
     assert list(logcpm.columns) == list(_small_counts().columns)
     assert (tmp_path / "results/mine/logs/import_counts.log").exists()
+
+
+def test_dry_run_sizes_jobs_from_the_h5ad_metadata(tmp_path: Path) -> None:
+    """A 20,000 × 6,000 .h5ad: the requests come from its shape, not its bytes on disk."""
+    anndata = pytest.importorskip("anndata")
+    from scipy import sparse
+
+    from cohortnorm import resources
+
+    samples = [f"S{i}" for i in range(6000)]
+    matrix = sparse.random(6000, 20_000, density=1e-4, format="csr", random_state=0)
+    adata = anndata.AnnData(matrix.astype(np.float32))
+    adata.obs_names = samples
+    adata.var_names = [f"G{i}" for i in range(20_000)]
+    adata.write_h5ad(tmp_path / "counts.h5ad")
+    sheet = pd.DataFrame({"sample": samples, "condition": ["a", "b"] * 3000})
+    sheet.to_csv(tmp_path / "samples.tsv", sep="\t", index=False)
+    config = base_config(
+        tmp_path,
+        samples=str(tmp_path / "samples.tsv"),
+        counts={"format": "h5ad", "path": str(tmp_path / "counts.h5ad")},
+        batch_correction={"method": "none"},
+    )
+    del config["lengths"]
+    result = run_snakemake(tmp_path, config, "-n")
+    assert result.returncode == 0, said(result)[-3000:]
+    requests = {}
+    for block in re.split(r"^(?=(?:local)?rule \w+:)", said(result), flags=re.M):
+        name = re.match(r"(?:local)?rule (\w+):", block)
+        found = re.search(r"mem_mb=(\d+)", block)
+        if name and found:
+            requests[name.group(1)] = int(found.group(1))
+    for rule in ("import_counts", "filter_counts", "normalized_values"):
+        expected = resources.mem_mb(resources.RULE_COSTS[rule], 20_000, 6000)
+        assert requests[rule] == expected > 2000, (rule, requests)
+
+
+def test_every_rule_name_in_the_docs_exists(tmp_path: Path) -> None:
+    result = run_snakemake(tmp_path, base_config(tmp_path), "--list-rules")
+    assert result.returncode == 0, said(result)[-2000:]
+    rules = set(result.stdout.split())
+    assert {"import_counts", "batch_correction_combat", "batch_correction_combat_seq"} <= rules
+    named = set()
+    readme = (REPO / "README.md").read_text()
+    table = readme[readme.index("| step | rule |") : readme.index("Every run also writes")]
+    for row in table.splitlines()[2:]:
+        if row.startswith("|"):
+            named |= set(re.findall(r"`(\w+)`", row.split("|")[2]))
+    slurm = (REPO / "docs" / "slurm.md").read_text()
+    costs = slurm[slurm.index("| rule | m") : slurm.index("The measured peaks")]
+    named |= {re.findall(r"`(\w+)`", row)[0] for row in costs.splitlines()[2:] if "`" in row}
+    for text in (readme, slurm, (REPO / "config" / "README.md").read_text()):
+        named |= set(re.findall(r"--forcerun (\w+)", text))
+        named |= set(re.findall(r"\(rule `(\w+)`", text))
+    assert "batch_correction_combat" in named and "provenance" in named
+    assert named <= rules, named - rules
