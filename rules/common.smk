@@ -115,7 +115,8 @@ def _read_sample_sheet(path, cohort):
             f"{cohort}: sample sheet {path} (config key `samples`) does not exist or is "
             "not a file."
         )
-    sheet = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+    # Text as typed: "NA" stays "NA" for the missing-value rule; a spreadsheet's BOM goes.
+    sheet = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, encoding="utf-8-sig")
     sheet.columns = [c.strip() for c in sheet.columns]
     if "sample" not in sheet.columns:
         raise WorkflowError(
