@@ -703,3 +703,41 @@ def test_every_rule_name_in_the_docs_exists(tmp_path: Path) -> None:
         named |= set(re.findall(r"\(rule `(\w+)`", text))
     assert "batch_correction_combat" in named and "provenance" in named
     assert named <= rules, named - rules
+
+
+def test_two_concurrent_runs_from_different_directories(tmp_path: Path) -> None:
+    """While one run writes an outdir, a second one from elsewhere stops at once."""
+    import time
+
+    outdir = tmp_path / "shared"
+    config = base_config(tmp_path, outdir=str(outdir))
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    (first / "config.yaml").write_text(yaml.safe_dump(config))
+    command = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "-d", str(first), "--cores", "1"]
+    env = {**os.environ, "MPLBACKEND": "Agg"}
+    running = subprocess.Popen(
+        [*command, "--configfile", str(first / "config.yaml"), "--nocolor"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    lock = outdir / ".cohortnorm" / "lock"
+    try:
+        deadline = time.time() + 120
+        while not lock.exists() and running.poll() is None and time.time() < deadline:
+            time.sleep(0.2)
+        assert lock.exists(), "the first run never took the lock"
+        config["normalization"] = {"method": "upperquartile"}
+        result = run_snakemake(second, config)
+        assert result.returncode != 0
+        assert "in use by another cohortnorm run" in said(result), said(result)[-2000:]
+        assert str(first) in said(result)
+    finally:
+        output, _ = running.communicate(timeout=600)
+    assert running.returncode == 0, output[-3000:]
+    assert not lock.exists()
+    provenance = (outdir / "provenance.json").read_text()
+    assert '"method": "TMM"' in provenance
