@@ -108,7 +108,7 @@ def used_columns(settings: Mapping[str, Any], sheet_columns: Sequence[str]) -> d
     """The sample-sheet columns a cohort's settings use, keyed by the config key naming them.
 
     ``batch_correction.batch`` counts when batch correction runs, and also without it when
-    the sheet has that column, because QC colours samples by batch and reports its R².
+    the sheet has that column, because QC marks samples by batch and reports its R².
     """
     batch = settings.get("batch_correction", {})
     method = batch.get("method", "none")
