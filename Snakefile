@@ -1,10 +1,8 @@
 """cohortnorm: RNA-seq count import, filtering, normalization, batch correction and QC.
 
-Run `snakemake --cores 2 --configfile config/config.yaml`; see README.md.
+Run `snakemake --cores 2 --configfile my.yaml`; see README.md. There is no default config:
+your config alone decides a run (`make demo` runs the bundled one, config/config.yaml).
 """
-
-
-configfile: "config/config.yaml"
 
 
 include: "rules/common.smk"
@@ -18,6 +16,20 @@ include: "rules/provenance.smk"
 
 
 report: "report/workflow.rst"
+
+
+# One run at a time per output directory, whatever directory snakemake runs in
+# (rules/common.smk: acquire_locks).
+onstart:
+    acquire_locks()
+
+
+onsuccess:
+    release_locks()
+
+
+onerror:
+    release_locks()
 
 
 rule all:

@@ -10,6 +10,7 @@ for method, source in [
         input:
             values=out_matrix(source),
             samples=setting("samples"),
+            settings=settings_files("batch_correction"),
         output:
             corrected=out(batch_output({"batch_correction": {"method": method}})),
             params=report(
@@ -28,8 +29,8 @@ for method, source in [
             "../envs/batch.yaml"
         threads: 2
         resources:
-            mem_mb=dense_mem_mb(2.5),
-            runtime=runtime_min(0.5),
+            mem_mb=job_mem_mb(f"batch_correction_{method}"),
+            runtime=job_runtime(f"batch_correction_{method}"),
         params:
             batch_correction=setting("batch_correction"),
         script:

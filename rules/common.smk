@@ -5,11 +5,14 @@ one config can hold several cohorts (``cohorts:``) and a change to one cohort's 
 reruns only that cohort's jobs. A single-cohort config is the one-cohort case.
 """
 
+import atexit
 import copy
-import gzip
+import json
 import os
 import re
+import socket
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -19,7 +22,10 @@ from snakemake.utils import min_version, validate
 min_version("8.0")
 
 # Scripts import the numeric core from src/ whichever interpreter or conda env runs them.
-SRC_DIR = str(Path(workflow.basedir) / "src")
+# The workflow's own folder, also when it is used as a module of another workflow (where
+# workflow.basedir is the importing workflow's folder).
+WORKFLOW_DIR = Path(workflow.current_basedir).parent
+SRC_DIR = str(WORKFLOW_DIR / "src")
 os.environ.update(
     PYTHONPATH=os.pathsep.join(
         [SRC_DIR] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
@@ -28,9 +34,21 @@ os.environ.update(
 if SRC_DIR not in sys.path:
     sys.path.insert(0, SRC_DIR)
 
-SCHEMAS = Path(workflow.basedir) / "config" / "schemas"
+from cohortnorm import design, resources
+from cohortnorm.errors import InputError
+
+SCHEMAS = WORKFLOW_DIR / "config" / "schemas"
 CONFIG_FILES = [Path(f) for f in workflow.configfiles]
 CONFIG_NAMES = ", ".join(map(str, CONFIG_FILES)) or "the config"
+
+# The Snakefile names no configfile: the user's config alone decides a run (a default
+# config would be merged under it, and its keys would leak into the user's run).
+if not config:
+    raise WorkflowError(
+        "No config given. Run `snakemake --cores 2 --configfile my.yaml` with your own "
+        "config (every key is described in config/README.md); `make demo`, or "
+        "`--configfile config/config.yaml`, runs the bundled demo."
+    )
 COHORT_KEYS = ("samples", "counts", "lengths", "filter", "normalization", "tpm")
 COHORT_KEYS += ("batch_correction", "qc")
 
@@ -86,18 +104,31 @@ def resolve_path(path):
     return path
 
 
+def _explain(error, what):
+    """An InputError from the core, restated as a WorkflowError naming the config."""
+    return WorkflowError(f"{what}: {error}")
+
+
 def _read_sample_sheet(path, cohort):
-    if not Path(path).exists():
+    if not Path(path).is_file():
         raise WorkflowError(
-            f"{cohort}: sample sheet {path} (config key `samples`) does not exist."
+            f"{cohort}: sample sheet {path} (config key `samples`) does not exist or is "
+            "not a file."
         )
-    sheet = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+    # Text as typed: "NA" stays "NA" for the missing-value rule; a spreadsheet's BOM goes.
+    sheet = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, encoding="utf-8-sig")
     sheet.columns = [c.strip() for c in sheet.columns]
     if "sample" not in sheet.columns:
         raise WorkflowError(
             f"sample sheet {path}: no `sample` column (columns are {list(sheet.columns)}). "
             "Name the column holding the sample names `sample` (tab-separated file)."
         )
+    try:
+        design.check_sample_names(
+            sheet["sample"].tolist(), source=f"sample sheet {path}"
+        )
+    except InputError as error:
+        raise WorkflowError(str(error)) from None
     duplicated = sheet["sample"][sheet["sample"].duplicated()].tolist()
     if duplicated:
         raise WorkflowError(
@@ -107,28 +138,64 @@ def _read_sample_sheet(path, cohort):
     return sheet.set_index("sample", drop=False)
 
 
-def _check_sheet_columns(settings, sheet, cohort):
-    """Every sample-sheet column the config names must exist."""
-    batch = settings["batch_correction"]
-    active = batch["method"] != "none"
-    named = {
-        "filter.group": [settings["filter"].get("group")],
-        "batch_correction.batch": [batch["batch"] if active else None],
-        "batch_correction.covariates": batch["covariates"] if active else [],
-        "batch_correction.combat_seq.group": [batch["combat_seq"].get("group")],
-        "batch_correction.combat_seq.covariates": batch["combat_seq"]["covariates"],
+def _check_outdir(outdir, what, inputs):
+    """Refuse an output directory that would mix the results with something else."""
+    text = "" if outdir is None else str(outdir).strip()
+    if not text:
+        raise WorkflowError(
+            f"{what}: `outdir` is empty. Name a folder for this run's outputs, e.g. "
+            "`outdir: results/my_cohort` (relative to the directory snakemake runs in)."
+        )
+    if "{" in text or "}" in text:
+        raise WorkflowError(
+            f"{what}: outdir {text!r} contains a curly brace, which Snakemake reads as a "
+            "wildcard. Choose a folder name without { or }."
+        )
+    resolved = Path(text).resolve()
+    forbidden = {
+        Path(Path.cwd().anchor).resolve(): "the root of the file system",
+        Path.cwd().resolve(): "the directory snakemake runs in",
+        WORKFLOW_DIR.resolve(): "the workflow's own folder",
+        Path.home().resolve(): "your home directory",
     }
-    for key, columns in named.items():
-        for column in columns:
-            if column is not None and column not in sheet.columns:
-                raise WorkflowError(
-                    f"{cohort}: config key {key} names column {column!r}, which the sample "
-                    f"sheet {settings['samples']} does not have (columns: {list(sheet.columns)})."
-                )
+    for path, role in [(p, f"the folder holding input {p}") for p in inputs]:
+        forbidden.setdefault(Path(path).resolve().parent, role)
+    if resolved in forbidden:
+        raise WorkflowError(
+            f"{what}: outdir {text!r} is {forbidden[resolved]}; the outputs would be mixed "
+            "with other files there. Use a folder of its own, e.g. `outdir: results/my_cohort`."
+        )
+
+
+def _cohort_inputs_paths(settings):
+    paths = [settings["samples"]]
+    pattern = settings["counts"]["path"]
+    if "{sample}" in pattern:
+        paths.append(pattern.split("{sample}")[0] + "x")
+    else:
+        paths.append(pattern)
+    paths += [settings.get("lengths"), settings["counts"].get("tx2gene")]
+    return [p for p in paths if p and "://" not in p]
+
+
+def _check_count_pattern(settings, what):
+    pattern = settings["counts"]["path"]
+    other = set(re.findall(r"{([^{}]*)}", pattern)) - {"sample"}
+    if other or pattern.count("{") != pattern.count("}"):
+        raise WorkflowError(
+            f"{what}: counts.path {pattern!r} may hold the placeholder {{sample}} and no "
+            "other curly braces. Use {sample} where each sample's name goes."
+        )
 
 
 def _cohorts(config):
     """Map each cohort's output directory to its merged, validated settings."""
+    if not config.get("outdir"):
+        raise WorkflowError(
+            f"config ({CONFIG_NAMES}): `outdir` is not set. Every config names its output "
+            "folder, e.g. `outdir: results/my_cohort` (relative to the directory snakemake "
+            "runs in), so that no run writes over another's results."
+        )
     _validate_or_explain(config, "config.schema.yaml", f"config ({CONFIG_NAMES})")
     base = {key: value for key, value in config.items() if key != "cohorts"}
     if not config.get("cohorts"):
@@ -159,16 +226,182 @@ def _cohorts(config):
         settings["lengths"] = resolve_path(settings.get("lengths"))
         if settings["counts"].get("tx2gene"):
             settings["counts"]["tx2gene"] = resolve_path(settings["counts"]["tx2gene"])
-        settings["outdir"] = settings["outdir"].rstrip("/")
+        _check_count_pattern(settings, what)
+        _check_outdir(settings["outdir"], what, _cohort_inputs_paths(settings))
+        settings["outdir"] = os.path.normpath(settings["outdir"].strip())
         settings["cohort"] = name or Path(settings["outdir"]).name
         sheet = _read_sample_sheet(settings["samples"], what)
-        _check_sheet_columns(settings, sheet, what)
+        try:
+            notes = design.check_design(
+                sheet.reset_index(drop=True),
+                settings,
+                source=f"sample sheet {settings['samples']}",
+            )
+        except InputError as error:
+            raise _explain(error, what) from None
+        for note in notes:
+            print(f"{what}: {note}", file=sys.stderr)
         settings["sample_names"] = sheet["sample"].tolist()
+        if settings["outdir"] in cohorts:
+            raise WorkflowError(
+                f"{what}: two cohorts share outdir {settings['outdir']}."
+            )
         cohorts[settings["outdir"]] = settings
     return cohorts
 
 
 COHORTS = _cohorts(config)
+
+
+# --- settings fingerprints and the output-directory lock --------------------------------
+# Snakemake keeps its record of each job's params, and its lock, in .snakemake/ of the
+# working directory. Two runs from different directories that share an outdir would not
+# see each other's settings: the second could report "Nothing to be done" over outputs
+# made with other settings. So each cohort keeps its settings under
+# <outdir>/.cohortnorm/settings/<section>.json, rewritten (new mtime) only when they
+# change, and the jobs take the sections they depend on as inputs, so changed settings
+# rerun the affected jobs from any working directory. <outdir>/.cohortnorm/lock holds off
+# a second run on the same outdir while one is running.
+SETTINGS_SECTIONS = {
+    "import": lambda s: {
+        "samples": os.path.abspath(s["samples"]),
+        "counts": {
+            **s["counts"],
+            "path": os.path.abspath(s["counts"]["path"]),
+            "tx2gene": s["counts"].get("tx2gene")
+            and os.path.abspath(s["counts"]["tx2gene"]),
+        },
+        "lengths": s.get("lengths") and os.path.abspath(s["lengths"]),
+        "sample_names": s["sample_names"],
+        "matrix_format": config["io"]["matrix_format"],
+    },
+    "filter": lambda s: s["filter"],
+    "normalization": lambda s: s["normalization"],
+    "tpm": lambda s: s["tpm"],
+    "batch_correction": lambda s: s["batch_correction"],
+    "qc": lambda s: {**s["qc"], "cohort": s["cohort"]},
+    "io": lambda s: config["io"],
+}
+
+
+def _state_dir(outdir):
+    return Path(outdir) / ".cohortnorm"
+
+
+def _lock_path(outdir):
+    return _state_dir(outdir) / "lock"
+
+
+def _lock_holder(outdir):
+    """The run holding outdir's lock (a dict), or None when free or left by a dead run."""
+    path = _lock_path(outdir)
+    try:
+        holder = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if holder.get("host") == socket.gethostname():
+        try:
+            os.kill(int(holder.get("pid", 0)), 0)
+        except (ProcessLookupError, ValueError):
+            return None  # that run is gone (killed): its lock is stale
+        except PermissionError:
+            pass
+    return holder
+
+
+def _refuse_if_locked(outdir):
+    holder = _lock_holder(outdir)
+    if holder and not (
+        holder.get("host") == socket.gethostname() and holder.get("pid") == os.getpid()
+    ):
+        raise WorkflowError(
+            f"outdir {outdir} is in use by another cohortnorm run (process {holder.get('pid')} "
+            f"on {holder.get('host')}, started {holder.get('started')} from "
+            f"{holder.get('workdir')}). Two runs writing one output folder would mix their "
+            f"results: wait for that run to end. If no run is going (it was killed on another "
+            f"machine), delete {_lock_path(outdir)} and rerun."
+        )
+
+
+def write_settings(outdir, settings):
+    """Write the cohort's settings sections whose content changed (and only those)."""
+    folder = _state_dir(outdir) / "settings"
+    folder.mkdir(parents=True, exist_ok=True)
+    for section, pick in SETTINGS_SECTIONS.items():
+        text = json.dumps(pick(settings), indent=2, sort_keys=True, default=str) + "\n"
+        path = folder / f"{section}.json"
+        try:
+            if path.read_text() == text:
+                continue
+        except OSError:
+            pass
+        temporary = path.with_name(f".{path.name}.{os.getpid()}")
+        temporary.write_text(text)
+        os.replace(temporary, path)
+
+
+def settings_files(*sections):
+    """An input function: the settings files of `sections` for the job's cohort."""
+
+    def _files(wildcards):
+        folder = _state_dir(wildcards.outdir) / "settings"
+        return [str(folder / f"{section}.json") for section in sections]
+
+    return _files
+
+
+_HELD_LOCKS = []
+
+
+def release_locks(*_):
+    while _HELD_LOCKS:
+        path = _HELD_LOCKS.pop()
+        try:
+            if json.loads(path.read_text()).get("pid") == os.getpid():
+                path.unlink()
+        except (OSError, ValueError):
+            pass
+
+
+def acquire_locks():
+    """Lock every cohort's outdir for this run, or stop naming the run that holds one."""
+    for outdir, settings in COHORTS.items():
+        path = _lock_path(outdir)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        record = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "workdir": os.getcwd(),
+            "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "config": CONFIG_NAMES,
+        }
+        for _ in range(2):
+            try:
+                descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                if _lock_holder(outdir) is not None:
+                    release_locks()
+                    _refuse_if_locked(outdir)
+                print(
+                    f"{outdir}: removing the lock left by a run that ended.",
+                    file=sys.stderr,
+                )
+                path.unlink(missing_ok=True)
+                continue
+            with os.fdopen(descriptor, "w") as handle:
+                handle.write(json.dumps(record))
+            _HELD_LOCKS.append(path)
+            break
+        # Another run may have rewritten the settings between our parse and now.
+        write_settings(outdir, settings)
+
+
+if workflow.is_main_process:
+    for _outdir, _settings in COHORTS.items():
+        _refuse_if_locked(_outdir)
+        write_settings(_outdir, _settings)
+    atexit.register(release_locks)
+
 
 
 # --- matrix file format and dense-size resources (issue 5; io.matrix_format) ----------
@@ -188,44 +421,89 @@ def out_matrix(stem):
     return out(matrix_file(stem))
 
 
-def dense_mb(path):
-    """MB of one dense float64 copy of a matrix file (from Parquet metadata or TSV lines)."""
-    if not os.path.exists(path):
-        return 0.0
-    if str(path).endswith(".parquet"):
-        import pyarrow.parquet as pq
-
-        meta = pq.read_metadata(path)
-        return meta.num_rows * max(meta.num_columns - 1, 1) * 8 / 1e6
-    opener = gzip.open if str(path).endswith(".gz") else open
-    try:  # a broken input is the import's to explain; size the job from its bytes
-        with opener(path, "rb") as handle:
-            lines = [handle.readline(1 << 26) for _ in range(21)]
-    except Exception:  # truncated/corrupt gzip, a directory, no permission
-        return os.path.getsize(path) * 8 / 1e6 if os.path.isfile(path) else 0.0
-    body = [line for line in lines[1:] if line]
-    if not body:
-        return 0.0
-    fields = max(lines[0].count(b"\t"), lines[0].count(b","))
-    size = os.path.getsize(path) * (6.0 if str(path).endswith(".gz") else 1.0)
-    rows = size / (sum(map(len, body)) / len(body))
-    return rows * max(fields, 1) * 8 / 1e6
+# --- cluster requests --------------------------------------------------------------
+# Memory and runtime come from the dimensions of the job's largest input matrix and the
+# per-rule costs measured in bench/ (cohortnorm.resources, documented in docs/slurm.md).
+# Before a matrix exists (a dry run, or a job whose inputs are not made yet) the cohort's
+# imported dimensions stand in: genes from the count file, samples from the sheet, an
+# upper bound for every later matrix.
+_RAW_SHAPES = {}
 
 
-def dense_mem_mb(copies, floor=1000):
-    """A resources function: `copies` dense float64 copies of the job's largest matrix
-    input, plus 500 MB for the interpreter, at least `floor` MB."""
+def raw_shape(outdir):
+    """Genes × samples of a cohort's count matrix, estimated from its input file(s)."""
+    if outdir not in _RAW_SHAPES:
+        settings = COHORTS[outdir]
+        pattern = settings["counts"]["path"]
+        n_samples = len(settings["sample_names"])
+        if "{sample}" in pattern:
+            first = pattern.format(sample=settings["sample_names"][0])
+            shape = resources.matrix_shape(first)
+            genes = shape[0] if shape else 0
+        else:
+            shape = resources.matrix_shape(pattern)
+            genes = shape[0] if shape else 0
+            if shape and settings["counts"]["format"] == "h5ad":
+                n_samples = max(n_samples, shape[1])
+        _RAW_SHAPES[outdir] = (genes, n_samples)
+    return _RAW_SHAPES[outdir]
+
+
+def _job_shape(wildcards, input):
+    """The largest existing matrix input of a job, else the cohort's raw dimensions."""
+    genes, samples = raw_shape(wildcards.outdir)
+    matrices = [
+        path
+        for path in input
+        if str(path).endswith((".tsv", ".parquet", ".h5ad", ".gz"))
+        and "/.cohortnorm/" not in str(path)
+        and os.path.isfile(path)
+        and os.path.abspath(path).startswith(os.path.abspath(wildcards.outdir) + os.sep)
+    ]
+    shapes = [s for s in map(resources.matrix_shape, matrices) if s]
+    if shapes:
+        genes, samples = max(shapes, key=lambda s: s[0] * s[1])
+    return genes, samples
+
+
+def _cost(rule_name, wildcards):
+    if rule_name == "batch_correction_combat":
+        if not cohort(wildcards)["batch_correction"]["combat"]["parametric"]:
+            rule_name = "batch_correction_combat_nonparametric"
+    return resources.RULE_COSTS[rule_name]
+
+
+def job_mem_mb(rule_name):
+    """A resources function: memory (MB) for `rule_name`, see cohortnorm.resources."""
 
     def _mem(wildcards, input, attempt):
-        largest = max([dense_mb(path) for path in input] or [0.0])
-        return int(max(floor, copies * largest + 500) * attempt)
+        if rule_name == "import_counts":
+            genes, samples = raw_shape(wildcards.outdir)
+        else:
+            genes, samples = _job_shape(wildcards, input)
+        return resources.mem_mb(_cost(rule_name, wildcards), genes, samples, attempt)
 
     return _mem
 
 
+def job_runtime(rule_name):
+    """A resources function: runtime (minutes) for `rule_name`, see cohortnorm.resources."""
+
+    def _runtime(wildcards, input, attempt):
+        if rule_name == "import_counts":
+            genes, samples = raw_shape(wildcards.outdir)
+        else:
+            genes, samples = _job_shape(wildcards, input)
+        return resources.runtime_min(
+            _cost(rule_name, wildcards), genes, samples, attempt
+        )
+
+    return _runtime
+
+
 def benchmark_file(name):
-    """The snakemake benchmark (time, peak RSS) of one rule, under benchmarks/<outdir>/."""
-    return f"benchmarks/{{outdir}}/{name}.tsv"
+    """The snakemake benchmark (time, peak RSS) of one rule, beside the cohort's outputs."""
+    return f"{{outdir}}/benchmarks/{name}.tsv"
 
 
 def h5ad_inputs(wildcards):
@@ -276,8 +554,8 @@ def out(path):
 
 
 def log(name):
-    """The log file of one rule, under logs/<outdir>/."""
-    return f"logs/{{outdir}}/{name}.log"
+    """The log file of one rule, beside the cohort's outputs: <outdir>/logs/<name>.log."""
+    return f"{{outdir}}/logs/{name}.log"
 
 
 def count_inputs(wildcards):
@@ -298,25 +576,6 @@ def cohort_inputs(wildcards):
     if settings["counts"].get("tx2gene"):
         inputs["tx2gene"] = settings["counts"]["tx2gene"]
     return inputs
-
-
-def input_mb(input, factor=1.0, gz_factor=6.0):
-    """Size of a job's inputs in MB, counting gzipped files as their likely unpacked size."""
-    total = 0.0
-    for path in input:
-        if os.path.exists(path):
-            size = os.path.getsize(path) / 1e6
-            total += size * (gz_factor if str(path).endswith(".gz") else 1.0)
-    return total * factor
-
-
-def runtime_min(factor, floor=10):
-    """A resources function: minutes for the job, scaled by input size."""
-
-    def _runtime(wildcards, input, attempt):
-        return int(max(floor, input_mb(input, factor)) * attempt)
-
-    return _runtime
 
 
 def batch_output(settings):

@@ -2,6 +2,7 @@ rule filter_counts:
     input:
         counts=out_matrix("counts/raw_counts"),
         samples=setting("samples"),
+        settings=settings_files("filter"),
     output:
         counts=out_matrix("counts/filtered_counts"),
         report=report(
@@ -18,8 +19,8 @@ rule filter_counts:
         "../envs/core.yaml"
     threads: 1
     resources:
-        mem_mb=dense_mem_mb(1.3),
-        runtime=runtime_min(0.05),
+        mem_mb=job_mem_mb("filter_counts"),
+        runtime=job_runtime("filter_counts"),
     params:
         filter=setting("filter"),
     script:

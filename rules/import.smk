@@ -1,6 +1,7 @@
 rule import_counts:
     input:
         unpack(cohort_inputs),
+        settings=settings_files("import"),
     output:
         counts=out_matrix("counts/raw_counts"),
         lengths=out("counts/gene_lengths.tsv"),
@@ -15,8 +16,8 @@ rule import_counts:
         "../envs/core.yaml"
     threads: 2
     resources:
-        mem_mb=dense_mem_mb(1.5),
-        runtime=runtime_min(0.05),
+        mem_mb=job_mem_mb("import_counts"),
+        runtime=job_runtime("import_counts"),
     params:
         counts_config=setting("counts"),
         sample_names=setting("sample_names"),

@@ -1,6 +1,7 @@
 rule size_factors:
     input:
         counts=out_matrix("counts/filtered_counts"),
+        settings=settings_files("normalization"),
     output:
         report(
             out("normalization/size_factors.tsv"),
@@ -16,8 +17,8 @@ rule size_factors:
         "../envs/core.yaml"
     threads: 2
     resources:
-        mem_mb=dense_mem_mb(1.5),
-        runtime=runtime_min(0.05),
+        mem_mb=job_mem_mb("size_factors"),
+        runtime=job_runtime("size_factors"),
     params:
         normalization=setting("normalization"),
     script:
@@ -28,6 +29,7 @@ rule normalized_values:
     input:
         counts=out_matrix("counts/filtered_counts"),
         size_factors=out("normalization/size_factors.tsv"),
+        settings=settings_files("normalization"),
     output:
         logcpm=out_matrix("normalization/logcpm"),
         cpm=out_matrix("normalization/cpm"),
@@ -40,8 +42,8 @@ rule normalized_values:
         "../envs/core.yaml"
     threads: 1
     resources:
-        mem_mb=dense_mem_mb(1.3),
-        runtime=runtime_min(0.1),
+        mem_mb=job_mem_mb("normalized_values"),
+        runtime=job_runtime("normalized_values"),
     params:
         prior_count=setting("normalization", "prior_count"),
     script:
@@ -51,6 +53,7 @@ rule normalized_values:
 rule write_h5ad:
     input:
         unpack(h5ad_inputs),
+        settings=settings_files("io"),
     output:
         out("normalization/normalized.h5ad"),
     log:
@@ -61,7 +64,7 @@ rule write_h5ad:
         "../envs/core.yaml"
     threads: 1
     resources:
-        mem_mb=dense_mem_mb(1.3),
-        runtime=runtime_min(0.05),
+        mem_mb=job_mem_mb("write_h5ad"),
+        runtime=job_runtime("write_h5ad"),
     script:
         "../scripts/write_h5ad.py"

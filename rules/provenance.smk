@@ -1,6 +1,7 @@
 rule provenance:
     input:
         unpack(provenance_inputs),
+        settings=settings_files(*SETTINGS_SECTIONS),
     output:
         out("provenance.json"),
     log:

@@ -6,6 +6,7 @@
 rule qc_stage:
     input:
         unpack(qc_stage_inputs),
+        settings=settings_files("qc", "filter", "batch_correction", "normalization"),
     output:
         boxplot=qc_plot("boxplot"),
         density=qc_plot("density"),
@@ -25,8 +26,8 @@ rule qc_stage:
         "../envs/qc.yaml"
     threads: 2
     resources:
-        mem_mb=dense_mem_mb(3),
-        runtime=runtime_min(0.02),
+        mem_mb=job_mem_mb("qc_stage"),
+        runtime=job_runtime("qc_stage"),
     params:
         qc=setting("qc"),
         condition=setting("filter", "group"),
@@ -45,6 +46,7 @@ rule qc_summary:
         filter_report=out("counts/filter_report.tsv"),
         size_factors=out("normalization/size_factors.tsv"),
         samples=setting("samples"),
+        settings=settings_files("qc", "filter", "batch_correction"),
     output:
         metrics=report(
             out("qc/metrics.tsv"),
@@ -86,8 +88,8 @@ rule qc_summary:
         "../envs/qc.yaml"
     threads: 1
     resources:
-        mem_mb=dense_mem_mb(2),
-        runtime=runtime_min(0.02),
+        mem_mb=job_mem_mb("qc_summary"),
+        runtime=job_runtime("qc_summary"),
     params:
         qc=setting("qc"),
         condition=setting("filter", "group"),

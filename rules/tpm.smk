@@ -3,6 +3,7 @@ rule tpm:
         counts=tpm_counts_input,
         lengths=out("counts/gene_lengths.tsv"),
         abundance=out_matrix("counts/abundance_tpm"),
+        settings=settings_files("tpm"),
     output:
         out_matrix("tpm/tpm"),
     log:
@@ -13,8 +14,8 @@ rule tpm:
         "../envs/core.yaml"
     threads: 1
     resources:
-        mem_mb=dense_mem_mb(1.3),
-        runtime=runtime_min(0.05),
+        mem_mb=job_mem_mb("tpm"),
+        runtime=job_runtime("tpm"),
     params:
         unit=setting("tpm", "unit"),
         missing_lengths=setting("tpm", "missing_lengths"),

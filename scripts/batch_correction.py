@@ -4,6 +4,7 @@ import numpy as np
 import pandas as pd
 
 from cohortnorm import combat, combat_seq
+from cohortnorm.design import check_design
 from cohortnorm.io.runner import run
 from cohortnorm.io.tables import read_matrix, read_table, write_matrix, write_table
 from cohortnorm.validation import sheet_column
@@ -18,6 +19,15 @@ def main(smk, logger):
     identifiers = [name for name in ("sample", settings["batch"], group_column) if name]
     sheet = read_table(smk.input.samples, string_columns=identifiers)
     sheet = sheet.set_index("sample").loc[values.columns]
+    # The design checks the workflow made before the first job (cohortnorm.design), again
+    # on the samples of this matrix, with the sheet read as text as it was then.
+    text = pd.read_csv(
+        smk.input.samples, sep="\t", dtype=str, keep_default_na=False, encoding="utf-8-sig"
+    )
+    text.columns = [column.strip() for column in text.columns]
+    text = text.set_index("sample", drop=False).loc[values.columns].reset_index(drop=True)
+    for note in check_design(text, {"batch_correction": settings}, source=smk.input.samples):
+        logger.info("%s", note)
 
     def column(name, purpose):
         return sheet_column(

@@ -42,7 +42,7 @@ def main(smk, logger):
     inputs = {
         name: list(smk.input[name]) if not isinstance(smk.input[name], str) else [smk.input[name]]
         for name in smk.input.keys()
-        if name != "outputs"
+        if name not in ("outputs", "settings")
     }
     record = {
         "inputs": {name: {path: sha256(path) for path in paths} for name, paths in inputs.items()},

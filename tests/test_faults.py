@@ -50,7 +50,7 @@ def clean_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def running_rule(workdir: Path) -> str | None:
     """The rule whose log says it started but not yet finished, if any."""
-    for log in (workdir / "logs").rglob("*.log"):
+    for log in (workdir / "results" / "logs").rglob("*.log"):
         text = log.read_text(errors="replace")
         if "started" in text and "finished" not in text:
             return log.stem

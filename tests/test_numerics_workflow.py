@@ -53,7 +53,7 @@ def test_combat_seq_keeps_the_covariates_as_sva_group_and_covar_mod(tmp_path: Pa
     ours = _read(target)
     assert list(ours.index) == list(expected.index)
     np.testing.assert_array_equal(ours.to_numpy(), expected.to_numpy())
-    log = next((tmp_path / "logs").rglob("batch_correction.log")).read_text()
+    log = next((tmp_path / "results" / "logs").rglob("batch_correction.log")).read_text()
     assert "group condition, covar_mod ['n_lanes']" in log
     assert "INFO [batch_correction_combat_seq] Using full model in ComBat-seq." in log
     assert "INFO [batch_correction_combat_seq] Adjusting for 2 covariate(s)" in log
@@ -84,7 +84,7 @@ def test_combat_seq_lists_genes_zero_in_a_whole_group(tmp_path: Path) -> None:
     flagged = params.loc[params["all_zero_in"] != "none"]
     assert sorted(set(flagged["gene_id"])) == sorted(genes)
     assert set(flagged["all_zero_in"]) == {"group=treated"}
-    log = next((tmp_path / "logs").rglob("batch_correction.log")).read_text()
+    log = next((tmp_path / "results" / "logs").rglob("batch_correction.log")).read_text()
     assert "WARNING" in log and "5 gene(s) are zero in every sample of a model level" in log
     assert "FBgn0000556 (group=treated)" in log
 

@@ -164,7 +164,13 @@ def _run(cmd: list[str], env: dict[str, str], log: Path, cancel: bool = False) -
 def _outputs(workdir: Path) -> dict[str, Path]:
     results = workdir / "results"
     files = sorted(path for path in results.rglob("*") if path.is_file())
-    return {str(path.relative_to(results)): path for path in files}
+    # Logs and benchmarks (beside the outputs) hold times; .cohortnorm/ the run's settings.
+    skip = {"logs", "benchmarks", ".cohortnorm"}
+    return {
+        str(path.relative_to(results)): path
+        for path in files
+        if not skip & set(path.relative_to(results).parts)
+    }
 
 
 def _same_bytes(a: Path, b: Path) -> bool:
@@ -174,7 +180,15 @@ def _same_bytes(a: Path, b: Path) -> bool:
 def test_profile_dry_run() -> None:
     """`snakemake --profile profiles/slurm --dry-run` works from the repository root."""
     done = subprocess.run(
-        [str(SNAKEMAKE), "--profile", str(PROFILE), "--dry-run", "--quiet"],
+        [
+            str(SNAKEMAKE),
+            "--profile",
+            str(PROFILE),
+            "--configfile",
+            "config/config.yaml",
+            "--dry-run",
+            "--quiet",
+        ],
         cwd=REPO,
         capture_output=True,
         text=True,

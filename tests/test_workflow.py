@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -272,7 +273,7 @@ def test_tpm_dtype_float32_runs_and_float16_is_refused(tmp_path: Path) -> None:
     lengths = load_dataset("pasilla").lengths.reindex(tpm.index).to_numpy()
     expected = expression.tpm(filtered.to_numpy(), lengths).astype(np.float32)
     np.testing.assert_array_equal(tpm.to_numpy(), expected)  # float64 TPM rounded once
-    (log_file,) = (tmp_path / "logs").rglob("tpm.log")
+    (log_file,) = (tmp_path / "results" / "logs").rglob("tpm.log")
     assert "(float32)" in log_file.read_text()
 
 
@@ -334,8 +335,15 @@ def test_batch_confounded_with_condition(tmp_path: Path) -> None:
     result = run_snakemake(tmp_path, config)
     assert result.returncode != 0
     text = result.stdout + result.stderr
-    assert "confounded with batch" in text and "conditionuntreated" in text, text[-3000:]
-    assert not (tmp_path / "results" / "batch" / "combat_logcpm.tsv").exists()
+    for needle in [
+        "is confounded with the covariate(s) 'condition'",
+        "batch site1: untreated (4); batch site2: treated (3)",
+        "would remove the biology",
+        "batch_correction.method: none",
+    ]:
+        assert needle in text, text[-3000:]
+    # Refused before the first job: nothing was imported.
+    assert not (tmp_path / "results" / "counts").exists()
 
 
 def test_single_sample_batch_is_mean_only_with_a_warning(tmp_path: Path) -> None:
@@ -344,7 +352,7 @@ def test_single_sample_batch_is_mean_only_with_a_warning(tmp_path: Path) -> None
     target = str(tmp_path / "results" / "batch" / "combat_logcpm.tsv")
     result = run_snakemake(tmp_path, config, target)
     assert result.returncode == 0, result.stderr[-3000:]
-    (log_file,) = (tmp_path / "logs").rglob("batch_correction.log")
+    (log_file,) = (tmp_path / "results" / "logs").rglob("batch_correction.log")
     logged = log_file.read_text()
     assert "single sample" in logged and "mean.only" in logged
 
@@ -417,7 +425,7 @@ def test_featurecounts_columns_map_to_samples_exactly(tmp_path: Path) -> None:
     assert mapping["source"].tolist() == [
         f"/data/run1/{s}_Aligned.sortedByCoord.out.bam" for s in samples
     ]
-    (log_file,) = (tmp_path / "logs").rglob("import_counts.log")
+    (log_file,) = (tmp_path / "results" / "logs").rglob("import_counts.log")
     logged = log_file.read_text()
     assert "sample ← source of its counts:" in logged
     assert "treated1   ← /data/run1/treated1_Aligned.sortedByCoord.out.bam" in logged
@@ -490,7 +498,7 @@ def test_options_that_do_not_apply_warn_in_the_import_log(tmp_path: Path) -> Non
     )
     result = run_snakemake(tmp_path, config, str(tmp_path / "results/counts/raw_counts.tsv"))
     assert result.returncode == 0, result.stderr[-3000:]
-    (log_file,) = (tmp_path / "logs").rglob("import_counts.log")
+    (log_file,) = (tmp_path / "results" / "logs").rglob("import_counts.log")
     assert (
         "WARNING [import_counts] counts.counts_from_abundance is 'scaledTPM', but format "
         "'matrix' reads gene-level read counts" in log_file.read_text()
@@ -521,7 +529,7 @@ def test_headerless_tx2gene_end_to_end(tmp_path: Path) -> None:
         result = run_snakemake(workdir, config, str(target))
         assert result.returncode == 0, result.stderr[-3000:]
         outputs[name] = read(target)
-        (log_file,) = (workdir / "logs").rglob("import_counts.log")
+        (log_file,) = (workdir / "results" / "logs").rglob("import_counts.log")
         found = "no header line" if name == "headerless" else "a header line"
         assert f"tx2gene table read with {found}" in log_file.read_text()
     pd.testing.assert_frame_equal(outputs["headerless"], outputs["header"])
@@ -591,7 +599,7 @@ def test_quantifier_tpm_is_tximport_abundance(cfa: str, tmp_path: Path) -> None:
     assert tpm.index.tolist() == kept.index.tolist()
     assert 0 < len(kept) < len(expected)
     np.testing.assert_allclose(tpm, expected.loc[tpm.index, tpm.columns], rtol=1e-14, atol=0)
-    (log_file,) = (tmp_path / "logs").rglob("tpm.log")
+    (log_file,) = (tmp_path / "results" / "logs").rglob("tpm.log")
     assert "not renormalized" in log_file.read_text()
 
 
@@ -645,7 +653,7 @@ def test_quantifier_fpkm_comes_from_its_tpm_and_lengths_file_is_ignored(tmp_path
     expected = abundance * 1e9 / (abundance * length).sum()
     fpkm = read(target)
     np.testing.assert_allclose(fpkm, expected.loc[fpkm.index, fpkm.columns], rtol=1e-13, atol=0)
-    (log_file,) = (tmp_path / "logs").rglob("import_counts.log")
+    (log_file,) = (tmp_path / "results" / "logs").rglob("import_counts.log")
     assert "lengths.tsv.gz) is not used" in log_file.read_text()
 
 
@@ -659,6 +667,160 @@ def test_quantifier_tpm_from_batch_corrected_counts_is_refused(tmp_path: Path) -
         "no",
         samples=str(sheet_path),
         tpm={"source": "batch_corrected"},
+
+
+# ------------------------------------------------- the user's config decides the run
+
+
+def said(result: subprocess.CompletedProcess) -> str:
+    """Everything snakemake printed (its errors go to stdout or stderr by phase)."""
+    return result.stdout + result.stderr
+
+
+def test_no_config_names_the_fix(tmp_path: Path) -> None:
+    command = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "-d", str(tmp_path), "-n", "--nocolor"]
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert result.returncode != 0
+    assert "No config given" in said(result) and "--configfile my.yaml" in said(result)
+    assert "make demo" in said(result)
+
+
+def test_run_without_outdir_is_refused_and_writes_nothing(tmp_path: Path) -> None:
+    config = base_config(tmp_path)
+    del config["outdir"]
+    result = run_snakemake(tmp_path, config)
+    assert result.returncode != 0
+    assert "`outdir` is not set" in said(result), said(result)[-2000:]
+    assert not (tmp_path / "results").exists()
+    assert not (REPO / "results" / "demo" / "counts" / "gene_lengths.tsv").exists() or (
+        (REPO / "results" / "demo" / "counts" / "gene_lengths.tsv").stat().st_mtime
+        < (tmp_path / "config.yaml").stat().st_mtime
+    )
+
+
+def _featurecounts(path: Path, counts: pd.DataFrame) -> pd.Series:
+    """A featureCounts table of `counts` whose Length column is not the demo's lengths."""
+    lengths = pd.Series(np.arange(len(counts)) * 7 + 500, index=counts.index, name="Length")
+    table = pd.DataFrame(
+        {"Chr": "chr1", "Start": 1, "End": 2, "Strand": "+", "Length": lengths}, index=counts.index
+    ).join(counts)
+    with path.open("w") as handle:
+        handle.write("# Program:featureCounts v2.0.1\n")
+        table.to_csv(handle, sep="\t", index_label="Geneid")
+    return lengths
+
+
+def test_featurecounts_lengths_are_not_replaced_by_the_demo_lengths(tmp_path: Path) -> None:
+    lengths = _featurecounts(tmp_path / "fc.txt", _small_counts())
+    config = base_config(
+        tmp_path,
+        counts={"format": "featurecounts", "path": str(tmp_path / "fc.txt")},
+        batch_correction={"method": "none"},
+    )
+    del config["lengths"]
+    target = tmp_path / "results" / "counts" / "gene_lengths.tsv"
+    result = run_snakemake(tmp_path, config, str(target))
+    assert result.returncode == 0, result.stderr[-3000:]
+    written = pd.read_csv(target, sep="\t", index_col=0).iloc[:, 0]
+    np.testing.assert_array_equal(written.loc[lengths.index].to_numpy(), lengths.to_numpy())
+    settings = yaml.safe_load((tmp_path / "results/.cohortnorm/settings/import.json").read_text())
+    assert settings["lengths"] is None
+
+
+@pytest.mark.parametrize(
+    ("outdir", "needle"),
+    [
+        ("", "`outdir` is not set"),
+        ("   ", "`outdir` is empty"),
+        ("/", "root of the file system"),
+        (".", "the directory snakemake runs in"),
+        ("{name}", "curly brace"),
+    ],
+)
+def test_unusable_outdir_is_refused(tmp_path: Path, outdir: str, needle: str) -> None:
+    result = run_snakemake(tmp_path, base_config(tmp_path, outdir=outdir), "-n")
+    assert result.returncode != 0
+    assert needle in said(result), said(result)[-2000:]
+
+
+def test_outdir_equal_to_the_workflow_or_input_folder_is_refused(tmp_path: Path) -> None:
+    result = run_snakemake(tmp_path, base_config(tmp_path, outdir=str(REPO)), "-n")
+    assert "the workflow's own folder" in said(result), said(result)[-2000:]
+    result = run_snakemake(tmp_path, base_config(tmp_path, outdir=str(DATA / "pasilla")), "-n")
+    assert "the folder holding input" in said(result), said(result)[-2000:]
+
+
+def test_absolute_outdir_keeps_logs_beside_the_outputs(tmp_path: Path) -> None:
+    config = base_config(tmp_path, batch_correction={"method": "none"})
+    target = tmp_path / "results" / "counts" / "raw_counts.tsv"
+    result = run_snakemake(tmp_path, config, str(target))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "results" / "logs" / "import_counts.log").exists()
+    assert (tmp_path / "results" / "benchmarks" / "import_counts.tsv").exists()
+    assert not (tmp_path / "logs").exists()
+    assert "//" not in said(result).replace("://", "")
+
+
+# ----------------------------------------------------- the sample sheet, before any rule
+
+
+@pytest.mark.parametrize("value", ["NA", "", "NaN", "N/A"])
+@pytest.mark.parametrize(
+    ("column", "key", "overrides"),
+    [
+        ("condition", "filter.group", {"batch_correction": {"method": "none"}}),
+        ("batch", "batch_correction.batch", {}),
+        (
+            "sex",
+            "batch_correction.covariates",
+            {
+                "batch_correction": {
+                    "method": "combat",
+                    "batch": "batch",
+                    "covariates": ["condition", "sex"],
+                }
+            },
+        ),
+    ],
+)
+def test_missing_cell_stops_before_any_rule(tmp_path, value, column, key, overrides) -> None:
+    sex = ["f", "m", "f", "m", "f", "m", "m"]
+    sheet = pd.read_csv(DATA / "pasilla" / "samples.tsv", sep="\t", dtype=str)
+    sheet["sex"] = sex
+    sheet.loc[3, column] = value  # untreated4
+    path = tmp_path / "samples.tsv"
+    sheet.to_csv(path, sep="\t", index=False)
+    config = base_config(tmp_path, samples=str(path), **overrides)
+    result = run_snakemake(tmp_path, config)
+    assert result.returncode != 0
+    text = said(result)
+    for needle in [f"column {column!r}", key, "'untreated4'", "Fill in", "remove those samples"]:
+        assert needle in text, text[-3000:]
+    assert not (tmp_path / "results" / "counts").exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "needle"),
+    [("untreated1 ", "space or tab at its start or end"), ("untreated{1}", "curly brace")],
+)
+def test_bad_sample_name_is_explained(tmp_path: Path, name: str, needle: str) -> None:
+    sheet = pd.read_csv(DATA / "pasilla" / "samples.tsv", sep="\t", dtype=str)
+    sheet.loc[0, "sample"] = name
+    path = tmp_path / "samples.tsv"
+    sheet.to_csv(path, sep="\t", index=False)
+    per_sample = {"format": "htseq", "path": str(tmp_path / "{sample}.txt")}
+    config = base_config(tmp_path, samples=str(path), counts=per_sample)
+    result = run_snakemake(tmp_path, config, "-n")
+    assert result.returncode != 0
+    assert needle in said(result) and "line 2" in said(result), said(result)[-2000:]
+    assert "WildcardError" not in said(result) and "Traceback" not in said(result)
+
+
+def test_combat_seq_one_sample_batch_in_plain_words(tmp_path: Path) -> None:
+    lonely = ["a", "a", "a", "b", "b", "b", "c"]
+    config = base_config(
+        tmp_path,
+        samples=_sheet(tmp_path, batch=lonely),
         batch_correction={"method": "combat_seq", "batch": "batch", "covariates": ["condition"]},
     )
     result = run_snakemake(tmp_path, config, "-n")
@@ -708,7 +870,7 @@ def test_unversioned_lengths_match_versioned_counts(tmp_path: Path) -> None:
     assert report["matched_exactly"] == "0"
     assert report["matched_ignoring_ensembl_version"] == str(n - 1)
     assert report["ambiguous_ensembl_version"] == "1"
-    (log_file,) = (tmp_path / "logs").rglob("import_counts.log")
+    (log_file,) = (tmp_path / "results" / "logs").rglob("import_counts.log")
     logged = log_file.read_text()
     assert f"{n - 1} of {n} count gene IDs found a length in {lengths_path}" in logged
     assert "ignoring the Ensembl version suffix" in logged and ambiguous in logged
@@ -766,3 +928,208 @@ def test_provenance_records_anndata_and_h5py(pasilla_run: Path) -> None:
     packages = json.loads((pasilla_run / "provenance.json").read_text())["packages"]
     assert packages["anndata"] == metadata.version("anndata")
     assert packages["h5py"] == metadata.version("h5py")
+
+
+    assert "batch(es) c" in said(result) and "single sample" in said(result)
+    assert "confounded" not in said(result)
+
+
+def test_combat_without_residual_degrees_of_freedom_is_refused(tmp_path: Path) -> None:
+    counts = _write_counts(tmp_path / "counts.tsv", _small_counts()[["untreated1", "treated1"]])
+    sheet = tmp_path / "samples.tsv"
+    sheet.write_text("sample\tcondition\tbatch\nuntreated1\tu\tA\ntreated1\tt\tB\n")
+    config = base_config(
+        tmp_path,
+        samples=str(sheet),
+        counts={"format": "matrix", "path": counts},
+        filter={"method": "none"},
+        batch_correction={"method": "combat", "batch": "batch", "covariates": []},
+    )
+    result = run_snakemake(tmp_path, config, "-n")
+    assert result.returncode != 0
+    assert "no residual degrees of freedom" in said(result), said(result)[-2000:]
+
+
+# ----------------------------------------- one outdir, two working directories
+
+
+def test_settings_changed_from_another_directory_rerun_the_jobs(tmp_path: Path) -> None:
+    outdir = tmp_path / "shared"
+    counts = _write_counts(tmp_path / "counts.tsv", _small_counts())
+    config = base_config(
+        tmp_path,
+        outdir=str(outdir),
+        counts={"format": "matrix", "path": counts},
+        batch_correction={"method": "none"},
+    )
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    target = str(outdir / "provenance.json")
+    result = run_snakemake(first, config, target)
+    assert result.returncode == 0, result.stderr[-3000:]
+    config["normalization"] = {"method": "upperquartile"}
+    result = run_snakemake(second, config, target)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Nothing to be done" not in result.stdout + said(result)
+    factors = read(outdir / "normalization" / "size_factors.tsv")
+    filtered = read(outdir / "counts" / "filtered_counts.tsv")
+    from cohortnorm import edger
+
+    expected = edger.calc_norm_factors(filtered.to_numpy(dtype=float), method="upperquartile")
+    np.testing.assert_allclose(factors["norm_factor"].to_numpy(), expected, rtol=1e-12)
+    provenance = (outdir / "provenance.json").read_text()
+    assert '"method": "upperquartile"' in provenance and '"method": "TMM"' not in provenance
+    # The same settings from the first directory again: nothing reruns.
+    result = run_snakemake(second, config, target, "-n")
+    assert "Nothing to be done" in result.stdout + said(result)
+
+
+def test_a_running_lock_on_the_outdir_refuses_a_second_run(tmp_path: Path) -> None:
+    import json
+    import socket
+
+    lock = tmp_path / "results" / ".cohortnorm" / "lock"
+    lock.parent.mkdir(parents=True)
+    holder = {"pid": os.getpid(), "host": socket.gethostname(), "workdir": "/elsewhere"}
+    lock.write_text(json.dumps(holder))
+    result = run_snakemake(tmp_path, base_config(tmp_path))
+    assert result.returncode != 0
+    assert "in use by another cohortnorm run" in said(result) and "/elsewhere" in said(result)
+    # A lock left by a run that no longer exists is taken over.
+    holder["pid"] = 2**22 + 12345
+    lock.write_text(json.dumps(holder))
+    counts = _write_counts(tmp_path / "counts.tsv", _small_counts())
+    config = base_config(
+        tmp_path, counts={"format": "matrix", "path": counts}, batch_correction={"method": "none"}
+    )
+    result = run_snakemake(tmp_path, config, str(tmp_path / "results/counts/raw_counts.tsv"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert not lock.exists()
+
+
+# ------------------------------------------------------- from the user's own project
+
+
+def test_module_import_from_another_project(tmp_path: Path) -> None:
+    """`module cohortnorm: snakefile: <clone>/Snakefile` in the user's own Snakefile."""
+    counts = _write_counts(tmp_path / "counts.tsv", _small_counts())
+    config = base_config(
+        tmp_path,
+        outdir="results/mine",
+        counts={"format": "matrix", "path": "counts.tsv"},  # relative to the project
+        batch_correction={"method": "none"},
+    )
+    del config["lengths"]
+    assert Path(counts).exists()
+    (tmp_path / "my.yaml").write_text(yaml.safe_dump(config))
+    (tmp_path / "Snakefile").write_text(
+        'configfile: "my.yaml"\n\n\n'
+        "module cohortnorm:\n"
+        f'    snakefile:\n        "{REPO / "Snakefile"}"\n'
+        "    config:\n        config\n\n\n"
+        "use rule * from cohortnorm as cohortnorm_*\n"
+    )
+    command = [SNAKEMAKE, "--cores", "2", "--nocolor", "results/mine/normalization/logcpm.tsv"]
+    env = {**os.environ, "MPLBACKEND": "Agg"}
+    result = subprocess.run(
+        command, cwd=tmp_path, capture_output=True, text=True, env=env, check=False
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    logcpm = read(tmp_path / "results/mine/normalization/logcpm.tsv")
+    assert list(logcpm.columns) == list(_small_counts().columns)
+    assert (tmp_path / "results/mine/logs/import_counts.log").exists()
+
+
+def test_dry_run_sizes_jobs_from_the_h5ad_metadata(tmp_path: Path) -> None:
+    """A 20,000 × 6,000 .h5ad: the requests come from its shape, not its bytes on disk."""
+    anndata = pytest.importorskip("anndata")
+    from scipy import sparse
+
+    from cohortnorm import resources
+
+    samples = [f"S{i}" for i in range(6000)]
+    matrix = sparse.random(6000, 20_000, density=1e-4, format="csr", random_state=0)
+    adata = anndata.AnnData(matrix.astype(np.float32))
+    adata.obs_names = samples
+    adata.var_names = [f"G{i}" for i in range(20_000)]
+    adata.write_h5ad(tmp_path / "counts.h5ad")
+    sheet = pd.DataFrame({"sample": samples, "condition": ["a", "b"] * 3000})
+    sheet.to_csv(tmp_path / "samples.tsv", sep="\t", index=False)
+    config = base_config(
+        tmp_path,
+        samples=str(tmp_path / "samples.tsv"),
+        counts={"format": "h5ad", "path": str(tmp_path / "counts.h5ad")},
+        batch_correction={"method": "none"},
+    )
+    del config["lengths"]
+    result = run_snakemake(tmp_path, config, "-n")
+    assert result.returncode == 0, said(result)[-3000:]
+    requests = {}
+    for block in re.split(r"^(?=(?:local)?rule \w+:)", said(result), flags=re.M):
+        name = re.match(r"(?:local)?rule (\w+):", block)
+        found = re.search(r"mem_mb=(\d+)", block)
+        if name and found:
+            requests[name.group(1)] = int(found.group(1))
+    for rule in ("import_counts", "filter_counts", "normalized_values"):
+        expected = resources.mem_mb(resources.RULE_COSTS[rule], 20_000, 6000)
+        assert requests[rule] == expected > 2000, (rule, requests)
+
+
+def test_every_rule_name_in_the_docs_exists(tmp_path: Path) -> None:
+    result = run_snakemake(tmp_path, base_config(tmp_path), "--list-rules")
+    assert result.returncode == 0, said(result)[-2000:]
+    rules = set(result.stdout.split())
+    assert {"import_counts", "batch_correction_combat", "batch_correction_combat_seq"} <= rules
+    named = set()
+    readme = (REPO / "README.md").read_text()
+    table = readme[readme.index("| step | rule |") : readme.index("Every run also writes")]
+    for row in table.splitlines()[2:]:
+        if row.startswith("|"):
+            named |= set(re.findall(r"`(\w+)`", row.split("|")[2]))
+    slurm = (REPO / "docs" / "slurm.md").read_text()
+    costs = slurm[slurm.index("| rule | m") : slurm.index("The measured peaks")]
+    named |= {re.findall(r"`(\w+)`", row)[0] for row in costs.splitlines()[2:] if "`" in row}
+    for text in (readme, slurm, (REPO / "config" / "README.md").read_text()):
+        named |= set(re.findall(r"--forcerun (\w+)", text))
+        named |= set(re.findall(r"\(rule `(\w+)`", text))
+    assert "batch_correction_combat" in named and "provenance" in named
+    assert named <= rules, named - rules
+
+
+def test_two_concurrent_runs_from_different_directories(tmp_path: Path) -> None:
+    """While one run writes an outdir, a second one from elsewhere stops at once."""
+    import time
+
+    outdir = tmp_path / "shared"
+    config = base_config(tmp_path, outdir=str(outdir))
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    (first / "config.yaml").write_text(yaml.safe_dump(config))
+    command = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "-d", str(first), "--cores", "1"]
+    env = {**os.environ, "MPLBACKEND": "Agg"}
+    running = subprocess.Popen(
+        [*command, "--configfile", str(first / "config.yaml"), "--nocolor"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    lock = outdir / ".cohortnorm" / "lock"
+    try:
+        deadline = time.time() + 120
+        while not lock.exists() and running.poll() is None and time.time() < deadline:
+            time.sleep(0.2)
+        assert lock.exists(), "the first run never took the lock"
+        config["normalization"] = {"method": "upperquartile"}
+        result = run_snakemake(second, config)
+        assert result.returncode != 0
+        assert "in use by another cohortnorm run" in said(result), said(result)[-2000:]
+        assert str(first) in said(result)
+    finally:
+        output, _ = running.communicate(timeout=600)
+    assert running.returncode == 0, output[-3000:]
+    assert not lock.exists()
+    provenance = (outdir / "provenance.json").read_text()
+    assert '"method": "TMM"' in provenance

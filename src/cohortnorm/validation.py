@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 
 import pandas as pd
 
+from cohortnorm.design import is_missing
 from cohortnorm.errors import InputError
 
 
@@ -159,11 +160,14 @@ def sheet_column(
             f"columns are {list(sheet.columns)}."
         )
     values = sheet.loc[list(samples), column]
-    empty = values.isna() | (values.astype(str).str.strip() == "")
+    # The workflow's one missing-value rule (cohortnorm.design.MISSING_VALUES): empty,
+    # NA, NaN, N/A, ... stop the run, in every column the config uses.
+    empty = is_missing(values)
     if empty.any():
         raise InputError(
-            f"{sheet_source}: column {column!r} (used for {purpose}) is empty for sample(s) "
-            f"{_preview(values.index[empty].tolist())}. Fill in a value for each sample."
+            f"{sheet_source}: column {column!r} (used for {purpose}) is empty or NA for "
+            f"sample(s) {_preview(values.index[empty].tolist())}. Fill in a value for each "
+            "sample, or remove those samples."
         )
     return values.astype(str).str.strip()
 

@@ -1,0 +1,320 @@
+"""The sample-sheet design checked before anything runs: names, missing cells, confounding.
+
+The workflow calls :func:`check_sample_names` and :func:`check_design` when it reads the
+config, before the first job, so a design that no method can use stops the run at once
+with a message in plain words. The scripts apply the same missing-value rule
+(:func:`is_missing`) when they read the sheet.
+
+sva's ``ComBat`` and ``ComBat_seq`` stop on a rank-deficient design with terse messages
+("The covariate is confounded with batch!"); the checks here say which batch holds which
+covariate level and what to do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from cohortnorm.errors import InputError
+
+#: Cell values taken as "missing" in every sample-sheet column the config uses. Empty
+#: cells and the spellings spreadsheet programs, R and pandas write for a missing value.
+#: Matched after stripping surrounding spaces, case-sensitively ("none" stays a level).
+MISSING_VALUES = frozenset({"", "NA", "N/A", "n/a", "na", "NaN", "nan", "#N/A", "NULL", "null"})
+
+#: Characters a sample name must not contain, with the reason shown to the user.
+_FORBIDDEN = {
+    "/": "a slash (it would become a folder in per-sample paths)",
+    "\\": "a backslash",
+    "{": "a curly brace (it marks a wildcard in file patterns)",
+    "}": "a curly brace (it marks a wildcard in file patterns)",
+    '"': "a double quote (it breaks quoting in tables)",
+}
+
+
+def _preview(names: Sequence[object], limit: int = 10) -> str:
+    shown = ", ".join(repr(str(n)) for n in list(names)[:limit])
+    return shown + (f" … ({len(names)} in all)" if len(names) > limit else "")
+
+
+def is_missing(values: pd.Series) -> pd.Series:
+    """Whether each cell counts as missing: NaN/None, empty, or one of MISSING_VALUES.
+
+    Parameters
+    ----------
+    values
+        A sample-sheet column (any dtype).
+
+    Returns
+    -------
+    pandas.Series
+        Boolean, same index.
+    """
+    text = values.astype(object).where(values.notna(), "")
+    return text.map(lambda v: str(v).strip() in MISSING_VALUES).astype(bool)
+
+
+def check_sample_names(names: Sequence[object], *, source: str) -> None:
+    """Refuse sample names that cannot be used safely in every table and file pattern.
+
+    The rule: a name is not empty and not a missing-value spelling; it has no space, tab
+    or other whitespace anywhere (leading and trailing included), and none of
+    ``/ \\ { } "``. Anything else (letters, digits, ``. _ - + $ ( ) [ ]`` …) is fine.
+
+    Parameters
+    ----------
+    names
+        The ``sample`` column, in sheet order.
+    source
+        The sample sheet's file name, for messages.
+
+    Raises
+    ------
+    InputError
+        Naming the rows (header = line 1) and the offending names, and the fix.
+    """
+    problems: list[str] = []
+    for line, name in enumerate(names, start=2):
+        text = "" if name is None or (isinstance(name, float) and np.isnan(name)) else str(name)
+        if text.strip() in MISSING_VALUES:
+            problems.append(f"line {line}: the sample name is empty or {text.strip()!r}")
+            continue
+        if text != text.strip():
+            problems.append(
+                f"line {line}: sample name {text!r} has a space or tab at its start or end"
+            )
+            continue
+        if any(ch.isspace() for ch in text):
+            problems.append(f"line {line}: sample name {text!r} contains a space or tab")
+            continue
+        bad = [reason for ch, reason in _FORBIDDEN.items() if ch in text]
+        if bad:
+            problems.append(f"line {line}: sample name {text!r} contains {bad[0]}")
+    if problems:
+        shown = "; ".join(problems[:10]) + (
+            f"; … ({len(problems)} in all)" if len(problems) > 10 else ""
+        )
+        raise InputError(
+            f"{source}: {shown}. Sample names may hold letters, digits and punctuation, but no "
+            'spaces and none of / \\ { } ". Rename the sample in the sheet and in the count '
+            "file(s) alike (see 'Sample names' in config/README.md)."
+        )
+
+
+def used_columns(settings: Mapping[str, Any], sheet_columns: Sequence[str]) -> dict[str, list]:
+    """The sample-sheet columns a cohort's settings use, keyed by the config key naming them.
+
+    ``batch_correction.batch`` counts when batch correction runs, and also without it when
+    the sheet has that column, because QC marks samples by batch and reports its R².
+    """
+    batch = settings.get("batch_correction", {})
+    method = batch.get("method", "none")
+    active = method != "none"
+    combat_seq = batch.get("combat_seq", {})
+    named: dict[str, list] = {
+        "filter.group": [settings.get("filter", {}).get("group")],
+        "batch_correction.batch": [
+            batch.get("batch") if active or batch.get("batch") in sheet_columns else None
+        ],
+        "batch_correction.covariates": list(batch.get("covariates", [])) if active else [],
+        "batch_correction.combat_seq.group": [combat_seq.get("group")]
+        if method == "combat_seq"
+        else [],
+        "batch_correction.combat_seq.covariates": list(combat_seq.get("covariates", []))
+        if method == "combat_seq"
+        else [],
+    }
+    return {key: [c for c in columns if c] for key, columns in named.items()}
+
+
+def kept_covariates(settings: Mapping[str, Any]) -> list[str]:
+    """The sheet columns whose effects batch correction keeps (the method's model)."""
+    batch = settings.get("batch_correction", {})
+    columns = list(batch.get("covariates", []))
+    if batch.get("method") == "combat_seq":
+        combat_seq = batch.get("combat_seq", {})
+        columns += [combat_seq.get("group"), *list(combat_seq.get("covariates", []))]
+    return list(dict.fromkeys(c for c in columns if c))
+
+
+def _columns_of(values: pd.Series) -> np.ndarray:
+    """Design columns of one covariate: the number itself, or one indicator per level but one."""
+    numbers = pd.to_numeric(values, errors="coerce")
+    if numbers.notna().all():
+        return numbers.to_numpy(dtype=float)[:, None]
+    levels = sorted(pd.unique(values))
+    return np.column_stack([(values == lv).to_numpy(dtype=float) for lv in levels[1:]] or [])
+
+
+def _rank(matrix: np.ndarray) -> int:
+    if matrix.size == 0:
+        return 0
+    return int(np.linalg.matrix_rank(matrix))
+
+
+def _indicators(values: pd.Series) -> np.ndarray:
+    return np.column_stack([(values == lv).to_numpy(dtype=float) for lv in pd.unique(values)])
+
+
+def _crosstab(batch: pd.Series, covariate: pd.Series) -> str:
+    parts = []
+    for level in pd.unique(batch):
+        inside = covariate[batch == level]
+        counts = inside.value_counts(sort=False)
+        held = ", ".join(f"{value} ({n})" for value, n in counts.items())
+        parts.append(f"batch {level}: {held}")
+    return "; ".join(parts)
+
+
+def check_design(sheet: pd.DataFrame, settings: Mapping[str, Any], *, source: str) -> list[str]:
+    """Check the sample sheet against what the config asks of it, before any job runs.
+
+    Parameters
+    ----------
+    sheet
+        The sample sheet as text, one row per sample, with a ``sample`` column.
+    settings
+        One cohort's validated settings (``filter``, ``batch_correction``).
+    source
+        The sample sheet's file name, for messages.
+
+    Returns
+    -------
+    list of str
+        Notes to log (e.g. a one-sample batch that ComBat corrects for its mean only).
+
+    Raises
+    ------
+    InputError
+        A column the config names is absent; a used column has a missing cell (empty,
+        ``NA``, ``NaN``, ``N/A``, … see :data:`MISSING_VALUES`); batch correction with one
+        batch, a one-sample batch under ComBat-seq, a constant or copied covariate,
+        covariates confounded with each other or with batch, or no residual degrees of
+        freedom. Each message says what to change.
+
+    Notes
+    -----
+    edgeR's ``filterByExpr`` drops samples whose group is ``NA`` from its group sizes, and
+    sva's ``ComBat`` refuses an ``NA`` covariate only deep inside ``lm``; here a missing
+    cell in any used column stops the run, on purpose: a sample silently leaving the
+    group count or becoming a batch of its own changes the results without a word.
+    """
+    columns = list(sheet.columns)
+    used = used_columns(settings, columns)
+    for key, names in used.items():
+        for name in names:
+            if name not in columns:
+                raise InputError(
+                    f"{source}: config key {key} names column {name!r}, which the sample sheet "
+                    f"does not have (columns: {columns}). Add the column, or fix the key."
+                )
+    samples = sheet["sample"].astype(str)
+    for key, names in used.items():
+        for name in names:
+            missing = is_missing(sheet[name]).to_numpy()
+            if missing.any():
+                raise InputError(
+                    f"{source}: column {name!r} (used for {key}) has no value for sample(s) "
+                    f"{_preview(samples[missing].tolist())} (empty, NA, NaN or N/A). Fill in "
+                    "the value, or remove those samples from the sheet (and, for a count "
+                    "matrix, set counts.subset_samples: true)."
+                )
+    batch_settings = settings.get("batch_correction", {})
+    method = batch_settings.get("method", "none")
+    if method == "none":
+        return []
+    tool = {"combat": "ComBat", "combat_seq": "ComBat-seq"}[method]
+    batch_name = batch_settings.get("batch")
+    if not batch_name:
+        raise InputError(
+            f"batch_correction.method is {method} but batch_correction.batch names no column. "
+            "Name the sheet column holding the batch, or set batch_correction.method: none."
+        )
+    batch = sheet[batch_name].astype(str).str.strip().reset_index(drop=True)
+    sizes = batch.value_counts(sort=False)
+    if len(sizes) < 2:
+        raise InputError(
+            f"{source}: every sample is in batch {batch.iloc[0]!r} (column {batch_name!r}), so "
+            f"there is no batch effect to correct. Set batch_correction.method: none."
+        )
+    notes: list[str] = []
+    single = [str(level) for level, n in sizes.items() if n == 1]
+    if single and method == "combat_seq":
+        raise InputError(
+            f"{source}: batch(es) {', '.join(single)} (column {batch_name!r}) hold a single "
+            "sample. ComBat-seq needs at least two samples in every batch to estimate a "
+            "batch's dispersion. Merge that batch with another, remove the sample, or use "
+            "batch_correction.method: combat, which corrects a one-sample batch for its mean "
+            "only (as sva does)."
+        )
+    if single:
+        notes.append(
+            f"batch(es) {', '.join(single)} hold a single sample: ComBat corrects them for "
+            "their mean only (sva switches to mean.only=TRUE)."
+        )
+    kept = kept_covariates(settings)
+    values = {name: sheet[name].astype(str).str.strip().reset_index(drop=True) for name in kept}
+    if batch_name in kept:
+        raise InputError(
+            f"the batch column {batch_name!r} is also listed as a covariate to keep. A column "
+            "cannot be both removed and kept: take it out of the covariates."
+        )
+    for name, column in values.items():
+        if column.nunique() == 1:
+            raise InputError(
+                f"{source}: covariate {name!r} has the same value ({column.iloc[0]!r}) for every "
+                "sample, so there is nothing to keep. Remove it from the covariates."
+            )
+    for i, first in enumerate(kept):
+        for second in kept[i + 1 :]:
+            a, b = values[first], values[second]
+            if (pd.factorize(a)[0] == pd.factorize(b)[0]).all():
+                raise InputError(
+                    f"{source}: covariates {first!r} and {second!r} group the samples in exactly "
+                    "the same way (a copied column?). Keep one of them in the covariates."
+                )
+    cov_design = (
+        np.column_stack([_columns_of(values[name]) for name in kept])
+        if kept
+        else np.empty((len(batch), 0))
+    )
+    with_intercept = np.column_stack([np.ones(len(batch)), cov_design])
+    if _rank(with_intercept) < with_intercept.shape[1]:
+        raise InputError(
+            f"{source}: the covariates {', '.join(map(repr, kept))} are confounded with each "
+            "other (one is determined by the others), so their effects cannot be told apart. "
+            "Remove one of them from the covariates."
+        )
+    batch_design = _indicators(batch)
+    full = np.column_stack([batch_design, cov_design])
+    if _rank(full) < full.shape[1]:
+        involved = [
+            name
+            for name in kept
+            if _rank(np.column_stack([batch_design, _columns_of(values[name])]))
+            < batch_design.shape[1] + _columns_of(values[name]).shape[1]
+        ]
+        names = involved or kept
+        detail = "; ".join(f"{name}: {_crosstab(batch, values[name])}" for name in names)
+        raise InputError(
+            f"{source}: batch (column {batch_name!r}) is confounded with the covariate(s) "
+            f"{', '.join(map(repr, names))} to keep: {detail}. Batch and biology cannot be "
+            f"separated, so correcting for batch would remove the biology with it; {tool} "
+            "refuses such a design, as sva does. To see the uncorrected data in QC, set "
+            "batch_correction.method: none. To correct, the design needs samples of each "
+            "covariate level in more than one batch."
+        )
+    residual = len(batch) - full.shape[1]
+    if residual < 1:
+        raise InputError(
+            f"{source}: {len(batch)} samples and {full.shape[1]} terms to fit ("
+            f"{batch_design.shape[1]} batches"
+            + (f" and the covariates {', '.join(kept)}" if kept else "")
+            + f"): no residual degrees of freedom, so every sample is fitted exactly and {tool} "
+            "has no variance left to estimate (sva would return NaN). Add samples, drop "
+            "covariates, or set batch_correction.method: none."
+        )
+    return notes
