@@ -667,6 +667,113 @@ def test_quantifier_tpm_from_batch_corrected_counts_is_refused(tmp_path: Path) -
         "no",
         samples=str(sheet_path),
         tpm={"source": "batch_corrected"},
+        batch_correction={"method": "combat_seq", "batch": "batch", "covariates": ["condition"]},
+    )
+    result = run_snakemake(tmp_path, config, "-n")
+    assert result.returncode != 0
+    text = result.stdout + result.stderr
+    assert "tpm.source is batch_corrected" in text and "quantifier's own TPM" in text
+    assert "Set tpm.source to filtered" in text
+
+
+# ----------------------------------------------------------- lengths matching
+
+
+def gtex_config(workdir: Path, lengths: Path) -> dict:
+    gtex = DATA / "gtex_lung_chr21"
+    return {
+        "samples": str(gtex / "samples.tsv"),
+        "counts": {"format": "matrix", "path": str(gtex / "counts.tsv.gz")},
+        "lengths": str(lengths),
+        "outdir": str(workdir / "results"),
+        "filter": {"method": "filterByExpr"},
+        "batch_correction": {"method": "none"},
+    }
+
+
+def test_unversioned_lengths_match_versioned_counts(tmp_path: Path) -> None:
+    original = pd.read_csv(DATA / "gtex_lung_chr21" / "lengths.tsv.gz", sep="\t", dtype={0: str})
+    original = original.set_index("gene_id")["length"]
+    stripped = original.copy()
+    stripped.index = [gene.split(".")[0] for gene in original.index]
+    # One gene's stem twice in the table (two versions): which length is meant is unclear.
+    ambiguous = original.index[1]
+    stem = ambiguous.split(".")[0]
+    stripped = stripped.drop(index=stem)
+    extra = pd.Series([1000, 2000], index=[f"{stem}.1", f"{stem}.2"])
+    lengths_path = tmp_path / "unversioned_lengths.tsv"
+    pd.concat([stripped, extra]).rename("length").to_csv(
+        lengths_path, sep="\t", index_label="gene_id"
+    )
+    target = tmp_path / "results" / "tpm" / "tpm.tsv"
+    result = run_snakemake(tmp_path, gtex_config(tmp_path, lengths_path), str(target))
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = read(tmp_path / "results" / "counts" / "length_report.tsv")["value"]
+    n = len(original)
+    assert report["lengths_source"] == str(lengths_path)
+    assert report["count_gene_ids"] == str(n)
+    assert report["with_length"] == str(n - 1)
+    assert report["matched_exactly"] == "0"
+    assert report["matched_ignoring_ensembl_version"] == str(n - 1)
+    assert report["ambiguous_ensembl_version"] == "1"
+    (log_file,) = (tmp_path / "results" / "logs").rglob("import_counts.log")
+    logged = log_file.read_text()
+    assert f"{n - 1} of {n} count gene IDs found a length in {lengths_path}" in logged
+    assert "ignoring the Ensembl version suffix" in logged and ambiguous in logged
+    # Same TPM as with the versioned lengths, over the genes that have one.
+    tpm = read(target)
+    filtered = read(tmp_path / "results" / "counts" / "filtered_counts.tsv")
+    assert ambiguous not in tpm.index
+    covered = filtered.drop(index=ambiguous, errors="ignore")
+    rate = covered.div(original.loc[covered.index], axis=0)
+    np.testing.assert_allclose(tpm.loc[covered.index], rate / rate.sum() * 1e6, rtol=1e-12)
+
+
+def test_no_count_id_in_lengths_file_names_file_ids_and_fix(tmp_path: Path) -> None:
+    lengths = pd.read_csv(DATA / "pasilla" / "lengths.tsv.gz", sep="\t", dtype={0: str})
+    lengths["gene_id"] = "gene" + lengths["gene_id"].str.slice(4)  # another annotation's IDs
+    lengths_path = tmp_path / "other_release.tsv"
+    lengths.to_csv(lengths_path, sep="\t", index=False)
+    target = tmp_path / "results" / "tpm" / "tpm.tsv"
+    result = run_snakemake(tmp_path, base_config(tmp_path, lengths=str(lengths_path)), str(target))
+    assert result.returncode != 0
+    text = result.stdout + result.stderr
+    assert f"{lengths_path}: none of the" in text
+    assert "FBgn0000008" in text and lengths["gene_id"].iloc[0] in text
+    assert "same annotation" in text and "remove `lengths` from the config to skip TPM" in text
+    assert "missing_lengths: drop" not in text
+    assert not target.exists()
+    report = read(tmp_path / "results" / "counts" / "length_report.tsv")["value"]
+    assert report["with_length"] == "0"
+
+
+# ------------------------------------------------ normalized counts and provenance
+
+
+def test_normalized_counts_with_the_method_factors(tmp_path: Path) -> None:
+    target = tmp_path / "results" / "normalization" / "normalized_counts.tsv"
+    config = base_config(
+        tmp_path, normalization={"method": "TMM", "normalized_counts_factors": "method"}
+    )
+    result = run_snakemake(tmp_path, config, str(target))
+    assert result.returncode == 0, result.stderr[-3000:]
+    edger = load_dataset("pasilla").reference("edger_norm_factors")
+    effective = (edger["lib_size_filtered"] * edger["TMM"]).to_numpy()
+    divisor = effective / np.exp(np.mean(np.log(effective)))
+    filtered = read(tmp_path / "results" / "counts" / "filtered_counts.tsv")
+    np.testing.assert_allclose(read(target), filtered / divisor, rtol=1e-9)
+    factors = read(tmp_path / "results" / "normalization" / "size_factors.tsv")
+    np.testing.assert_allclose(factors["normalized_counts_factor"], divisor, rtol=1e-9)
+    assert set(factors["normalized_counts_factors"]) == {"TMM"}
+
+
+def test_provenance_records_anndata_and_h5py(pasilla_run: Path) -> None:
+    import json
+    from importlib import metadata
+
+    packages = json.loads((pasilla_run / "provenance.json").read_text())["packages"]
+    assert packages["anndata"] == metadata.version("anndata")
+    assert packages["h5py"] == metadata.version("h5py")
 
 
 # ------------------------------------------------- the user's config decides the run
@@ -825,111 +932,6 @@ def test_combat_seq_one_sample_batch_in_plain_words(tmp_path: Path) -> None:
     )
     result = run_snakemake(tmp_path, config, "-n")
     assert result.returncode != 0
-    text = result.stdout + result.stderr
-    assert "tpm.source is batch_corrected" in text and "quantifier's own TPM" in text
-    assert "Set tpm.source to filtered" in text
-
-
-# ----------------------------------------------------------- lengths matching
-
-
-def gtex_config(workdir: Path, lengths: Path) -> dict:
-    gtex = DATA / "gtex_lung_chr21"
-    return {
-        "samples": str(gtex / "samples.tsv"),
-        "counts": {"format": "matrix", "path": str(gtex / "counts.tsv.gz")},
-        "lengths": str(lengths),
-        "outdir": str(workdir / "results"),
-        "filter": {"method": "filterByExpr"},
-        "batch_correction": {"method": "none"},
-    }
-
-
-def test_unversioned_lengths_match_versioned_counts(tmp_path: Path) -> None:
-    original = pd.read_csv(DATA / "gtex_lung_chr21" / "lengths.tsv.gz", sep="\t", dtype={0: str})
-    original = original.set_index("gene_id")["length"]
-    stripped = original.copy()
-    stripped.index = [gene.split(".")[0] for gene in original.index]
-    # One gene's stem twice in the table (two versions): which length is meant is unclear.
-    ambiguous = original.index[1]
-    stem = ambiguous.split(".")[0]
-    stripped = stripped.drop(index=stem)
-    extra = pd.Series([1000, 2000], index=[f"{stem}.1", f"{stem}.2"])
-    lengths_path = tmp_path / "unversioned_lengths.tsv"
-    pd.concat([stripped, extra]).rename("length").to_csv(
-        lengths_path, sep="\t", index_label="gene_id"
-    )
-    target = tmp_path / "results" / "tpm" / "tpm.tsv"
-    result = run_snakemake(tmp_path, gtex_config(tmp_path, lengths_path), str(target))
-    assert result.returncode == 0, result.stderr[-3000:]
-    report = read(tmp_path / "results" / "counts" / "length_report.tsv")["value"]
-    n = len(original)
-    assert report["lengths_source"] == str(lengths_path)
-    assert report["count_gene_ids"] == str(n)
-    assert report["with_length"] == str(n - 1)
-    assert report["matched_exactly"] == "0"
-    assert report["matched_ignoring_ensembl_version"] == str(n - 1)
-    assert report["ambiguous_ensembl_version"] == "1"
-    (log_file,) = (tmp_path / "results" / "logs").rglob("import_counts.log")
-    logged = log_file.read_text()
-    assert f"{n - 1} of {n} count gene IDs found a length in {lengths_path}" in logged
-    assert "ignoring the Ensembl version suffix" in logged and ambiguous in logged
-    # Same TPM as with the versioned lengths, over the genes that have one.
-    tpm = read(target)
-    filtered = read(tmp_path / "results" / "counts" / "filtered_counts.tsv")
-    assert ambiguous not in tpm.index
-    covered = filtered.drop(index=ambiguous, errors="ignore")
-    rate = covered.div(original.loc[covered.index], axis=0)
-    np.testing.assert_allclose(tpm.loc[covered.index], rate / rate.sum() * 1e6, rtol=1e-12)
-
-
-def test_no_count_id_in_lengths_file_names_file_ids_and_fix(tmp_path: Path) -> None:
-    lengths = pd.read_csv(DATA / "pasilla" / "lengths.tsv.gz", sep="\t", dtype={0: str})
-    lengths["gene_id"] = "gene" + lengths["gene_id"].str.slice(4)  # another annotation's IDs
-    lengths_path = tmp_path / "other_release.tsv"
-    lengths.to_csv(lengths_path, sep="\t", index=False)
-    target = tmp_path / "results" / "tpm" / "tpm.tsv"
-    result = run_snakemake(tmp_path, base_config(tmp_path, lengths=str(lengths_path)), str(target))
-    assert result.returncode != 0
-    text = result.stdout + result.stderr
-    assert f"{lengths_path}: none of the" in text
-    assert "FBgn0000008" in text and lengths["gene_id"].iloc[0] in text
-    assert "same annotation" in text and "remove `lengths` from the config to skip TPM" in text
-    assert "missing_lengths: drop" not in text
-    assert not target.exists()
-    report = read(tmp_path / "results" / "counts" / "length_report.tsv")["value"]
-    assert report["with_length"] == "0"
-
-
-# ------------------------------------------------ normalized counts and provenance
-
-
-def test_normalized_counts_with_the_method_factors(tmp_path: Path) -> None:
-    target = tmp_path / "results" / "normalization" / "normalized_counts.tsv"
-    config = base_config(
-        tmp_path, normalization={"method": "TMM", "normalized_counts_factors": "method"}
-    )
-    result = run_snakemake(tmp_path, config, str(target))
-    assert result.returncode == 0, result.stderr[-3000:]
-    edger = load_dataset("pasilla").reference("edger_norm_factors")
-    effective = (edger["lib_size_filtered"] * edger["TMM"]).to_numpy()
-    divisor = effective / np.exp(np.mean(np.log(effective)))
-    filtered = read(tmp_path / "results" / "counts" / "filtered_counts.tsv")
-    np.testing.assert_allclose(read(target), filtered / divisor, rtol=1e-9)
-    factors = read(tmp_path / "results" / "normalization" / "size_factors.tsv")
-    np.testing.assert_allclose(factors["normalized_counts_factor"], divisor, rtol=1e-9)
-    assert set(factors["normalized_counts_factors"]) == {"TMM"}
-
-
-def test_provenance_records_anndata_and_h5py(pasilla_run: Path) -> None:
-    import json
-    from importlib import metadata
-
-    packages = json.loads((pasilla_run / "provenance.json").read_text())["packages"]
-    assert packages["anndata"] == metadata.version("anndata")
-    assert packages["h5py"] == metadata.version("h5py")
-
-
     assert "batch(es) c" in said(result) and "single sample" in said(result)
     assert "confounded" not in said(result)
 
