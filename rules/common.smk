@@ -116,7 +116,9 @@ def _read_sample_sheet(path, cohort):
             "not a file."
         )
     # Text as typed: "NA" stays "NA" for the missing-value rule; a spreadsheet's BOM goes.
-    sheet = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, encoding="utf-8-sig")
+    sheet = pd.read_csv(
+        path, sep="\t", dtype=str, keep_default_na=False, encoding="utf-8-sig"
+    )
     sheet.columns = [c.strip() for c in sheet.columns]
     if "sample" not in sheet.columns:
         raise WorkflowError(
@@ -401,7 +403,6 @@ if workflow.is_main_process:
         _refuse_if_locked(_outdir)
         write_settings(_outdir, _settings)
     atexit.register(release_locks)
-
 
 
 # --- matrix file format and dense-size resources (issue 5; io.matrix_format) ----------
