@@ -130,7 +130,7 @@ def test_no_residual_degrees_of_freedom(batch, condition, covariates) -> None:
     refuse(
         sheet(batch=batch, condition=condition),
         settings(covariates=covariates),
-        "no residual degrees of freedom",
+        "0 residual degrees of freedom",
         "Add samples",
     )
 

@@ -949,7 +949,7 @@ def test_combat_without_residual_degrees_of_freedom_is_refused(tmp_path: Path) -
     )
     result = run_snakemake(tmp_path, config, "-n")
     assert result.returncode != 0
-    assert "no residual degrees of freedom" in said(result), said(result)[-2000:]
+    assert "0 residual degrees of freedom" in said(result), said(result)[-2000:]
 
 
 # ----------------------------------------- one outdir, two working directories

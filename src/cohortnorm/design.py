@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from cohortnorm.combat import check_residual_df
 from cohortnorm.errors import InputError
 
 #: Cell values taken as "missing" in every sample-sheet column the config uses. Empty
@@ -147,6 +148,17 @@ def _columns_of(values: pd.Series) -> np.ndarray:
         return numbers.to_numpy(dtype=float)[:, None]
     levels = sorted(pd.unique(values))
     return np.column_stack([(values == lv).to_numpy(dtype=float) for lv in levels[1:]] or [])
+
+
+def _column_names(values: Mapping[str, pd.Series]) -> list[str]:
+    """Names of the design columns :func:`_columns_of` makes, as R's model.matrix names them."""
+    names: list[str] = []
+    for name, column in values.items():
+        if pd.to_numeric(column, errors="coerce").notna().all():
+            names.append(name)
+        else:
+            names += [f"{name}{level}" for level in sorted(pd.unique(column))[1:]]
+    return names
 
 
 def _rank(matrix: np.ndarray) -> int:
@@ -307,14 +319,10 @@ def check_design(sheet: pd.DataFrame, settings: Mapping[str, Any], *, source: st
             "batch_correction.method: none. To correct, the design needs samples of each "
             "covariate level in more than one batch."
         )
-    residual = len(batch) - full.shape[1]
-    if residual < 1:
-        raise InputError(
-            f"{source}: {len(batch)} samples and {full.shape[1]} terms to fit ("
-            f"{batch_design.shape[1]} batches"
-            + (f" and the covariates {', '.join(kept)}" if kept else "")
-            + f"): no residual degrees of freedom, so every sample is fitted exactly and {tool} "
-            "has no variance left to estimate (sva would return NaN). Add samples, drop "
-            "covariates, or set batch_correction.method: none."
-        )
+    # One residual-df rule for the sheet check and the method itself (its message gives
+    # the samples, batches and design columns).
+    try:
+        check_residual_df(batch, cov_design, method=tool, covariate_names=_column_names(values))
+    except InputError as error:
+        raise InputError(f"{source}: {error}") from None
     return notes
