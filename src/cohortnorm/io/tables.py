@@ -191,7 +191,13 @@ def atomic_output(path: str | Path) -> Iterator[Path]:
         raise
 
 
-def write_table(frame: pd.DataFrame, path: str | Path, *, index_label: str | None = None) -> None:
+def write_table(
+    frame: pd.DataFrame,
+    path: str | Path,
+    *,
+    index_label: str | None = None,
+    missing_as_empty: bool = False,
+) -> None:
     """Write ``frame`` as a TSV atomically, with exact, deterministic float text.
 
     Parameters
@@ -203,14 +209,20 @@ def write_table(frame: pd.DataFrame, path: str | Path, *, index_label: str | Non
         The final path (a ``.gz`` suffix is not supported: outputs are plain TSV).
     index_label
         Name of the first column holding the index, or ``None`` to drop the index.
+    missing_as_empty
+        Write missing values (NaN, None) as empty cells, which R's ``read.delim`` and
+        pandas read back as NA, instead of the text ``nan`` or ``None``.
     """
     if index_label is not None:
         frame = frame.rename_axis(index_label).reset_index()
     columns = {}
     for name in frame.columns:
         values = frame[name].to_numpy()
+        missing = pd.isna(frame[name]).to_numpy() if missing_as_empty else None
         if values.dtype == object or values.dtype.kind in "OUSb":
             values = values.astype(str)
+        if missing is not None and missing.any():
+            values = pa.array(values, mask=missing)  # nulls are written as empty cells
         columns[str(name)] = values
     table = pa.table(columns)
     with atomic_output(path) as temporary, open(temporary, "wb") as handle:
