@@ -5,16 +5,26 @@ no display needed) under a fixed style, and saved by :func:`save_figure`, which
 writes atomically and without timestamps or version strings, so that two runs give
 identical bytes. Nothing here plots one marker per gene: boxes come from quantiles,
 densities from histograms and MA plots from 2D histograms.
+
+User text (sample names, group and batch labels, column names, the cohort name) is
+drawn as typed: every figure is built under :data:`STYLE`, which turns off
+matplotlib's mathtext (``$...$``) and TeX, so ``S$1$`` or ``x^2`` is shown literally
+and cannot stop the run with a parse error. Files are saved with a tight bounding box,
+so no legend or title is cut at the edge.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
-from collections.abc import Sequence
+import textwrap
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import ParamSpec, TypeVar
 
 import matplotlib
+import matplotlib.ticker
 import numpy as np
 import pandas as pd
 from matplotlib.collections import LineCollection, PolyCollection
@@ -41,6 +51,9 @@ STYLE = {
     "figure.dpi": 100,
     "savefig.dpi": 100,
     "image.cmap": "viridis",
+    # Sample names and labels are user text: never parse them as math or TeX.
+    "text.parse_math": False,
+    "text.usetex": False,
 }
 #: Metadata that would otherwise embed a version string or a date.
 METADATA = {
@@ -51,11 +64,45 @@ METADATA = {
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p"]
 #: Sample names are written on the axes up to this many samples.
 MAX_LABELLED_SAMPLES = 60
+#: Characters of a title line per inch of figure width (DejaVu Sans at 10 pt).
+TITLE_CHARS_PER_INCH = 12
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def styled(function: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Build the figure under :data:`STYLE`: matplotlib reads rcParams when each text,
+    axis and legend is created, so the whole body must run inside the context."""
+
+    @functools.wraps(function)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with matplotlib.rc_context(STYLE):
+            return function(*args, **kwargs)
+
+    return wrapper
 
 
 def _figure(width: float, height: float) -> Figure:
     with matplotlib.rc_context(STYLE):
         return Figure(figsize=(width, height), layout="constrained")
+
+
+def _wrap(text: str, width_inches: float) -> str:
+    """``text`` broken into lines that fit ``width_inches`` (existing breaks kept)."""
+    width = max(20, int(width_inches * TITLE_CHARS_PER_INCH))
+    return "\n".join(
+        textwrap.fill(line, width, break_long_words=False, break_on_hyphens=False) or line
+        for line in str(text).split("\n")
+    )
+
+
+def _plain_number(value: float, _position: object = None) -> str:
+    return f"{value:g}"
+
+
+def _suptitle(fig: Figure, text: str) -> None:
+    fig.suptitle(_wrap(text, fig.get_figwidth()))
 
 
 def save_figure(fig: Figure, path: str | os.PathLike[str]) -> None:
@@ -75,7 +122,13 @@ def save_figure(fig: Figure, path: str | os.PathLike[str]) -> None:
     os.close(handle)
     try:
         with matplotlib.rc_context(STYLE):
-            fig.savefig(temporary, format=fmt, metadata=METADATA.get(fmt))
+            fig.savefig(
+                temporary,
+                format=fmt,
+                metadata=METADATA.get(fmt),
+                bbox_inches="tight",
+                pad_inches=0.1,
+            )
         os.chmod(temporary, 0o644)
         os.replace(temporary, path)
     except BaseException:
@@ -170,6 +223,7 @@ def _bxp(ax, summary: pd.DataFrame, colours: list[tuple[float, ...]]) -> None:
     ax.set_ylim(float(np.nanmin(low)) - 0.05 * span, float(np.nanmax(high)) + 0.05 * span)
 
 
+@styled
 def boxplot_figure(
     summary: pd.DataFrame,
     *,
@@ -187,11 +241,12 @@ def boxplot_figure(
     _bxp(ax, summary, _sample_colours(groups, len(summary)))
     _sample_axis(ax, [str(s) for s in summary.index])
     ax.set_ylabel(ylabel)
-    ax.set_title(title)
+    ax.set_title(_wrap(title, 0.8 * fig.get_figwidth()))
     _legend(ax, groups, group_name, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return fig
 
 
+@styled
 def rle_figure(
     summary: pd.DataFrame,
     *,
@@ -208,6 +263,7 @@ def rle_figure(
     return fig
 
 
+@styled
 def density_figure(
     edges: np.ndarray,
     density: np.ndarray,
@@ -234,11 +290,12 @@ def density_figure(
     ax.set_ylim(0, float(density.max()) * 1.05 if density.size and density.max() > 0 else 1)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("density")
-    ax.set_title(title)
+    ax.set_title(_wrap(title, 0.8 * fig.get_figwidth()))
     _legend(ax, groups, group_name, loc="upper right")
     return fig
 
 
+@styled
 def pca_figure(
     result: PCAResult,
     *,
@@ -297,7 +354,7 @@ def pca_figure(
         ]
     if handles:
         fig.legend(handles=handles, loc="outside right upper", frameon=False)
-    fig.suptitle(f"{title} — PCA of the {len(result.genes)} most variable genes")
+    _suptitle(fig, f"{title} — PCA of the {len(result.genes)} most variable genes")
     return fig
 
 
@@ -312,6 +369,7 @@ def _annotation_strip(ax, labels: Sequence[object] | None, order: np.ndarray, na
     ax.set_yticks([0], [name])
 
 
+@styled
 def correlation_figure(
     correlation: np.ndarray,
     linkage: np.ndarray,
@@ -322,13 +380,26 @@ def correlation_figure(
     condition_name: str = "condition",
     batch_name: str = "batch",
     title: str = "",
+    n_samples: int | None = None,
 ) -> Figure:
     """Sample-sample correlation heatmap ordered by hierarchical clustering.
 
     A dendrogram sits on top and colour strips show condition and batch, so the
     clusters can be read against both.
+
+    Parameters
+    ----------
+    correlation, linkage, samples
+        The samples drawn, their correlation and its clustering
+        (:func:`cohortnorm.qc.correlation_clustering`).
+    condition, batch
+        Labels of the samples drawn.
+    n_samples
+        Samples in the cohort, when only a subset (:func:`cohortnorm.qc.heatmap_samples`)
+        is drawn: the title then says how many of them are shown and how they were chosen.
     """
     n = len(samples)
+    subset = n_samples is not None and n_samples > n
     size = float(np.clip(3.5 + 0.18 * n, 6.0, 12.0))
     fig = _figure(size + 1.5, size + 1.0)
     grid = fig.add_gridspec(4, 2, height_ratios=[1.2, 0.12, 0.12, 5], width_ratios=[30, 1])
@@ -353,7 +424,9 @@ def correlation_figure(
     else:
         ax.set_xticks([])
         ax.set_yticks([])
-        ax.set_xlabel(f"{n} samples (clustered)")
+        ax.set_xlabel(
+            f"{n} of {n_samples} samples (clustered)" if subset else f"{n} samples (clustered)"
+        )
     fig.colorbar(image, cax=fig.add_subplot(grid[3, 1]), label="Pearson r")
     handles = []
     for name, labels in ((condition_name, condition), (batch_name, batch)):
@@ -364,10 +437,19 @@ def correlation_figure(
             ]
     if handles:
         fig.legend(handles=handles, loc="outside right upper", frameon=False)
-    fig.suptitle(title)
+    if subset:
+        strata = " × ".join(
+            name
+            for name, labels in ((condition_name, condition), (batch_name, batch))
+            if labels is not None
+        )
+        how = f"evenly spread over each {strata} group" if strata else "evenly spread"
+        title = f"{title} — {n} of {n_samples} samples shown ({how})"
+    _suptitle(fig, title)
     return fig
 
 
+@styled
 def ma_figure(ma: MAHistograms, *, title: str = "", columns: int = 4) -> Figure:
     """A grid of MA panels (2D histograms, log colour scale), one per sample shown."""
     panels = len(ma.samples)
@@ -399,16 +481,20 @@ def ma_figure(ma: MAHistograms, *, title: str = "", columns: int = 4) -> Figure:
     for ax in axes[:, 0]:
         ax.set_ylabel("M (log2 ratio)")
     if panels:
-        fig.colorbar(image, ax=axes, label="genes", shrink=0.8)
+        bar = fig.colorbar(image, ax=axes, label="genes", shrink=0.8)
+        # Plain numbers: the default log labels are mathtext, which STYLE turns off.
+        bar.ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(_plain_number))
+        bar.ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     note = (
         f" (first {panels} of {ma.n_samples} samples; qc.max_ma_panels)"
         if panels < ma.n_samples
         else ""
     )
-    fig.suptitle(f"{title} — each sample against the pseudo-reference (gene mean){note}")
+    _suptitle(fig, f"{title} — each sample against the pseudo-reference (gene mean){note}")
     return fig
 
 
+@styled
 def library_size_figure(
     table: pd.DataFrame,
     *,
@@ -443,16 +529,21 @@ def library_size_figure(
     _sample_axis(ax, [str(s) for s in table.index])
     ax.set_xlim(0.4, n + 0.6)
     ax.set_ylabel("reads (millions)")
-    ax.set_title(title)
+    ax.set_title(_wrap(title, 0.8 * fig.get_figwidth()))
     handles, _ = ax.get_legend_handles_labels()
     handles.insert(0, Patch(color="lightgrey", label="library size (all genes)"))
-    first = ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
     if groups is not None:
-        ax.add_artist(first)
-        _legend(ax, groups, group_name, loc="lower left", bbox_to_anchor=(1.0, 0.0))
+        handles.append(Line2D([], [], lw=0, label=f"{group_name}:"))
+        handles += [
+            Line2D([], [], color=colour, lw=4, label=level)
+            for level, colour in palette(groups).items()
+        ]
+    # A figure legend outside the axes: constrained layout makes room for it.
+    fig.legend(handles=handles, loc="outside right upper", frameon=False)
     return fig
 
 
+@styled
 def verdict_figure(metrics: pd.DataFrame, *, title: str = "") -> Figure:
     """Batch vs condition, per stage: R² of the top PCs and silhouette widths.
 
@@ -480,7 +571,7 @@ def verdict_figure(metrics: pd.DataFrame, *, title: str = "") -> Figure:
     axes[0].set_ylim(0, 1)
     axes[1].set_ylim(-1, 1)
     axes[0].legend(frameon=False, loc="upper right")
-    fig.suptitle(title)
+    _suptitle(fig, title)
     return fig
 
 
@@ -488,6 +579,7 @@ def verdict_figure(metrics: pd.DataFrame, *, title: str = "") -> Figure:
 STAGE_FIGURES = ("boxplot", "density", "pca", "rle", "correlation", "ma")
 
 
+@styled
 def stage_figures(
     result: StageQC,
     *,
@@ -502,6 +594,11 @@ def stage_figures(
     """
     batch = result.batch
     names = {"condition_name": condition_name, "batch_name": batch_name}
+    shown = (
+        np.arange(len(result.samples))
+        if result.correlation_samples is None
+        else result.correlation_samples
+    )
     return {
         "boxplot": boxplot_figure(
             result.distribution, groups=batch, group_name=batch_name, title=title
@@ -516,10 +613,11 @@ def stage_figures(
         "correlation": correlation_figure(
             result.correlation,
             result.linkage,
-            result.samples,
-            condition=result.condition,
-            batch=batch,
+            [result.samples[i] for i in shown],
+            condition=None if result.condition is None else result.condition[shown],
+            batch=None if batch is None else batch[shown],
             title=title,
+            n_samples=len(result.samples),
             **names,
         ),
         "ma": ma_figure(result.ma, title=title),
