@@ -676,3 +676,51 @@ def test_metrics_without_a_batch_have_empty_cells_not_none(tmp_path) -> None:
         ("raw", "undetermined"),
         ("normalized", "undetermined"),
     ]
+
+
+# --- many samples: bands per group ------------------------------------------------------------
+
+
+def _artists(figure) -> int:
+    return sum(len(ax.lines) + len(ax.collections) + len(ax.patches) for ax in figure.axes)
+
+
+def test_many_samples_are_drawn_as_bands_per_group(tmp_path) -> None:
+    """Above plots.BAND_SAMPLES samples, boxes, densities and library sizes are bands per
+    batch: the number of artists does not grow with the samples, and the bands are the
+    per-sample quantiles."""
+    rng = np.random.default_rng(17)
+    counts = {}
+    for n in (400, 4000):
+        values = rng.normal(5, 2, size=(200, n))
+        batch = np.array(["b1", "b2", "b3"])[np.arange(n) % 3]
+        result = qc.stage_qc(values, [f"s{i}" for i in range(n)], batch=batch, top_genes=100)
+        summary = qc.count_summary(np.abs(values * 1e4).astype(np.int64))
+        summary.index = result.samples
+        figures = {
+            "box": plots.boxplot_figure(result.distribution, groups=batch, group_name="batch"),
+            "density": plots.density_figure(result.density_edges, result.density, groups=batch),
+            "library": plots.library_size_figure(summary, groups=batch),
+        }
+        counts[n] = {name: _artists(figure) for name, figure in figures.items()}
+        box_ax = figures["box"].axes[0]
+        assert box_ax.get_xlabel() == (
+            f"{n} samples, grouped by batch, in sample-sheet order within each group"
+        )
+        assert [t.get_text() for t in box_ax.get_xticklabels()] == ["b1", "b2", "b3"]
+        # The b2 median line follows the b2 samples' medians in column order.
+        medians = [line.get_ydata() for line in box_ax.lines if line.get_color() == "black"]
+        expected = result.distribution["median"].to_numpy()[batch == "b2"]
+        assert any(len(m) == len(expected) and np.allclose(m, expected) for m in medians), (
+            "no median line for batch b2"
+        )
+        density_ax = figures["density"].axes[0]
+        b1_median = np.quantile(result.density[batch == "b1"], 0.5, axis=0)
+        assert any(np.allclose(line.get_ydata(), b1_median) for line in density_ax.lines)
+        for name, figure in figures.items():
+            plots.save_figure(figure, tmp_path / f"{name}_{n}.png")
+            plots.save_figure(figure, tmp_path / f"{name}_{n}.svg")
+    assert counts[400] == counts[4000], counts
+    # Rasterized bands: the vector file has as many paths for 4,000 samples as for 400.
+    paths = {n: (tmp_path / f"box_{n}.svg").read_text().count("<path") for n in (400, 4000)}
+    assert paths[400] == paths[4000], paths

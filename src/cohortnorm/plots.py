@@ -64,6 +64,9 @@ METADATA = {
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p"]
 #: Sample names are written on the axes up to this many samples.
 MAX_LABELLED_SAMPLES = 60
+#: Above this many samples, boxes, densities and library sizes are drawn as bands per
+#: group (per-sample quantiles along the samples; quantiles of the density curves).
+BAND_SAMPLES = 300
 #: Characters of a title line per inch of figure width (DejaVu Sans at 10 pt).
 TITLE_CHARS_PER_INCH = 12
 
@@ -223,6 +226,81 @@ def _bxp(ax, summary: pd.DataFrame, colours: list[tuple[float, ...]]) -> None:
     ax.set_ylim(float(np.nanmin(low)) - 0.05 * span, float(np.nanmax(high)) + 0.05 * span)
 
 
+def _group_spans(
+    groups: Sequence[object] | None, n: int
+) -> tuple[np.ndarray, list[tuple[str, int, int]]]:
+    """Samples ordered by group level (sorted), keeping column order within a group, and
+    each level's ``(level, start, stop)`` span in that order."""
+    if groups is None:
+        return np.arange(n), [("", 0, n)]
+    labels = np.array([str(x) for x in groups], dtype=object)
+    levels = _levels(groups)
+    codes = np.searchsorted(np.array(levels, dtype=object), labels)
+    order = np.argsort(codes, kind="stable")
+    stops = np.cumsum(np.bincount(codes, minlength=len(levels)))
+    starts = np.concatenate([[0], stops[:-1]])
+    return order, [
+        (level, int(a), int(b)) for level, a, b in zip(levels, starts, stops, strict=True) if b > a
+    ]
+
+
+def _group_axis(ax, spans: list[tuple[str, int, int]], n: int, group_name: str) -> None:
+    """x axis of a banded plot: a tick per group (when few) and lines between groups."""
+    for _, start, _ in spans[1:]:
+        ax.axvline(start + 0.5, color="black", lw=0.5, zorder=4)
+    ax.set_xlim(0.5, n + 0.5)
+    if 1 < len(spans) <= 40:
+        ax.set_xticks([(a + b) / 2 + 0.5 for _, a, b in spans], [s[0] for s in spans])
+        ax.tick_params(axis="x", labelrotation=90 if len(spans) > 8 else 0)
+    else:
+        ax.set_xticks([])
+    grouped = f", grouped by {group_name}" if len(spans) > 1 else ""
+    ax.set_xlabel(f"{n} samples{grouped}, in sample-sheet order within each group")
+
+
+def _banded_boxes(
+    ax, summary: pd.DataFrame, groups: Sequence[object] | None, group_name: str
+) -> None:
+    """Per-sample quantiles as bands along the samples, one colour per group: whiskers
+    (light), quartiles (dark) and the median (line). Reads with thousands of samples,
+    where one box per sample would be a few pixels or less."""
+    n = len(summary)
+    order, spans = _group_spans(groups, n)
+    colours = palette(groups) if groups is not None else {"": "tab:blue"}
+    x = np.arange(1, n + 1, dtype=float)
+    table = {c: summary[c].to_numpy(dtype=float)[order] for c in summary.columns}
+    for level, start, stop in spans:
+        part = slice(start, stop)
+        colour = colours[level]
+        ax.fill_between(
+            x[part],
+            table["whislo"][part],
+            table["whishi"][part],
+            color=colour,
+            alpha=0.25,
+            lw=0,
+            step="mid",
+            rasterized=True,
+        )
+        ax.fill_between(
+            x[part],
+            table["q1"][part],
+            table["q3"][part],
+            color=colour,
+            alpha=0.85,
+            lw=0,
+            step="mid",
+            rasterized=True,
+        )
+        ax.step(x[part], table["median"][part], where="mid", color="black", lw=0.4, rasterized=True)
+    _group_axis(ax, spans, n, group_name)
+    span = float(np.nanmax(table["whishi"]) - np.nanmin(table["whislo"])) if n else 1.0
+    ax.set_ylim(
+        float(np.nanmin(table["whislo"])) - 0.05 * span,
+        float(np.nanmax(table["whishi"])) + 0.05 * span,
+    )
+
+
 @styled
 def boxplot_figure(
     summary: pd.DataFrame,
@@ -234,12 +312,17 @@ def boxplot_figure(
 ) -> Figure:
     """Per-sample boxplots from quantiles (``q1, median, q3, whislo, whishi``).
 
-    Boxes are coloured by ``groups``; outliers are not drawn.
+    Boxes are coloured by ``groups``; outliers are not drawn. Above
+    :data:`BAND_SAMPLES` samples the boxes become bands along the samples, ordered by
+    group (whiskers light, quartiles dark, median as a line).
     """
     fig = _figure(_width(len(summary)), 4.0)
     ax = fig.add_subplot()
-    _bxp(ax, summary, _sample_colours(groups, len(summary)))
-    _sample_axis(ax, [str(s) for s in summary.index])
+    if len(summary) > BAND_SAMPLES:
+        _banded_boxes(ax, summary, groups, group_name)
+    else:
+        _bxp(ax, summary, _sample_colours(groups, len(summary)))
+        _sample_axis(ax, [str(s) for s in summary.index])
     ax.set_ylabel(ylabel)
     ax.set_title(_wrap(title, 0.8 * fig.get_figwidth()))
     _legend(ax, groups, group_name, loc="upper left", bbox_to_anchor=(1.0, 1.0))
@@ -273,19 +356,44 @@ def density_figure(
     title: str = "",
     xlabel: str = "log2 CPM",
 ) -> Figure:
-    """Overlaid per-sample density curves from histograms (samples × bins)."""
+    """Per-sample density curves from histograms (samples × bins).
+
+    Up to :data:`BAND_SAMPLES` samples, one curve per sample. Above, one band per group:
+    the median curve of the group's samples and the band between their 10 % and 90 %
+    quantiles at each point (drawing cost no longer grows with the samples).
+    """
     fig = _figure(6.5, 4.0)
     ax = fig.add_subplot()
     centres = (edges[:-1] + edges[1:]) / 2
-    segments = np.stack([np.broadcast_to(centres, density.shape), density], axis=-1)
-    alpha = 0.8 if len(density) <= 50 else 0.3
-    lines = LineCollection(
-        list(segments),
-        colors=_sample_colours(groups, len(density)),
-        linewidths=0.8,
-        alpha=alpha,
-    )
-    ax.add_collection(lines)
+    n = len(density)
+    if n > BAND_SAMPLES:
+        order, spans = _group_spans(groups, n)
+        colours = palette(groups) if groups is not None else {"": "tab:blue"}
+        for level, start, stop in spans:
+            members = density[order[start:stop]]
+            low, median, high = np.quantile(members, [0.1, 0.5, 0.9], axis=0)
+            colour = colours[level]
+            ax.fill_between(centres, low, high, color=colour, alpha=0.25, lw=0)
+            ax.plot(centres, median, color=colour, lw=1.2)
+        unit = group_name if groups is not None else "cohort"
+        ax.text(
+            0.01,
+            0.98,
+            f"{n} samples: median and 10–90 % band per {unit}",
+            transform=ax.transAxes,
+            va="top",
+            fontsize=7,
+        )
+    else:
+        segments = np.stack([np.broadcast_to(centres, density.shape), density], axis=-1)
+        alpha = 0.8 if n <= 50 else 0.3
+        lines = LineCollection(
+            list(segments),
+            colors=_sample_colours(groups, n),
+            linewidths=0.8,
+            alpha=alpha,
+        )
+        ax.add_collection(lines)
     ax.set_xlim(edges[0], edges[-1])
     ax.set_ylim(0, float(density.max()) * 1.05 if density.size and density.max() > 0 else 1)
     ax.set_xlabel(xlabel)
@@ -329,9 +437,11 @@ def pca_figure(
                 result.scores[chosen, j],
                 c=[colours[s] for s in chosen],
                 marker=marker,
-                s=36 if n <= 200 else 12,
-                edgecolors="black",
+                s=36 if n <= 200 else 12 if n <= BAND_SAMPLES * 10 else 3,
+                edgecolors="black" if n <= BAND_SAMPLES else "none",
                 linewidths=0.4,
+                alpha=1.0 if n <= BAND_SAMPLES * 10 else 0.5,
+                rasterized=n > BAND_SAMPLES,
             )
         ax.set_xlabel(f"PC{i + 1} ({result.variance_ratio[i]:.1%})")
         ax.set_ylabel(f"PC{j + 1} ({result.variance_ratio[j]:.1%})")
@@ -506,28 +616,64 @@ def library_size_figure(
     """Library sizes (millions): bars of ``lib_size``, dots of ``effective_lib_size``.
 
     ``table`` is indexed by sample; a dashed line marks median(lib_size) / ``divisor``,
-    the low-library flag threshold.
+    the low-library flag threshold. Above :data:`BAND_SAMPLES` samples, the bars become
+    a filled profile along the samples ordered by group, and the effective sizes a line.
     """
     n = len(table)
     fig = _figure(_width(n), 4.0)
     ax = fig.add_subplot()
     positions = np.arange(1, n + 1)
     lib = table["lib_size"].to_numpy(dtype=float) / 1e6
-    ax.bar(positions, lib, color=_sample_colours(groups, n), width=0.8)
-    if "effective_lib_size" in table:
-        ax.plot(
-            positions,
-            table["effective_lib_size"].to_numpy(dtype=float) / 1e6,
-            linestyle="none",
-            marker="_" if n > MAX_LABELLED_SAMPLES else "D",
-            color="black",
-            markersize=5,
-            label="effective: filtered × norm. factor",
-        )
+    effective = (
+        table["effective_lib_size"].to_numpy(dtype=float) / 1e6
+        if "effective_lib_size" in table
+        else None
+    )
+    banded = n > BAND_SAMPLES
+    if banded:
+        # One bar per sample would be a sub-pixel rectangle each (and 17,000 patches).
+        order, spans = _group_spans(groups, n)
+        colours = palette(groups) if groups is not None else {"": "tab:blue"}
+        for level, start, stop in spans:
+            part = slice(start, stop)
+            ax.fill_between(
+                positions[part],
+                0,
+                lib[order][part],
+                step="mid",
+                color=colours[level],
+                lw=0,
+                rasterized=True,
+            )
+        if effective is not None:
+            ax.step(
+                positions,
+                effective[order],
+                where="mid",
+                color="black",
+                lw=0.4,
+                rasterized=True,
+                label="effective: filtered × norm. factor",
+            )
+    else:
+        ax.bar(positions, lib, color=_sample_colours(groups, n), width=0.8)
+        if effective is not None:
+            ax.plot(
+                positions,
+                effective,
+                linestyle="none",
+                marker="_" if n > MAX_LABELLED_SAMPLES else "D",
+                color="black",
+                markersize=5,
+                label="effective: filtered × norm. factor",
+            )
     threshold = float(np.median(lib)) / divisor
     ax.axhline(threshold, color="red", linestyle="--", lw=0.8, label=f"median / {divisor:g}")
-    _sample_axis(ax, [str(s) for s in table.index])
-    ax.set_xlim(0.4, n + 0.6)
+    if banded:
+        _group_axis(ax, spans, n, group_name)
+    else:
+        _sample_axis(ax, [str(s) for s in table.index])
+        ax.set_xlim(0.4, n + 0.6)
     ax.set_ylabel("reads (millions)")
     ax.set_title(_wrap(title, 0.8 * fig.get_figwidth()))
     handles, _ = ax.get_legend_handles_labels()
