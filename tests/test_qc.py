@@ -724,3 +724,22 @@ def test_many_samples_are_drawn_as_bands_per_group(tmp_path) -> None:
     # Rasterized bands: the vector file has as many paths for 4,000 samples as for 400.
     paths = {n: (tmp_path / f"box_{n}.svg").read_text().count("<path") for n in (400, 4000)}
     assert paths[400] == paths[4000], paths
+
+
+def test_scripts_hold_thread_pools_to_the_rule_threads() -> None:
+    """runner.limit_threads (called by every script) sets BLAS, pyarrow and child env."""
+    code = (
+        "import os, numpy, pyarrow, threadpoolctl\n"
+        "from cohortnorm.io.runner import limit_threads\n"
+        "assert limit_threads(1) == 1\n"
+        "info = threadpoolctl.threadpool_info()\n"
+        "assert info and all(pool['num_threads'] == 1 for pool in info), info\n"
+        "assert pyarrow.cpu_count() == 1 and pyarrow.io_thread_count() == 1\n"
+        "assert os.environ['OPENBLAS_NUM_THREADS'] == os.environ['OMP_NUM_THREADS'] == '1'\n"
+        "print('ok')\n"
+    )
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "2", "PYTHONPATH": str(REPO / "src")}
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False
+    )
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
