@@ -368,7 +368,9 @@ def cross_product(left: np.ndarray, right: np.ndarray | None = None) -> np.ndarr
     ``dsyrk`` of OpenBLAS 0.3.31, bundled with numpy 2.4, dies with SIGSEGV for about
     15,000 or more rows on AVX-512 CPUs (docs/blas.md). Each block here is a copy, so
     numpy calls ``gemm`` with two distinct operands, which is not affected; blocks of
-    :data:`CROSS_PRODUCT_ROWS` rows keep every single call small as well.
+    :data:`CROSS_PRODUCT_ROWS` rows keep every single call small as well. For a Gram
+    matrix only the blocks on and below the diagonal are multiplied (as ``syrk`` does)
+    and the rest is their transpose, so the result is exactly symmetric.
 
     Parameters
     ----------
@@ -383,11 +385,20 @@ def cross_product(left: np.ndarray, right: np.ndarray | None = None) -> np.ndarr
         m × n float64.
     """
     left = np.asarray(left, dtype=np.float64)
+    gram = right is None
     right = left if right is None else np.asarray(right, dtype=np.float64)
     result = np.empty((left.shape[0], right.shape[0]))
-    right_t = right.T
-    for rows in slices(left.shape[0], CROSS_PRODUCT_ROWS):
-        np.matmul(np.array(left[rows], order="C", copy=True), right_t, out=result[rows])
+    blocks = slices(left.shape[0], CROSS_PRODUCT_ROWS)
+    for rows in blocks:
+        columns = slice(0, rows.stop if gram else right.shape[0])
+        np.matmul(
+            np.array(left[rows], order="C", copy=True),
+            right[columns].T,
+            out=result[rows, columns],
+        )
+    if gram:
+        for rows in blocks:
+            result[rows, rows.stop :] = result[rows.stop :, rows].T
     return result
 
 
