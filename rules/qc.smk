@@ -55,6 +55,13 @@ rule qc_summary:
             subcategory="summary",
             labels={"cohort": "{outdir}", "stage": "all", "figure": "metrics table"},
         ),
+        verdict_table=report(
+            out("qc/verdict.tsv"),
+            caption="../report/qc_verdict.rst",
+            category="QC",
+            subcategory="summary",
+            labels={"cohort": "{outdir}", "stage": "all", "figure": "verdict table"},
+        ),
         flags=report(
             out("qc/sample_flags.tsv"),
             caption="../report/qc_sample_flags.rst",

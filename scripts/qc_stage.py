@@ -76,13 +76,27 @@ def main(smk, logger):
     for name, figure in figures.items():
         plots.save_figure(figure, smk.output[name])
     write_table(result.per_sample, smk.output.samples, index_label="sample")
-    write_table(qc.metrics_frame([result.metrics], cohort=smk.params.cohort), smk.output.metrics)
+    write_table(
+        qc.metrics_frame([result.metrics], cohort=smk.params.cohort),
+        smk.output.metrics,
+        missing_as_empty=True,
+    )
     metrics = result.metrics
+    if metrics["heatmap_samples"] < metrics["n_samples"]:
+        logger.info(
+            "correlation heatmap: %d of %d samples, evenly spread over each condition × batch "
+            "group",
+            metrics["heatmap_samples"],
+            metrics["n_samples"],
+        )
     logger.info(
-        "PC variance explained by batch %.3f, by condition %.3f; verdict: %s",
+        "PC variance explained by batch %.3f, by condition %.3f; Cramér's V between batch "
+        "and condition in the sheet %.3f; verdict: %s (%s)",
         metrics["batch_r2"],
         metrics["condition_r2"],
+        metrics["batch_condition_cramers_v"],
         metrics["verdict"],
+        metrics["verdict_rule"],
     )
 
 

@@ -40,10 +40,13 @@ def main(smk, logger):
         dropout["dropout_raw_median"],
         dropout["dropout_filtered_median"],
     )
-    metrics = pd.concat([read_table(path) for path in smk.input.stage_metrics])
+    text = ["cohort", "stage", "verdict", "verdict_rule"]
+    metrics = pd.concat([read_table(path, string_columns=text) for path in smk.input.stage_metrics])
     for name, value in {**filter_columns, **dropout}.items():
         metrics[name] = value
-    write_table(metrics, smk.output.metrics)
+    # No batch (or one level) leaves batch_r2 and the silhouettes missing: empty cells.
+    write_table(metrics, smk.output.metrics, missing_as_empty=True)
+    write_table(qc.verdict_table(metrics), smk.output.verdict_table, missing_as_empty=True)
 
     per_sample = read_table(smk.input.stage_samples, string_columns=["sample"])
     flags = qc.sample_flags(raw, per_sample.set_index("sample"))
@@ -75,13 +78,23 @@ def main(smk, logger):
     verdicts = ", ".join(
         f"{s}: {v}" for s, v in zip(metrics["stage"], metrics["verdict"], strict=True)
     )
+    association = pd.to_numeric(metrics["batch_condition_cramers_v"]).iloc[0]
+    design = (
+        ""
+        if pd.isna(association)
+        else f"\nCramér's V between batch and condition in the sample sheet: {association:.2f}"
+    )
     plots.save_figure(
         plots.verdict_figure(
-            metrics, title=f"{cohort}: do samples cluster by batch or by condition?\n{verdicts}"
+            metrics,
+            title=f"{cohort}: do samples cluster by batch or by condition?\n{verdicts}{design}",
         ),
         smk.output.verdict,
     )
     logger.info("verdict per stage: %s", verdicts)
+    confounded = qc.confounding_warning(metrics)
+    if confounded:
+        logger.warning("%s", confounded)
 
 
 run(main, snakemake)

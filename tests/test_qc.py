@@ -12,11 +12,19 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+
 import matplotlib.image
+import matplotlib.text
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import load_dataset
+from conftest import REPO, load_dataset
 from matplotlib import cbook
 
 from cohortnorm import combat, edger, plots, qc
@@ -363,3 +371,373 @@ def test_qc_rules_show_combat_removing_a_strong_batch_effect(cohort: dict, tmp_p
     assert after["condition_silhouette"] > before["condition_silhouette"]
     for stage in ("raw", "normalized", "batch_corrected"):
         assert (tmp_path / f"results/qc/{stage}/pca.png").stat().st_size > 10_000
+
+
+# --- GTEx scale: no sample × sample product through BLAS syrk ----------------------------
+
+
+def test_cross_product_equals_the_plain_product() -> None:
+    rng = np.random.default_rng(11)
+    x = rng.normal(size=(300, 40))
+    y = rng.normal(size=(70, 40))
+    np.testing.assert_allclose(qc.cross_product(x), x @ np.array(x.T), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(qc.cross_product(x, y), x @ y.T, rtol=1e-12, atol=1e-12)
+
+
+GTEX_SCALE_SCRIPT = """
+import numpy as np
+import threadpoolctl
+from cohortnorm import qc
+
+assert threadpoolctl.threadpool_info()[0]["num_threads"] == 2
+rng = np.random.default_rng(0)
+n = 17_000
+# 1,000 genes x 17,000 samples, all of them top genes: the sample correlation over them
+# was x @ x.T of a C-ordered 17,000 x 1,000 matrix, the known crash with 2 threads.
+values = rng.normal(5.0, 2.0, size=(1000, n))
+condition = np.array(["ctrl", "trt"])[np.arange(n) % 2]
+batch = np.array([f"b{i % 9}" for i in range(n)])
+result = qc.stage_qc(values, [f"s{i}" for i in range(n)], condition=condition,
+                     batch=batch, top_genes=1000, max_ma_panels=2)
+assert result.correlation.shape == (500, 500), result.correlation.shape
+assert result.metrics["heatmap_samples"] == 500
+assert np.isfinite(result.metrics["batch_silhouette"])
+print("ok")
+"""
+
+
+@pytest.mark.slow
+def test_gtex_scale_qc_survives_two_blas_threads() -> None:
+    """17,000 samples through the QC code path with 2 OpenBLAS threads (about 10 s).
+
+    The code before this test crashed here with SIGSEGV on the machine of docs/blas.md.
+
+    numpy 2.4.6's OpenBLAS 0.3.31 dies with SIGSEGV in ``x @ x.T`` (dsyrk) for a
+    17,000 × 1,000 matrix with 2 threads on AVX-512 CPUs (docs/blas.md). The QC must
+    never take that path; run in a child process so a crash fails this test only.
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENBLAS_")}
+    env |= {"OPENBLAS_NUM_THREADS": "2", "PYTHONPATH": str(REPO / "src")}
+    result = subprocess.run(
+        [sys.executable, "-c", GTEX_SCALE_SCRIPT],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+        timeout=300,
+    )
+    assert result.returncode != -signal.SIGSEGV, "SIGSEGV in BLAS: see docs/blas.md"
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-3000:]
+
+
+def test_heatmap_subset_is_stratified_and_deterministic() -> None:
+    n = 17_000
+    index = np.arange(n)
+    # Unbalanced strata: 3 batches of 10,000 / 6,990 / 10 samples, two conditions.
+    batch = np.where(index < 10_000, "b1", np.where(index < 16_990, "b2", "b3"))
+    condition = np.where(index % 4 == 0, "trt", "ctrl")
+    chosen = qc.heatmap_samples(n, condition, batch)
+    assert len(chosen) == qc.HEATMAP_MAX_SAMPLES == 500
+    assert np.all(np.diff(chosen) > 0)  # increasing, no repeats
+    np.testing.assert_array_equal(chosen, qc.heatmap_samples(n, condition, batch))
+    strata = pd.Series([f"{c}/{b}" for c, b in zip(condition, batch, strict=True)])
+    sizes = strata.value_counts()
+    drawn = strata.iloc[chosen].value_counts()
+    assert set(drawn.index) == set(sizes.index)  # every condition × batch group is drawn
+    for stratum, size in sizes.items():  # one each, the rest in proportion (±1)
+        expected = 1 + (500 - len(sizes)) * (size - 1) / (n - len(sizes))
+        assert abs(drawn[stratum] - expected) < 1, (stratum, drawn[stratum], expected)
+    # Within a stratum the samples are spread over the whole column range.
+    trt_b1 = chosen[(condition[chosen] == "trt") & (batch[chosen] == "b1")]
+    assert trt_b1.min() < 200 and trt_b1.max() > 9_800
+    # Small cohorts are drawn whole; with no labels the subset is evenly spaced.
+    np.testing.assert_array_equal(qc.heatmap_samples(300), np.arange(300))
+    plain = qc.heatmap_samples(1000, limit=10)
+    np.testing.assert_array_equal(plain, np.arange(50, 1000, 100))
+    # More groups than places: still `limit` distinct samples.
+    many = qc.heatmap_samples(1000, [f"g{i}" for i in range(1000)], limit=10)
+    assert len(set(many.tolist())) == 10
+
+
+def test_many_samples_heatmap_says_which_samples_it_shows() -> None:
+    rng = np.random.default_rng(12)
+    n = 700
+    values = rng.normal(5, 2, size=(300, n))
+    batch = np.array(["a", "b"])[np.arange(n) % 2]
+    condition = np.array(["x", "y", "z"])[np.arange(n) % 3]
+    result = qc.stage_qc(
+        values, [f"s{i}" for i in range(n)], condition=condition, batch=batch, top_genes=100
+    )
+    assert result.correlation.shape == (500, 500) and result.metrics["heatmap_samples"] == 500
+    shown = result.correlation_samples
+    np.testing.assert_allclose(
+        result.correlation, np.corrcoef(values[np.ix_(result.pca.genes, shown)].T), atol=1e-12
+    )
+    figure = plots.stage_figures(result, title="c")["correlation"]
+    assert "500 of 700 samples shown (evenly spread over each condition × batch group)" in (
+        figure.get_suptitle()
+    ).replace("\n", " ")
+
+
+# --- verdict ---------------------------------------------------------------------------------
+
+
+def test_cramers_v_matches_scipy_and_known_designs() -> None:
+    from scipy.stats.contingency import association, crosstab
+
+    rng = np.random.default_rng(13)
+    for _ in range(5):
+        a = rng.choice(["p", "q", "r"], size=40)
+        b = rng.choice(["u", "v"], size=40)
+        table = crosstab(a, b).count
+        assert qc.cramers_v(a, b) == pytest.approx(
+            association(table, method="cramer", correction=False), abs=1e-12
+        )
+    batch = ["b1", "b1", "b2", "b2", "b3", "b3", "b4", "b4"]
+    assert qc.cramers_v(batch, ["c", "c", "c", "c", "t", "t", "t", "t"]) == pytest.approx(1.0)
+    assert qc.cramers_v(batch, ["c", "t"] * 4) == pytest.approx(0.0, abs=1e-15)
+    assert np.isnan(qc.cramers_v(batch, ["c"] * 8))
+
+
+def test_verdict_rule_tie_margin_and_confounding() -> None:
+    assert qc.verdict(0.40, 0.40) == "unclear"  # a tie no longer reads "condition"
+    assert qc.verdict(0.40, 0.44) == "unclear"
+    assert qc.verdict(0.44, 0.40) == "unclear"
+    assert qc.verdict(0.30, 0.50) == "condition"
+    assert qc.verdict(0.50, 0.30) == "batch"
+    assert qc.verdict(0.10, 0.90, 0.85) == "confounded"
+    assert qc.verdict(0.10, 0.90, 0.50) == "condition"
+    assert qc.verdict(float("nan"), 0.9) == "undetermined"
+    assert qc.verdict(float("nan"), 0.9, 1.0) == "confounded"
+    assert "0.8" in qc.VERDICT_RULE and "0.05" in qc.VERDICT_RULE
+
+
+def _design_values(batch: np.ndarray, condition: np.ndarray, b_shift, c_shift) -> np.ndarray:
+    """log values: 400 genes, shifted per batch (b_shift) and per condition (c_shift)."""
+    rng = np.random.default_rng(14)
+    n = len(batch)
+    values = rng.normal(5.0, 1.0, (400, 1)) + rng.normal(0.0, 0.1, (400, n))
+    # Batch moves genes 0-199, condition genes 200-399, by the same amounts (±1):
+    # equal shifts give equal effects.
+    signs = np.where(np.arange(400) % 2 == 0, 1.0, -1.0)
+    genes_b, genes_c = signs * (np.arange(400) < 200), signs * (np.arange(400) >= 200)
+    values += np.outer(genes_b, [b_shift[b] for b in batch])
+    values += np.outer(genes_c, [c_shift[c] for c in condition])
+    return values
+
+
+def test_stage_verdicts_on_synthetic_designs() -> None:
+    batch = np.repeat(["b1", "b2"], 8)
+    balanced = np.tile(np.repeat(["ctrl", "trt"], 4), 2)
+    names = [f"s{i}" for i in range(16)]
+
+    def run(condition, b_shift, c_shift):
+        values = _design_values(batch, condition, b_shift, c_shift)
+        return qc.stage_qc(values, names, condition=condition, batch=batch, top_genes=400).metrics
+
+    clear = run(balanced, {"b1": 0.0, "b2": 0.2}, {"ctrl": 0.0, "trt": 3.0})
+    assert clear["batch_condition_cramers_v"] == pytest.approx(0.0, abs=1e-15)
+    assert clear["condition_r2"] > clear["batch_r2"] + 0.05 and clear["verdict"] == "condition"
+    strong_batch = run(balanced, {"b1": 0.0, "b2": 3.0}, {"ctrl": 0.0, "trt": 0.2})
+    assert strong_batch["verdict"] == "batch"
+    # Equal effects of batch and condition: the R² are within the margin.
+    tie = run(balanced, {"b1": 0.0, "b2": 2.0}, {"ctrl": 0.0, "trt": 2.0})
+    assert abs(tie["batch_r2"] - tie["condition_r2"]) <= qc.UNCLEAR_R2_MARGIN
+    assert tie["verdict"] == "unclear"
+    # Each batch holds one condition: the R² are equal and mean nothing.
+    nested = np.where(batch == "b1", "ctrl", "trt")
+    confounded = run(nested, {"b1": 0.0, "b2": 0.0}, {"ctrl": 0.0, "trt": 3.0})
+    assert confounded["batch_condition_cramers_v"] == pytest.approx(1.0)
+    assert confounded["verdict"] == "confounded"
+    # Mostly but not fully nested: V = 0.75 / 0.875 around the 0.8 threshold.
+    mostly = nested.copy()
+    mostly[[0, 8]] = ["trt", "ctrl"]
+    assert qc.cramers_v(batch, mostly) == pytest.approx(0.75)
+    mostly[[0, 8]] = ["ctrl", "ctrl"]
+    v = qc.cramers_v(batch, mostly)
+    assert v > 0.8 and run(mostly, {"b1": 0, "b2": 0}, {"ctrl": 0, "trt": 3})["verdict"] == (
+        "confounded"
+    )
+    table = qc.metrics_frame([clear, confounded], cohort="c")
+    assert qc.confounding_warning(table) == (
+        "batch and condition go together in the sample sheet (Cramér's V 1.00 >= 0.8): the QC "
+        "cannot tell a batch effect from the biology, and batch correction with this design may "
+        "remove the biology. Judge the uncorrected QC (qc/normalized)."
+    )
+    assert qc.confounding_warning(qc.metrics_frame([clear, tie])) is None
+    shown = qc.verdict_table(table)
+    assert shown.columns.tolist() == [
+        "cohort",
+        "stage",
+        "verdict",
+        "batch_r2",
+        "condition_r2",
+        "cramers_v",
+    ]
+    assert shown["cramers_v"].tolist() == ["0.000", "1.000"]
+
+
+# --- user text in figures --------------------------------------------------------------------
+
+AWKWARD_NAMES = ["S$1$", "a_b", "x^2", "{S1}", '"q"', r"$\alpha_$", "p$^$q", r"\frac"]
+
+
+def test_user_text_with_dollars_and_carets_is_drawn_literally(tmp_path) -> None:
+    """Sample names, labels and column names reach matplotlib as plain text."""
+    rng = np.random.default_rng(15)
+    n = len(AWKWARD_NAMES)
+    values = rng.normal(5, 2, size=(1000, n))
+    condition = np.array(["c$1", "t^2"] * (n // 2))
+    batch = np.array([r"$\beta$"] * (n // 2) + ["b_{2}"] * (n // 2))
+    result = qc.stage_qc(
+        values, AWKWARD_NAMES, condition=condition, batch=batch, top_genes=300, max_ma_panels=3
+    )
+    summary = qc.count_summary(np.abs(values * 1e4).astype(np.int64))
+    summary.index = AWKWARD_NAMES
+    figures = {
+        **plots.stage_figures(result, condition_name="cond$", batch_name="b^", title="$x_"),
+        "library_sizes": plots.library_size_figure(summary, groups=batch, title="$lib"),
+        "verdict": plots.verdict_figure(
+            pd.DataFrame([result.metrics | {"stage": "st$1$"}]), title=r"\alpha$"
+        ),
+    }
+    for name, figure in figures.items():
+        for suffix in ("png", "svg"):
+            plots.save_figure(figure, tmp_path / f"{name}.{suffix}")  # no ParseException
+        texts = [t.get_text() for t in figure.findobj(matplotlib.text.Text) if t.get_text()]
+        parsed = [t for t in figure.findobj(matplotlib.text.Text) if t.get_parse_math()]
+        assert not [t.get_text() for t in parsed if t.get_text()], name
+        shown = set(AWKWARD_NAMES) if name in ("boxplot", "rle", "correlation") else set()
+        assert shown <= set(texts), (name, shown - set(texts))
+    svg = (tmp_path / "boxplot.svg").read_text()
+    assert "S$1$" in svg and "x^2" in svg  # svg.fonttype none: the text as typed
+
+
+def test_titles_and_legends_stay_inside_the_figure(tmp_path) -> None:
+    rng = np.random.default_rng(16)
+    values = rng.normal(5, 2, size=(500, 30))
+    batch = np.array(["a batch with a long name", "b"] * 15)
+    result = qc.stage_qc(values, [f"s{i}" for i in range(30)], batch=batch, max_ma_panels=2)
+    summary = qc.count_summary(np.abs(values * 1e4).astype(np.int64))
+    summary.index = result.samples
+    summary["effective_lib_size"] = summary["lib_size"] * 0.9
+    long_title = "a cohort with a long descriptive name: normalized logCPM"
+    figures = {
+        "ma": plots.ma_figure(result.ma, title=long_title),
+        "library_sizes": plots.library_size_figure(summary, groups=batch, title=long_title),
+    }
+    for name, figure in figures.items():
+        figure.canvas.draw()
+        width = figure.bbox.width
+        boxes = [legend.get_window_extent() for legend in figure.legends]
+        boxes += [legend.get_window_extent() for ax in figure.axes if (legend := ax.get_legend())]
+        if figure._suptitle is not None:
+            boxes.append(figure._suptitle.get_window_extent())
+        boxes += [ax.title.get_window_extent() for ax in figure.axes if ax.get_title()]
+        for box in boxes:
+            assert box.x0 >= -0.5 and box.x1 <= width + 0.5, (name, box, width)
+    assert "\n" in figures["ma"].get_suptitle()  # wrapped to the figure's width
+
+
+# --- missing values in qc/metrics.tsv ----------------------------------------------------------
+
+
+@pytest.mark.e2e
+def test_metrics_without_a_batch_have_empty_cells_not_none(tmp_path) -> None:
+    """No batch column: batch_r2 and the batch silhouette are empty cells (NA)."""
+    from test_workflow import base_config, run_snakemake
+
+    config = base_config(tmp_path, batch_correction={"method": "none", "batch": None})
+    result = run_snakemake(tmp_path, config)
+    assert result.returncode == 0, result.stderr[-4000:]
+    for path in [
+        tmp_path / "results/qc/metrics.tsv",
+        *sorted((tmp_path / "results/qc").glob("*/metrics.tsv")),
+    ]:
+        text = path.read_text()
+        assert "None" not in text and "nan" not in text.lower(), path
+        metrics = pd.read_csv(path, sep="\t", keep_default_na=False).set_index("stage")
+        assert (metrics["batch_r2"] == "").all() and (metrics["batch_silhouette"] == "").all()
+        assert (metrics["batch_condition_cramers_v"] == "").all()
+        assert (metrics["verdict"] == "undetermined").all()
+        assert pd.to_numeric(metrics["condition_r2"]).between(0, 1).all()
+    # The report's landing page (the workflow description) shows the verdict table.
+    report = tmp_path / "report.html"
+    result = run_snakemake(tmp_path, config, "--report", str(report))
+    assert result.returncode == 0, result.stderr[-4000:]
+    match = re.search(r"var workflow_desc = (\".*?\");\n", report.read_text())
+    assert match, "no workflow description in report.html"
+    landing = json.loads(match.group(1))
+    assert "QC verdict" in landing and "Start here" in landing
+    rows = re.findall(r"<tr><td>(.*?)</td>\s*<td>(.*?)</td>\s*<td>(.*?)</td>", landing)
+    assert [(stage, verdict) for _, stage, verdict in rows] == [
+        ("raw", "undetermined"),
+        ("normalized", "undetermined"),
+    ]
+
+
+# --- many samples: bands per group ------------------------------------------------------------
+
+
+def _artists(figure) -> int:
+    return sum(len(ax.lines) + len(ax.collections) + len(ax.patches) for ax in figure.axes)
+
+
+def test_many_samples_are_drawn_as_bands_per_group(tmp_path) -> None:
+    """Above plots.BAND_SAMPLES samples, boxes, densities and library sizes are bands per
+    batch: the number of artists does not grow with the samples, and the bands are the
+    per-sample quantiles."""
+    rng = np.random.default_rng(17)
+    counts = {}
+    for n in (400, 4000):
+        values = rng.normal(5, 2, size=(200, n))
+        batch = np.array(["b1", "b2", "b3"])[np.arange(n) % 3]
+        result = qc.stage_qc(values, [f"s{i}" for i in range(n)], batch=batch, top_genes=100)
+        summary = qc.count_summary(np.abs(values * 1e4).astype(np.int64))
+        summary.index = result.samples
+        figures = {
+            "box": plots.boxplot_figure(result.distribution, groups=batch, group_name="batch"),
+            "density": plots.density_figure(result.density_edges, result.density, groups=batch),
+            "library": plots.library_size_figure(summary, groups=batch),
+        }
+        counts[n] = {name: _artists(figure) for name, figure in figures.items()}
+        box_ax = figures["box"].axes[0]
+        assert box_ax.get_xlabel() == (
+            f"{n} samples, grouped by batch, in sample-sheet order within each group"
+        )
+        assert [t.get_text() for t in box_ax.get_xticklabels()] == ["b1", "b2", "b3"]
+        # The b2 median line follows the b2 samples' medians in column order.
+        medians = [line.get_ydata() for line in box_ax.lines if line.get_color() == "black"]
+        expected = result.distribution["median"].to_numpy()[batch == "b2"]
+        assert any(len(m) == len(expected) and np.allclose(m, expected) for m in medians), (
+            "no median line for batch b2"
+        )
+        density_ax = figures["density"].axes[0]
+        b1_median = np.quantile(result.density[batch == "b1"], 0.5, axis=0)
+        assert any(np.allclose(line.get_ydata(), b1_median) for line in density_ax.lines)
+        for name, figure in figures.items():
+            plots.save_figure(figure, tmp_path / f"{name}_{n}.png")
+            plots.save_figure(figure, tmp_path / f"{name}_{n}.svg")
+    assert counts[400] == counts[4000], counts
+    # Rasterized bands: the vector file has as many paths for 4,000 samples as for 400.
+    paths = {n: (tmp_path / f"box_{n}.svg").read_text().count("<path") for n in (400, 4000)}
+    assert paths[400] == paths[4000], paths
+
+
+def test_scripts_hold_thread_pools_to_the_rule_threads() -> None:
+    """runner.limit_threads (called by every script) sets BLAS, pyarrow and child env."""
+    code = (
+        "import os, numpy, pyarrow, threadpoolctl\n"
+        "from cohortnorm.io.runner import limit_threads\n"
+        "assert limit_threads(1) == 1\n"
+        "info = threadpoolctl.threadpool_info()\n"
+        "assert info and all(pool['num_threads'] == 1 for pool in info), info\n"
+        "assert pyarrow.cpu_count() == 1 and pyarrow.io_thread_count() == 1\n"
+        "assert os.environ['OPENBLAS_NUM_THREADS'] == os.environ['OMP_NUM_THREADS'] == '1'\n"
+        "print('ok')\n"
+    )
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "2", "PYTHONPATH": str(REPO / "src")}
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False
+    )
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]

@@ -178,6 +178,7 @@ def test_rerun_is_byte_identical(pasilla_run: Path, tmp_path: Path) -> None:
         "batch/combat_logcpm.tsv",
         "normalization/size_factors.tsv",
         "qc/metrics.tsv",
+        "qc/verdict.tsv",
         "qc/sample_flags.tsv",
         "qc/normalized/pca.png",
         "qc/batch_corrected/correlation.png",

@@ -5,16 +5,26 @@ no display needed) under a fixed style, and saved by :func:`save_figure`, which
 writes atomically and without timestamps or version strings, so that two runs give
 identical bytes. Nothing here plots one marker per gene: boxes come from quantiles,
 densities from histograms and MA plots from 2D histograms.
+
+User text (sample names, group and batch labels, column names, the cohort name) is
+drawn as typed: every figure is built under :data:`STYLE`, which turns off
+matplotlib's mathtext (``$...$``) and TeX, so ``S$1$`` or ``x^2`` is shown literally
+and cannot stop the run with a parse error. Files are saved with a tight bounding box,
+so no legend or title is cut at the edge.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
-from collections.abc import Sequence
+import textwrap
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import ParamSpec, TypeVar
 
 import matplotlib
+import matplotlib.ticker
 import numpy as np
 import pandas as pd
 from matplotlib.collections import LineCollection, PolyCollection
@@ -41,6 +51,9 @@ STYLE = {
     "figure.dpi": 100,
     "savefig.dpi": 100,
     "image.cmap": "viridis",
+    # Sample names and labels are user text: never parse them as math or TeX.
+    "text.parse_math": False,
+    "text.usetex": False,
 }
 #: Metadata that would otherwise embed a version string or a date.
 METADATA = {
@@ -51,11 +64,48 @@ METADATA = {
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p"]
 #: Sample names are written on the axes up to this many samples.
 MAX_LABELLED_SAMPLES = 60
+#: Above this many samples, boxes, densities and library sizes are drawn as bands per
+#: group (per-sample quantiles along the samples; quantiles of the density curves).
+BAND_SAMPLES = 300
+#: Characters of a title line per inch of figure width (DejaVu Sans at 10 pt).
+TITLE_CHARS_PER_INCH = 12
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def styled(function: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Build the figure under :data:`STYLE`: matplotlib reads rcParams when each text,
+    axis and legend is created, so the whole body must run inside the context."""
+
+    @functools.wraps(function)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with matplotlib.rc_context(STYLE):
+            return function(*args, **kwargs)
+
+    return wrapper
 
 
 def _figure(width: float, height: float) -> Figure:
     with matplotlib.rc_context(STYLE):
         return Figure(figsize=(width, height), layout="constrained")
+
+
+def _wrap(text: str, width_inches: float) -> str:
+    """``text`` broken into lines that fit ``width_inches`` (existing breaks kept)."""
+    width = max(20, int(width_inches * TITLE_CHARS_PER_INCH))
+    return "\n".join(
+        textwrap.fill(line, width, break_long_words=False, break_on_hyphens=False) or line
+        for line in str(text).split("\n")
+    )
+
+
+def _plain_number(value: float, _position: object = None) -> str:
+    return f"{value:g}"
+
+
+def _suptitle(fig: Figure, text: str) -> None:
+    fig.suptitle(_wrap(text, fig.get_figwidth()))
 
 
 def save_figure(fig: Figure, path: str | os.PathLike[str]) -> None:
@@ -75,7 +125,13 @@ def save_figure(fig: Figure, path: str | os.PathLike[str]) -> None:
     os.close(handle)
     try:
         with matplotlib.rc_context(STYLE):
-            fig.savefig(temporary, format=fmt, metadata=METADATA.get(fmt))
+            fig.savefig(
+                temporary,
+                format=fmt,
+                metadata=METADATA.get(fmt),
+                bbox_inches="tight",
+                pad_inches=0.1,
+            )
         os.chmod(temporary, 0o644)
         os.replace(temporary, path)
     except BaseException:
@@ -170,6 +226,82 @@ def _bxp(ax, summary: pd.DataFrame, colours: list[tuple[float, ...]]) -> None:
     ax.set_ylim(float(np.nanmin(low)) - 0.05 * span, float(np.nanmax(high)) + 0.05 * span)
 
 
+def _group_spans(
+    groups: Sequence[object] | None, n: int
+) -> tuple[np.ndarray, list[tuple[str, int, int]]]:
+    """Samples ordered by group level (sorted), keeping column order within a group, and
+    each level's ``(level, start, stop)`` span in that order."""
+    if groups is None:
+        return np.arange(n), [("", 0, n)]
+    labels = np.array([str(x) for x in groups], dtype=object)
+    levels = _levels(groups)
+    codes = np.searchsorted(np.array(levels, dtype=object), labels)
+    order = np.argsort(codes, kind="stable")
+    stops = np.cumsum(np.bincount(codes, minlength=len(levels)))
+    starts = np.concatenate([[0], stops[:-1]])
+    return order, [
+        (level, int(a), int(b)) for level, a, b in zip(levels, starts, stops, strict=True) if b > a
+    ]
+
+
+def _group_axis(ax, spans: list[tuple[str, int, int]], n: int, group_name: str) -> None:
+    """x axis of a banded plot: a tick per group (when few) and lines between groups."""
+    for _, start, _ in spans[1:]:
+        ax.axvline(start + 0.5, color="black", lw=0.5, zorder=4)
+    ax.set_xlim(0.5, n + 0.5)
+    if 1 < len(spans) <= 40:
+        ax.set_xticks([(a + b) / 2 + 0.5 for _, a, b in spans], [s[0] for s in spans])
+        ax.tick_params(axis="x", labelrotation=90 if len(spans) > 8 else 0)
+    else:
+        ax.set_xticks([])
+    grouped = f", grouped by {group_name}" if len(spans) > 1 else ""
+    ax.set_xlabel(f"{n} samples{grouped}, in sample-sheet order within each group")
+
+
+def _banded_boxes(
+    ax, summary: pd.DataFrame, groups: Sequence[object] | None, group_name: str
+) -> None:
+    """Per-sample quantiles as bands along the samples, one colour per group: whiskers
+    (light), quartiles (dark) and the median (line). Reads with thousands of samples,
+    where one box per sample would be a few pixels or less."""
+    n = len(summary)
+    order, spans = _group_spans(groups, n)
+    colours = palette(groups) if groups is not None else {"": "tab:blue"}
+    x = np.arange(1, n + 1, dtype=float)
+    table = {c: summary[c].to_numpy(dtype=float)[order] for c in summary.columns}
+    for level, start, stop in spans:
+        part = slice(start, stop)
+        colour = colours[level]
+        ax.fill_between(
+            x[part],
+            table["whislo"][part],
+            table["whishi"][part],
+            color=colour,
+            alpha=0.25,
+            lw=0,
+            step="mid",
+            rasterized=True,
+        )
+        ax.fill_between(
+            x[part],
+            table["q1"][part],
+            table["q3"][part],
+            color=colour,
+            alpha=0.85,
+            lw=0,
+            step="mid",
+            rasterized=True,
+        )
+        ax.step(x[part], table["median"][part], where="mid", color="black", lw=0.4, rasterized=True)
+    _group_axis(ax, spans, n, group_name)
+    span = float(np.nanmax(table["whishi"]) - np.nanmin(table["whislo"])) if n else 1.0
+    ax.set_ylim(
+        float(np.nanmin(table["whislo"])) - 0.05 * span,
+        float(np.nanmax(table["whishi"])) + 0.05 * span,
+    )
+
+
+@styled
 def boxplot_figure(
     summary: pd.DataFrame,
     *,
@@ -180,18 +312,24 @@ def boxplot_figure(
 ) -> Figure:
     """Per-sample boxplots from quantiles (``q1, median, q3, whislo, whishi``).
 
-    Boxes are coloured by ``groups``; outliers are not drawn.
+    Boxes are coloured by ``groups``; outliers are not drawn. Above
+    :data:`BAND_SAMPLES` samples the boxes become bands along the samples, ordered by
+    group (whiskers light, quartiles dark, median as a line).
     """
     fig = _figure(_width(len(summary)), 4.0)
     ax = fig.add_subplot()
-    _bxp(ax, summary, _sample_colours(groups, len(summary)))
-    _sample_axis(ax, [str(s) for s in summary.index])
+    if len(summary) > BAND_SAMPLES:
+        _banded_boxes(ax, summary, groups, group_name)
+    else:
+        _bxp(ax, summary, _sample_colours(groups, len(summary)))
+        _sample_axis(ax, [str(s) for s in summary.index])
     ax.set_ylabel(ylabel)
-    ax.set_title(title)
+    ax.set_title(_wrap(title, 0.8 * fig.get_figwidth()))
     _legend(ax, groups, group_name, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return fig
 
 
+@styled
 def rle_figure(
     summary: pd.DataFrame,
     *,
@@ -208,6 +346,7 @@ def rle_figure(
     return fig
 
 
+@styled
 def density_figure(
     edges: np.ndarray,
     density: np.ndarray,
@@ -217,28 +356,54 @@ def density_figure(
     title: str = "",
     xlabel: str = "log2 CPM",
 ) -> Figure:
-    """Overlaid per-sample density curves from histograms (samples × bins)."""
+    """Per-sample density curves from histograms (samples × bins).
+
+    Up to :data:`BAND_SAMPLES` samples, one curve per sample. Above, one band per group:
+    the median curve of the group's samples and the band between their 10 % and 90 %
+    quantiles at each point (drawing cost no longer grows with the samples).
+    """
     fig = _figure(6.5, 4.0)
     ax = fig.add_subplot()
     centres = (edges[:-1] + edges[1:]) / 2
-    segments = np.stack([np.broadcast_to(centres, density.shape), density], axis=-1)
-    alpha = 0.8 if len(density) <= 50 else 0.3
-    lines = LineCollection(
-        list(segments),
-        colors=_sample_colours(groups, len(density)),
-        linewidths=0.8,
-        alpha=alpha,
-    )
-    ax.add_collection(lines)
+    n = len(density)
+    if n > BAND_SAMPLES:
+        order, spans = _group_spans(groups, n)
+        colours = palette(groups) if groups is not None else {"": "tab:blue"}
+        for level, start, stop in spans:
+            members = density[order[start:stop]]
+            low, median, high = np.quantile(members, [0.1, 0.5, 0.9], axis=0)
+            colour = colours[level]
+            ax.fill_between(centres, low, high, color=colour, alpha=0.25, lw=0)
+            ax.plot(centres, median, color=colour, lw=1.2)
+        unit = group_name if groups is not None else "cohort"
+        ax.text(
+            0.01,
+            0.98,
+            f"{n} samples: median and 10–90 % band per {unit}",
+            transform=ax.transAxes,
+            va="top",
+            fontsize=7,
+        )
+    else:
+        segments = np.stack([np.broadcast_to(centres, density.shape), density], axis=-1)
+        alpha = 0.8 if n <= 50 else 0.3
+        lines = LineCollection(
+            list(segments),
+            colors=_sample_colours(groups, n),
+            linewidths=0.8,
+            alpha=alpha,
+        )
+        ax.add_collection(lines)
     ax.set_xlim(edges[0], edges[-1])
     ax.set_ylim(0, float(density.max()) * 1.05 if density.size and density.max() > 0 else 1)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("density")
-    ax.set_title(title)
+    ax.set_title(_wrap(title, 0.8 * fig.get_figwidth()))
     _legend(ax, groups, group_name, loc="upper right")
     return fig
 
 
+@styled
 def pca_figure(
     result: PCAResult,
     *,
@@ -272,9 +437,11 @@ def pca_figure(
                 result.scores[chosen, j],
                 c=[colours[s] for s in chosen],
                 marker=marker,
-                s=36 if n <= 200 else 12,
-                edgecolors="black",
+                s=36 if n <= 200 else 12 if n <= BAND_SAMPLES * 10 else 3,
+                edgecolors="black" if n <= BAND_SAMPLES else "none",
                 linewidths=0.4,
+                alpha=1.0 if n <= BAND_SAMPLES * 10 else 0.5,
+                rasterized=n > BAND_SAMPLES,
             )
         ax.set_xlabel(f"PC{i + 1} ({result.variance_ratio[i]:.1%})")
         ax.set_ylabel(f"PC{j + 1} ({result.variance_ratio[j]:.1%})")
@@ -297,7 +464,7 @@ def pca_figure(
         ]
     if handles:
         fig.legend(handles=handles, loc="outside right upper", frameon=False)
-    fig.suptitle(f"{title} — PCA of the {len(result.genes)} most variable genes")
+    _suptitle(fig, f"{title} — PCA of the {len(result.genes)} most variable genes")
     return fig
 
 
@@ -312,6 +479,7 @@ def _annotation_strip(ax, labels: Sequence[object] | None, order: np.ndarray, na
     ax.set_yticks([0], [name])
 
 
+@styled
 def correlation_figure(
     correlation: np.ndarray,
     linkage: np.ndarray,
@@ -322,13 +490,26 @@ def correlation_figure(
     condition_name: str = "condition",
     batch_name: str = "batch",
     title: str = "",
+    n_samples: int | None = None,
 ) -> Figure:
     """Sample-sample correlation heatmap ordered by hierarchical clustering.
 
     A dendrogram sits on top and colour strips show condition and batch, so the
     clusters can be read against both.
+
+    Parameters
+    ----------
+    correlation, linkage, samples
+        The samples drawn, their correlation and its clustering
+        (:func:`cohortnorm.qc.correlation_clustering`).
+    condition, batch
+        Labels of the samples drawn.
+    n_samples
+        Samples in the cohort, when only a subset (:func:`cohortnorm.qc.heatmap_samples`)
+        is drawn: the title then says how many of them are shown and how they were chosen.
     """
     n = len(samples)
+    subset = n_samples is not None and n_samples > n
     size = float(np.clip(3.5 + 0.18 * n, 6.0, 12.0))
     fig = _figure(size + 1.5, size + 1.0)
     grid = fig.add_gridspec(4, 2, height_ratios=[1.2, 0.12, 0.12, 5], width_ratios=[30, 1])
@@ -353,7 +534,9 @@ def correlation_figure(
     else:
         ax.set_xticks([])
         ax.set_yticks([])
-        ax.set_xlabel(f"{n} samples (clustered)")
+        ax.set_xlabel(
+            f"{n} of {n_samples} samples (clustered)" if subset else f"{n} samples (clustered)"
+        )
     fig.colorbar(image, cax=fig.add_subplot(grid[3, 1]), label="Pearson r")
     handles = []
     for name, labels in ((condition_name, condition), (batch_name, batch)):
@@ -364,10 +547,19 @@ def correlation_figure(
             ]
     if handles:
         fig.legend(handles=handles, loc="outside right upper", frameon=False)
-    fig.suptitle(title)
+    if subset:
+        strata = " × ".join(
+            name
+            for name, labels in ((condition_name, condition), (batch_name, batch))
+            if labels is not None
+        )
+        how = f"evenly spread over each {strata} group" if strata else "evenly spread"
+        title = f"{title} — {n} of {n_samples} samples shown ({how})"
+    _suptitle(fig, title)
     return fig
 
 
+@styled
 def ma_figure(ma: MAHistograms, *, title: str = "", columns: int = 4) -> Figure:
     """A grid of MA panels (2D histograms, log colour scale), one per sample shown."""
     panels = len(ma.samples)
@@ -399,16 +591,20 @@ def ma_figure(ma: MAHistograms, *, title: str = "", columns: int = 4) -> Figure:
     for ax in axes[:, 0]:
         ax.set_ylabel("M (log2 ratio)")
     if panels:
-        fig.colorbar(image, ax=axes, label="genes", shrink=0.8)
+        bar = fig.colorbar(image, ax=axes, label="genes", shrink=0.8)
+        # Plain numbers: the default log labels are mathtext, which STYLE turns off.
+        bar.ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(_plain_number))
+        bar.ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     note = (
         f" (first {panels} of {ma.n_samples} samples; qc.max_ma_panels)"
         if panels < ma.n_samples
         else ""
     )
-    fig.suptitle(f"{title} — each sample against the pseudo-reference (gene mean){note}")
+    _suptitle(fig, f"{title} — each sample against the pseudo-reference (gene mean){note}")
     return fig
 
 
+@styled
 def library_size_figure(
     table: pd.DataFrame,
     *,
@@ -420,39 +616,80 @@ def library_size_figure(
     """Library sizes (millions): bars of ``lib_size``, dots of ``effective_lib_size``.
 
     ``table`` is indexed by sample; a dashed line marks median(lib_size) / ``divisor``,
-    the low-library flag threshold.
+    the low-library flag threshold. Above :data:`BAND_SAMPLES` samples, the bars become
+    a filled profile along the samples ordered by group, and the effective sizes a line.
     """
     n = len(table)
     fig = _figure(_width(n), 4.0)
     ax = fig.add_subplot()
     positions = np.arange(1, n + 1)
     lib = table["lib_size"].to_numpy(dtype=float) / 1e6
-    ax.bar(positions, lib, color=_sample_colours(groups, n), width=0.8)
-    if "effective_lib_size" in table:
-        ax.plot(
-            positions,
-            table["effective_lib_size"].to_numpy(dtype=float) / 1e6,
-            linestyle="none",
-            marker="_" if n > MAX_LABELLED_SAMPLES else "D",
-            color="black",
-            markersize=5,
-            label="effective: filtered × norm. factor",
-        )
+    effective = (
+        table["effective_lib_size"].to_numpy(dtype=float) / 1e6
+        if "effective_lib_size" in table
+        else None
+    )
+    banded = n > BAND_SAMPLES
+    if banded:
+        # One bar per sample would be a sub-pixel rectangle each (and 17,000 patches).
+        order, spans = _group_spans(groups, n)
+        colours = palette(groups) if groups is not None else {"": "tab:blue"}
+        for level, start, stop in spans:
+            part = slice(start, stop)
+            ax.fill_between(
+                positions[part],
+                0,
+                lib[order][part],
+                step="mid",
+                color=colours[level],
+                lw=0,
+                rasterized=True,
+            )
+        if effective is not None:
+            ax.step(
+                positions,
+                effective[order],
+                where="mid",
+                color="black",
+                lw=0.4,
+                rasterized=True,
+                label="effective: filtered × norm. factor",
+            )
+    else:
+        ax.bar(positions, lib, color=_sample_colours(groups, n), width=0.8)
+        if effective is not None:
+            ax.plot(
+                positions,
+                effective,
+                linestyle="none",
+                marker="_" if n > MAX_LABELLED_SAMPLES else "D",
+                color="black",
+                markersize=5,
+                label="effective: filtered × norm. factor",
+            )
     threshold = float(np.median(lib)) / divisor
     ax.axhline(threshold, color="red", linestyle="--", lw=0.8, label=f"median / {divisor:g}")
-    _sample_axis(ax, [str(s) for s in table.index])
-    ax.set_xlim(0.4, n + 0.6)
+    if banded:
+        _group_axis(ax, spans, n, group_name)
+    else:
+        _sample_axis(ax, [str(s) for s in table.index])
+        ax.set_xlim(0.4, n + 0.6)
     ax.set_ylabel("reads (millions)")
-    ax.set_title(title)
+    ax.set_title(_wrap(title, 0.8 * fig.get_figwidth()))
     handles, _ = ax.get_legend_handles_labels()
     handles.insert(0, Patch(color="lightgrey", label="library size (all genes)"))
-    first = ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
     if groups is not None:
-        ax.add_artist(first)
-        _legend(ax, groups, group_name, loc="lower left", bbox_to_anchor=(1.0, 0.0))
+        handles.append(Line2D([], [], lw=0, label=f"{group_name}:"))
+        handles += [
+            Line2D([], [], color=colour, lw=4, label=level)
+            for level, colour in palette(groups).items()
+        ]
+    # A figure legend outside the axes: constrained layout makes room for it.
+    fig.legend(handles=handles, loc="outside right upper", frameon=False)
     return fig
 
 
+@styled
 def verdict_figure(metrics: pd.DataFrame, *, title: str = "") -> Figure:
     """Batch vs condition, per stage: R² of the top PCs and silhouette widths.
 
@@ -480,7 +717,7 @@ def verdict_figure(metrics: pd.DataFrame, *, title: str = "") -> Figure:
     axes[0].set_ylim(0, 1)
     axes[1].set_ylim(-1, 1)
     axes[0].legend(frameon=False, loc="upper right")
-    fig.suptitle(title)
+    _suptitle(fig, title)
     return fig
 
 
@@ -488,6 +725,7 @@ def verdict_figure(metrics: pd.DataFrame, *, title: str = "") -> Figure:
 STAGE_FIGURES = ("boxplot", "density", "pca", "rle", "correlation", "ma")
 
 
+@styled
 def stage_figures(
     result: StageQC,
     *,
@@ -502,6 +740,11 @@ def stage_figures(
     """
     batch = result.batch
     names = {"condition_name": condition_name, "batch_name": batch_name}
+    shown = (
+        np.arange(len(result.samples))
+        if result.correlation_samples is None
+        else result.correlation_samples
+    )
     return {
         "boxplot": boxplot_figure(
             result.distribution, groups=batch, group_name=batch_name, title=title
@@ -516,10 +759,11 @@ def stage_figures(
         "correlation": correlation_figure(
             result.correlation,
             result.linkage,
-            result.samples,
-            condition=result.condition,
-            batch=batch,
+            [result.samples[i] for i in shown],
+            condition=None if result.condition is None else result.condition[shown],
+            batch=None if batch is None else batch[shown],
             title=title,
+            n_samples=len(result.samples),
             **names,
         ),
         "ma": ma_figure(result.ma, title=title),

@@ -7,7 +7,13 @@ that :mod:`cohortnorm.plots` draws. Nothing reads or writes files.
 The expensive passes over a full matrix (quantiles, histograms, whiskers, RLE) run in
 blocks of samples, so a 60,000 × 1,000 matrix needs only a few block-sized temporaries
 on top of the matrix itself. PCA and the correlation heatmap use the most variable
-genes only (``top_genes``).
+genes only (``top_genes``); the heatmap draws at most :data:`HEATMAP_MAX_SAMPLES`
+samples, chosen by :func:`heatmap_samples`.
+
+No sample × sample product goes to BLAS as ``x @ x.T``: numpy sends that form to
+``syrk``, which crashes (SIGSEGV) in the multithreaded OpenBLAS 0.3.31 that numpy 2.4
+bundles once there are about 15,000 or more samples (docs/blas.md). Such products go
+through :func:`cross_product` instead.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import pandas as pd
 from scipy.cluster import hierarchy
 from scipy.spatial.distance import squareform
 
-from cohortnorm.blocks import slices
+from cohortnorm.blocks import cell_slices, slices
 
 #: 1.4826 · MAD estimates the standard deviation of normal data.
 MAD_SCALE = 1.4826
@@ -28,6 +34,23 @@ MAD_SCALE = 1.4826
 BLOCK = 128
 #: Above this many samples and top genes the PCA uses a randomized SVD.
 EXACT_SVD_LIMIT = 2000
+#: Most samples drawn in the correlation heatmap (a stated, stratified subset beyond).
+HEATMAP_MAX_SAMPLES = 500
+#: Rows of the left operand per BLAS call in :func:`cross_product`.
+CROSS_PRODUCT_ROWS = 2048
+#: Cells of a block of sample × sample distances in :func:`silhouette` (64 MB of float64).
+DISTANCE_BLOCK_CELLS = 1 << 23
+#: Cramér's V between batch and condition from which the verdict is ``confounded``.
+CONFOUNDED_CRAMERS_V = 0.8
+#: Largest |batch_r2 - condition_r2| for which the verdict is ``unclear``.
+UNCLEAR_R2_MARGIN = 0.05
+#: The verdict rule, as written to the ``verdict_rule`` column of the metrics.
+VERDICT_RULE = (
+    f"confounded if Cramér's V(batch, condition) >= {CONFOUNDED_CRAMERS_V:g}; "
+    "undetermined if batch_r2 or condition_r2 is missing; "
+    f"unclear if |batch_r2 - condition_r2| <= {UNCLEAR_R2_MARGIN:g}; "
+    "else the factor with the larger R²"
+)
 
 
 @dataclass(frozen=True)
@@ -92,7 +115,8 @@ class StageQC:
     pca
         PCA of the top variable genes.
     correlation
-        samples × samples Pearson correlation over the top variable genes.
+        Pearson correlation over the top variable genes between the samples
+        ``correlation_samples`` (all of them up to :data:`HEATMAP_MAX_SAMPLES`).
     linkage
         Average-linkage clustering of ``1 - correlation`` (scipy linkage matrix).
     ma
@@ -101,6 +125,8 @@ class StageQC:
         One row of :func:`stage_metrics`, as a dict.
     per_sample
         Per-sample table: median, IQR, median RLE, RLE IQR, PC scores, PCA distance.
+    correlation_samples
+        Column indices (increasing) of the samples in ``correlation``.
     """
 
     samples: list[str]
@@ -117,6 +143,7 @@ class StageQC:
     condition: np.ndarray | None = None
     batch: np.ndarray | None = None
     messages: list[str] = field(default_factory=list)
+    correlation_samples: np.ndarray | None = None
 
 
 def _as_float(values: np.ndarray) -> np.ndarray:
@@ -334,6 +361,47 @@ def factor_r2(scores: np.ndarray, labels: Sequence[object], weights: np.ndarray)
     return float(np.clip(np.average(r2, weights=weights[valid]), 0.0, 1.0))
 
 
+def cross_product(left: np.ndarray, right: np.ndarray | None = None) -> np.ndarray:
+    """``left @ right.T`` by blocks of rows of ``left``, never through BLAS ``syrk``.
+
+    numpy hands ``x @ x.T`` (one buffer, transposed) to BLAS ``syrk``. The multithreaded
+    ``dsyrk`` of OpenBLAS 0.3.31, bundled with numpy 2.4, dies with SIGSEGV for about
+    15,000 or more rows on AVX-512 CPUs (docs/blas.md). Each block here is a copy, so
+    numpy calls ``gemm`` with two distinct operands, which is not affected; blocks of
+    :data:`CROSS_PRODUCT_ROWS` rows keep every single call small as well. For a Gram
+    matrix only the blocks on and below the diagonal are multiplied (as ``syrk`` does)
+    and the rest is their transpose, so the result is exactly symmetric.
+
+    Parameters
+    ----------
+    left
+        m × k.
+    right
+        n × k; ``left`` when omitted (the Gram matrix ``left @ left.T``).
+
+    Returns
+    -------
+    numpy.ndarray
+        m × n float64.
+    """
+    left = np.asarray(left, dtype=np.float64)
+    gram = right is None
+    right = left if right is None else np.asarray(right, dtype=np.float64)
+    result = np.empty((left.shape[0], right.shape[0]))
+    blocks = slices(left.shape[0], CROSS_PRODUCT_ROWS)
+    for rows in blocks:
+        columns = slice(0, rows.stop if gram else right.shape[0])
+        np.matmul(
+            np.array(left[rows], order="C", copy=True),
+            right[columns].T,
+            out=result[rows, columns],
+        )
+    if gram:
+        for rows in blocks:
+            result[rows, rows.stop :] = result[rows.stop :, rows].T
+    return result
+
+
 def silhouette(points: np.ndarray, labels: Sequence[object]) -> float:
     """Mean silhouette width of samples grouped by ``labels`` (Euclidean distance).
 
@@ -353,29 +421,68 @@ def silhouette(points: np.ndarray, labels: Sequence[object]) -> float:
     float
         In [-1, 1]; NaN with fewer than two groups or as many groups as samples.
     """
+    return silhouettes(points, [labels])[0]
+
+
+def silhouettes(points: np.ndarray, groupings: Sequence[Sequence[object]]) -> list[float]:
+    """:func:`silhouette` of several groupings of the same points, in one pass.
+
+    The sample × sample distances are made for a block of samples at a time and
+    summed per group of every grouping at once, so 17,000 samples need neither a
+    17,000² matrix nor one pass per grouping.
+
+    Parameters
+    ----------
+    points
+        samples × d coordinates.
+    groupings
+        Label sequences, one label per sample each.
+
+    Returns
+    -------
+    list of float
+        One mean silhouette width per grouping (NaN as in :func:`silhouette`).
+    """
     points = np.asarray(points, dtype=np.float64)
-    codes = _codes(labels)
-    n = len(codes)
-    n_levels = codes.max() + 1 if n else 0
-    if n_levels < 2 or n_levels >= n:
-        return float("nan")
+    n = points.shape[0]
+    codes = [_codes(labels) for labels in groupings]
+    for labels in codes:
+        if len(labels) != n:
+            raise ValueError(f"{len(labels)} labels for {n} points")
+    levels = [int(c.max()) + 1 if n else 0 for c in codes]
+    used = [i for i, k in enumerate(levels) if 2 <= k < n]
+    results = [float("nan")] * len(codes)
+    if not used:
+        return results
+    offsets = np.concatenate([[0], np.cumsum([levels[i] for i in used])])
+    one_hot = np.zeros((n, int(offsets[-1])))
+    for offset, i in zip(offsets, used, strict=False):
+        one_hot[np.arange(n), offset + codes[i]] = 1.0
     squared = np.square(points).sum(axis=1)
-    gram = points @ points.T
-    distance = np.sqrt(np.maximum(squared[:, None] + squared[None, :] - 2 * gram, 0.0))
-    np.fill_diagonal(distance, 0.0)
-    one_hot = np.zeros((n, n_levels))
-    one_hot[np.arange(n), codes] = 1.0
-    sums = distance @ one_hot  # samples × groups: total distance to each group
-    sizes = one_hot.sum(axis=0)
-    own_size = sizes[codes]
-    a = sums[np.arange(n), codes] / np.maximum(own_size - 1, 1)
-    mean_other = sums / sizes
-    mean_other[np.arange(n), codes] = np.inf
-    b = mean_other.min(axis=1)
-    denominator = np.maximum(a, b)
-    s = np.where(denominator > 0, (b - a) / np.where(denominator > 0, denominator, 1), 0.0)
-    s[own_size == 1] = 0.0
-    return float(s.mean())
+    sums = np.empty((n, one_hot.shape[1]))  # samples × groups: total distance to each group
+    for rows in cell_slices(n, n, DISTANCE_BLOCK_CELLS):
+        # |x - y|² = |x|² + |y|² - 2 x·y, in place on the block's Gram matrix.
+        distance = cross_product(points[rows], points)
+        distance *= -2.0
+        distance += squared[rows, None]
+        distance += squared[None, :]
+        np.maximum(distance, 0.0, out=distance)
+        np.sqrt(distance, out=distance)
+        distance[np.arange(distance.shape[0]), np.arange(n)[rows]] = 0.0
+        sums[rows] = distance @ one_hot
+    for start, stop, i in zip(offsets[:-1], offsets[1:], used, strict=True):
+        group, group_sums = codes[i], sums[:, start:stop]
+        sizes = one_hot[:, start:stop].sum(axis=0)
+        own_size = sizes[group]
+        a = group_sums[np.arange(n), group] / np.maximum(own_size - 1, 1)
+        mean_other = group_sums / sizes
+        mean_other[np.arange(n), group] = np.inf
+        b = mean_other.min(axis=1)
+        denominator = np.maximum(a, b)
+        s = np.where(denominator > 0, (b - a) / np.where(denominator > 0, denominator, 1), 0.0)
+        s[own_size == 1] = 0.0
+        results[i] = float(s.mean())
+    return results
 
 
 def robust_z(values: np.ndarray) -> np.ndarray:
@@ -443,13 +550,71 @@ def ma_histograms(
     return MAHistograms(list(samples)[:shown], counts, a_edges, m_edges, values.shape[1])
 
 
+def heatmap_samples(
+    n: int,
+    condition: Sequence[object] | None = None,
+    batch: Sequence[object] | None = None,
+    *,
+    limit: int = HEATMAP_MAX_SAMPLES,
+) -> np.ndarray:
+    """The samples drawn in the correlation heatmap: all, or a stratified subset.
+
+    Up to ``limit`` samples, all are drawn. Beyond, the samples are split into strata
+    (each condition × batch combination present, or one stratum when neither is known);
+    every stratum gets one sample, and the rest of ``limit`` is shared in proportion to
+    the strata's remaining sizes (largest remainders; ties go to the first stratum in
+    sorted order). Within a stratum the samples taken are evenly spaced in column
+    order. No random numbers: the same sheet gives the same subset.
+
+    Parameters
+    ----------
+    n
+        Number of samples.
+    condition, batch
+        One label per sample, or ``None``.
+    limit
+        Most samples returned.
+
+    Returns
+    -------
+    numpy.ndarray
+        Increasing column indices.
+    """
+    if n <= limit:
+        return np.arange(n)
+    keys = pd.Series([""] * n, dtype=object)
+    for labels in (condition, batch):
+        if labels is not None:
+            keys = keys + "\x1f" + pd.Series(list(labels), dtype=object).astype(str)
+    codes = pd.factorize(keys, sort=True)[0]
+    order = np.argsort(codes, kind="stable")  # column order within each stratum
+    sizes = np.bincount(codes)
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    if len(sizes) >= limit:
+        # More strata than places: evenly spaced over the samples sorted by stratum.
+        positions = ((np.arange(limit) + 0.5) * n / limit).astype(np.int64)
+        return np.sort(order[positions])
+    extra = limit - len(sizes)
+    share = extra * (sizes - 1) / (n - len(sizes))
+    quota = np.floor(share).astype(np.int64)
+    leftover = extra - int(quota.sum())
+    by_remainder = np.lexsort((np.arange(len(sizes)), -(share - quota)))
+    quota[by_remainder[:leftover]] += 1
+    quota += 1
+    chosen = [
+        order[start + ((np.arange(q) + 0.5) * size / q).astype(np.int64)]
+        for start, size, q in zip(starts, sizes, quota, strict=True)
+    ]
+    return np.sort(np.concatenate(chosen))
+
+
 def correlation_clustering(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Pearson correlation between samples and its average-linkage clustering.
 
     Parameters
     ----------
     values
-        genes × samples (typically the top variable genes).
+        genes × samples (the top variable genes of the heatmap's samples).
 
     Returns
     -------
@@ -464,21 +629,76 @@ def correlation_clustering(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     centred = values - values.mean(axis=0)
     norms = np.sqrt(np.square(centred).sum(axis=0))
     norms[norms == 0] = 1.0
-    standardised = centred / norms
-    correlation = np.clip(standardised.T @ standardised, -1.0, 1.0)
+    standardised = (centred / norms).T  # samples × genes
+    correlation = np.clip(cross_product(standardised), -1.0, 1.0)
     np.fill_diagonal(correlation, 1.0)
     distance = squareform(1.0 - correlation, checks=False)
     return correlation, hierarchy.linkage(np.maximum(distance, 0.0), method="average")
 
 
-def verdict(batch_r2: float, condition_r2: float) -> str:
-    """``"condition"`` or ``"batch"``: the factor explaining more PC variance.
+def cramers_v(first: Sequence[object], second: Sequence[object]) -> float:
+    """Cramér's V between two factors: how far one sample-sheet column predicts the other.
 
-    ``"undetermined"`` when either is missing (NaN).
+    V = sqrt(chi² / (n · (min(r, c) - 1))), with chi² Pearson's statistic of the
+    r × c contingency table, without continuity correction (Cramér 1946; in R,
+    ``sqrt(chisq.test(table(a, b), correct = FALSE)$statistic / (n * (min(r, c) - 1)))``).
+    V = 1 when either factor determines the other (identical or nested designs), and
+    0 when every level of one has the same mix of levels of the other.
+
+    Parameters
+    ----------
+    first, second
+        One label per sample each.
+
+    Returns
+    -------
+    float
+        In [0, 1]; NaN when either factor has fewer than two levels.
     """
+    a, b = _codes(first), _codes(second)
+    if len(a) != len(b):
+        raise ValueError(f"{len(a)} labels against {len(b)}")
+    n = len(a)
+    if n == 0:
+        return float("nan")
+    r, c = a.max() + 1, b.max() + 1
+    if min(r, c) < 2:
+        return float("nan")
+    table = np.zeros((r, c))
+    np.add.at(table, (a, b), 1.0)
+    expected = table.sum(axis=1, keepdims=True) * table.sum(axis=0, keepdims=True) / n
+    chi2 = float((np.square(table - expected) / expected).sum())
+    return float(np.clip(np.sqrt(chi2 / (n * (min(r, c) - 1))), 0.0, 1.0))
+
+
+def verdict(batch_r2: float, condition_r2: float, association: float = float("nan")) -> str:
+    """What the top PCs follow, by :data:`VERDICT_RULE`.
+
+    Parameters
+    ----------
+    batch_r2, condition_r2
+        Share of the PC variance explained by each factor (:func:`factor_r2`).
+    association
+        Cramér's V between batch and condition in the sample sheet (:func:`cramers_v`);
+        NaN when not known.
+
+    Returns
+    -------
+    str
+        ``"confounded"`` when ``association >= CONFOUNDED_CRAMERS_V``: batch and
+        condition go together in the sheet, so no R² can tell them apart;
+        ``"undetermined"`` when an R² is missing (NaN: no batch or condition column,
+        or a single level); ``"unclear"`` when the two R² differ by at most
+        ``UNCLEAR_R2_MARGIN``; otherwise ``"condition"`` or ``"batch"``, the factor
+        with the larger R².
+    """
+    if not np.isnan(association) and association >= CONFOUNDED_CRAMERS_V:
+        return "confounded"
     if np.isnan(batch_r2) or np.isnan(condition_r2):
         return "undetermined"
-    return "condition" if condition_r2 >= batch_r2 else "batch"
+    if abs(batch_r2 - condition_r2) <= UNCLEAR_R2_MARGIN:
+        return "unclear"
+    return "condition" if condition_r2 > batch_r2 else "batch"
 
 
 def stage_qc(
@@ -493,6 +713,7 @@ def stage_qc(
     seed: int = 0,
     max_ma_panels: int = 12,
     density_bins: int = 120,
+    heatmap_max_samples: int = HEATMAP_MAX_SAMPLES,
 ) -> StageQC:
     """All QC summaries and metrics of one stage's log-scale matrix.
 
@@ -507,7 +728,8 @@ def stage_qc(
     stage
         Stage name stored in the metrics row.
     top_genes, n_pcs, seed
-        PCA settings (see :func:`pca`); the correlation heatmap uses the same genes.
+        PCA settings (see :func:`pca`); the correlation heatmap uses the same genes,
+        for the samples of :func:`heatmap_samples` (at most ``heatmap_max_samples``).
     max_ma_panels
         MA plot panels (the first samples).
     density_bins
@@ -540,7 +762,10 @@ def stage_qc(
     gene_median = np.median(values, axis=1)
     rle = distribution_summary(values, samples, center=gene_median)
     pca_result = pca(values, top_genes=top_genes, n_pcs=n_pcs, seed=seed)
-    correlation, linkage = correlation_clustering(values[pca_result.genes])
+    shown = heatmap_samples(
+        values.shape[1], condition_array, batch_array, limit=heatmap_max_samples
+    )
+    correlation, linkage = correlation_clustering(values[np.ix_(pca_result.genes, shown)])
     ma = ma_histograms(values, samples, max_panels=max_ma_panels)
 
     scores, weights = pca_result.scores, pca_result.variance
@@ -548,6 +773,15 @@ def stage_qc(
     batch_r2 = factor_r2(scores, batch_array, weights) if batch_array is not None else nan
     condition_r2 = (
         factor_r2(scores, condition_array, weights) if condition_array is not None else nan
+    )
+    known = [labels for labels in (batch_array, condition_array) if labels is not None]
+    widths = iter(silhouettes(scores, known))
+    batch_silhouette = next(widths) if batch_array is not None else nan
+    condition_silhouette = next(widths) if condition_array is not None else nan
+    association = (
+        cramers_v(batch_array, condition_array)
+        if batch_array is not None and condition_array is not None
+        else nan
     )
     metrics: dict[str, object] = {
         "stage": stage,
@@ -559,13 +793,14 @@ def stage_qc(
         "pc1_variance_fraction": float(pca_result.variance_ratio[0]) if scores.shape[1] else nan,
         "batch_r2": batch_r2,
         "condition_r2": condition_r2,
-        "batch_silhouette": silhouette(scores, batch_array) if batch_array is not None else nan,
-        "condition_silhouette": (
-            silhouette(scores, condition_array) if condition_array is not None else nan
-        ),
+        "batch_silhouette": batch_silhouette,
+        "condition_silhouette": condition_silhouette,
         "median_iqr": float(distribution["iqr"].median()),
         "median_abs_rle": float(np.median(np.abs(rle["median"]))),
-        "verdict": verdict(batch_r2, condition_r2),
+        "batch_condition_cramers_v": association,
+        "verdict": verdict(batch_r2, condition_r2, association),
+        "verdict_rule": VERDICT_RULE,
+        "heatmap_samples": len(shown),
     }
     distance = pca_distance(pca_result)
     per_sample = pd.DataFrame(
@@ -595,6 +830,7 @@ def stage_qc(
         per_sample=per_sample,
         condition=condition_array,
         batch=batch_array,
+        correlation_samples=shown,
     )
 
 
@@ -741,6 +977,54 @@ def metrics_frame(rows: Sequence[dict[str, object]], *, cohort: str = "") -> pd.
     frame = pd.DataFrame(list(rows))
     frame.insert(0, "cohort", cohort)
     return frame
+
+
+def verdict_table(metrics: pd.DataFrame, *, digits: int = 3) -> pd.DataFrame:
+    """The verdict columns of the metrics, rounded for reading (the report's first page).
+
+    Parameters
+    ----------
+    metrics
+        Rows of :func:`stage_qc` metrics (``qc/metrics.tsv``).
+    digits
+        Decimals of the R² and Cramér's V shown; ``qc/metrics.tsv`` keeps every digit.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``cohort, stage, verdict, batch_r2, condition_r2, cramers_v`` (Cramér's V between
+        batch and condition, ``batch_condition_cramers_v`` in the metrics); numbers as
+        text with ``digits`` decimals, missing ones as ``None`` (empty cells).
+    """
+    table = metrics[["cohort", "stage", "verdict"]].copy()
+    for name, source in [
+        ("batch_r2", "batch_r2"),
+        ("condition_r2", "condition_r2"),
+        ("cramers_v", "batch_condition_cramers_v"),
+    ]:
+        values = pd.to_numeric(metrics[source], errors="coerce")
+        table[name] = [None if pd.isna(v) else f"{v:.{digits}f}" for v in values]
+    return table.reset_index(drop=True)
+
+
+def confounding_warning(metrics: pd.DataFrame) -> str | None:
+    """The warning for a ``confounded`` verdict, or ``None`` when no stage has one.
+
+    Parameters
+    ----------
+    metrics
+        Rows of :func:`stage_qc` metrics (``verdict``, ``batch_condition_cramers_v``).
+    """
+    confounded = metrics[metrics["verdict"] == "confounded"]
+    if confounded.empty:
+        return None
+    association = float(pd.to_numeric(confounded["batch_condition_cramers_v"]).max())
+    return (
+        f"batch and condition go together in the sample sheet (Cramér's V {association:.2f} "
+        f">= {CONFOUNDED_CRAMERS_V:g}): the QC cannot tell a batch effect from the biology, and "
+        "batch correction with this design may remove the biology. Judge the uncorrected QC "
+        "(qc/normalized)."
+    )
 
 
 def resolve_factor(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -54,6 +55,48 @@ def reuse_freed_memory() -> bool:
     )
 
 
+#: Environment variables read by BLAS/OpenMP libraries started after this process
+#: (Snakemake sets the same ones for the script from the rule's ``threads``).
+THREAD_VARIABLES = (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+)
+
+
+def limit_threads(threads: int) -> int:
+    """Hold every thread pool of this process to the rule's ``threads``.
+
+    On a shared cluster node a job must not use more cores than it asked for, and no
+    library should size itself from the machine's core count. This sets the BLAS and
+    OpenMP pools already loaded (through threadpoolctl, since numpy has read its
+    environment by now), pyarrow's CPU and I/O pools, and the environment variables
+    for any child process.
+
+    Parameters
+    ----------
+    threads
+        The rule's ``threads``.
+
+    Returns
+    -------
+    int
+        The limit applied (at least 1).
+    """
+    import pyarrow as pa
+    from threadpoolctl import threadpool_limits
+
+    limit = max(1, int(threads))
+    for variable in THREAD_VARIABLES:
+        os.environ[variable] = str(limit)
+    threadpool_limits(limits=limit)
+    pa.set_cpu_count(limit)
+    pa.set_io_thread_count(limit)
+    return limit
+
+
 def setup_logging(log_path: str | None, name: str) -> logging.Logger:
     """Log to ``log_path`` (if given) and to stderr, and return the script's logger."""
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
@@ -76,9 +119,10 @@ def run(main: Callable[[Any, logging.Logger], None], smk: Any) -> None:
     """
     log_path = smk.log[0] if len(smk.log) else None
     reuse_freed_memory()
+    threads = limit_threads(smk.threads)
     logger = setup_logging(log_path, smk.rule)
     started = time.perf_counter()
-    logger.info("rule %s started (%d thread(s))", smk.rule, smk.threads)
+    logger.info("rule %s started (%d thread(s))", smk.rule, threads)
     try:
         main(smk, logger)
     except InputError as error:

@@ -512,6 +512,7 @@ def write_table(
     *,
     index_label: str | None = None,
     finite: bool = False,
+    missing_as_empty: bool = False,
 ) -> None:
     """Write ``frame`` as a TSV atomically, with exact, deterministic float text.
 
@@ -527,6 +528,9 @@ def write_table(
     finite
         Refuse (:class:`InputError`, nothing written) when a float column holds NaN or
         ±inf; the message names the rows by the first column's values.
+    missing_as_empty
+        Write missing values (NaN, None) as empty cells, which R's ``read.delim`` and
+        pandas read back as NA, instead of the text ``nan`` or ``None``.
     """
     if index_label is not None:
         frame = frame.rename_axis(index_label).reset_index()
@@ -539,8 +543,11 @@ def write_table(
     columns = {}
     for name in frame.columns:
         values = frame[name].to_numpy()
+        missing = pd.isna(frame[name]).to_numpy() if missing_as_empty else None
         if values.dtype == object or values.dtype.kind in "OUSb":
             values = values.astype(str)
+        if missing is not None and missing.any():
+            values = pa.array(values, mask=missing)  # nulls are written as empty cells
         columns[str(name)] = values
     table = pa.table(columns)
     with atomic_output(path) as temporary, open(temporary, "wb") as handle:
@@ -791,7 +798,8 @@ def _stream_numeric(
     where reading the whole table first would hold the matrix twice. Returns
     ``(gene IDs, column names, values)``, or ``None`` when a column is not numeric.
     """
-    workers = min(os.cpu_count() or 1, 8)
+    # pyarrow's CPU count: the rule's threads once io.runner.limit_threads has run.
+    workers = min(pa.cpu_count(), 8)
     ranges = None
     if path.suffix != ".gz" and path.stat().st_size >= _PARALLEL_MIN_BYTES and workers > 1:
         ranges = _line_ranges(path, workers)  # counts the lines too
