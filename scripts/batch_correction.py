@@ -57,6 +57,7 @@ def main(smk, logger):
             ref_batch=options["ref_batch"],
             gene_names=list(values.index),
             covariate_names=combat.design_column_names(sheet, settings["covariates"]),
+            threads=smk.threads,
         )
         # Genes constant within a batch are not adjusted and have no estimates (NaN in
         # the result): their rows are left out of the parameter table.
@@ -114,6 +115,7 @@ def main(smk, logger):
             group=group,
             covariates=covariates,
             shrink=options["shrink"],
+            threads=smk.threads,
             covariate_names=(
                 combat.design_column_names(sheet, covariate_names)[1:] if covariate_names else None
             ),

@@ -6,6 +6,8 @@ cut an axis into slices.
 
 from __future__ import annotations
 
+import os
+
 # Cells (1 MB of float64) of a block whose temporaries stay in cache from one step to the
 # next, so that a chain of elementwise steps costs one pass over memory. Small enough for
 # malloc to reuse too: numpy asks for huge pages from 4 MB up, which the kernel zeroes
@@ -23,3 +25,16 @@ def cell_slices(length: int, other: int, cells: int) -> list[slice]:
     """Slices of an axis of ``length`` whose blocks hold about ``cells`` cells each,
     when every index along it spans ``other`` cells of the other axis."""
     return slices(length, cells // max(other, 1))
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on: its affinity mask where the OS has one.
+
+    The default worker count of the threaded kernels when the caller gives none. The
+    scripts always pass the rule's ``threads``, so on a cluster node a job never sizes its
+    pool from the machine.
+    """
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS, Windows
+        return max(1, os.cpu_count() or 1)

@@ -25,7 +25,6 @@ is also numerically safer than ``sum(s^2) - 2 g sum(s) + n g^2``.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -33,7 +32,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from cohortnorm.blocks import CACHE_BLOCK_CELLS, cell_slices, slices
+from cohortnorm.blocks import CACHE_BLOCK_CELLS, available_cpus, cell_slices, slices
 from cohortnorm.errors import InputError
 
 __all__ = [
@@ -512,6 +511,7 @@ def _int_eprior(
     g: np.ndarray,
     d: np.ndarray,
     block_size: int | None,
+    threads: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     genes = g.size
     if block_size is None:
@@ -523,7 +523,7 @@ def _int_eprior(
     g_star = np.empty(genes)
     d_star = np.empty(genes)
     gene_blocks = slices(genes, block_size)
-    workers = min(len(gene_blocks), os.cpu_count() or 1)
+    workers = min(len(gene_blocks), available_cpus() if threads is None else max(1, threads))
 
     def run(rows: slice) -> None:
         g_star[rows], d_star[rows] = _int_eprior_rows(rows, n, mean, ss, g, d, prefactor, weights)
@@ -579,6 +579,7 @@ def combat(
     *,
     gene_names: Sequence[str] | None = None,
     covariate_names: Sequence[str] | None = None,
+    threads: int | None = None,
 ) -> CombatResult:
     """Adjust continuous data (e.g. log-CPM) for batch with empirical Bayes ComBat.
 
@@ -611,6 +612,9 @@ def combat(
         threads).
     gene_names, covariate_names
         Only used to name genes/covariate columns in error messages.
+    threads
+        Worker threads of the non-parametric step (default: the CPUs this process may
+        use).
 
     Returns
     -------
@@ -847,7 +851,7 @@ def combat(
                 )
         else:
             gamma_star[b], delta_star[b] = _int_eprior(
-                cnt[b], mean[b], ss[b], gamma_hat[b], delta_hat[b], block_size
+                cnt[b], mean[b], ss[b], gamma_hat[b], delta_hat[b], block_size, threads
             )
             nan_genes |= np.isnan(gamma_star[b])
     if nan_genes.any():

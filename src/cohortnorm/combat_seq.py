@@ -6,7 +6,6 @@ The negative-binomial GLM fits and Cox-Reid dispersions come from
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cache
@@ -17,6 +16,7 @@ from numpy.typing import ArrayLike, NDArray
 from scipy.special import betainc, gammaln, ndtri
 from scipy.stats import nbinom
 
+from cohortnorm.blocks import available_cpus
 from cohortnorm.combat import check_residual_df
 from cohortnorm.edger_glm import (
     _gene_blocks,
@@ -453,14 +453,6 @@ def _factor(values: Sequence[object], what: str) -> tuple[NDArray[np.intp], list
     return np.asarray(cat.codes, dtype=np.intp), [str(level) for level in cat.categories]
 
 
-def _available_cpus() -> int:
-    """CPUs this process may run on (its affinity mask where the OS has one)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # macOS, Windows
-        return max(1, os.cpu_count() or 1)
-
-
 def _rank(x: FloatArray) -> int:
     if x.size == 0:
         return 0
@@ -752,7 +744,7 @@ def combat_seq(
         )
 
     messages.append("Estimating dispersions")
-    n_threads = _available_cpus() if threads is None else max(1, int(threads))
+    n_threads = available_cpus() if threads is None else max(1, int(threads))
     n_cov = design.shape[1] - n_batch
     phi_hat = np.empty((yk.shape[0], n_batch))
     for k, ind in enumerate(batches_ind):
