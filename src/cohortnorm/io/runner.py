@@ -9,11 +9,13 @@ Every script under ``scripts/`` is a ``main(snakemake)`` function run through
 from __future__ import annotations
 
 import ctypes
+import errno
 import logging
 import os
+import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from cohortnorm.errors import InputError
@@ -107,6 +109,33 @@ def setup_logging(log_path: str | None, name: str) -> logging.Logger:
     return logging.getLogger(name)
 
 
+UNEXPECTED = "rule %s failed unexpectedly; please report this with the log"
+
+#: errno values that mean "no room left": the disk is full, or the user's quota is.
+DISK_FULL_ERRORS = frozenset({errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)})
+
+
+def disk_full_message(error: OSError, outputs: Sequence[str]) -> str:
+    """One line for a write that ran out of disk space or quota.
+
+    The writers write to a temporary name and rename (``tables.atomic_output``), so a
+    failed write leaves nothing under a final name, and Snakemake removes the other
+    outputs of the failed job; the message says so, names where the job was writing and
+    how much room is left there.
+    """
+    where = error.filename or (os.path.dirname(outputs[0]) if len(outputs) else os.getcwd())
+    folder = where if os.path.isdir(where) else os.path.dirname(where) or "."
+    try:
+        free = f"{shutil.disk_usage(folder).free / 1e9:.2f} GB free there now"
+    except OSError:
+        free = "its free space could not be read"
+    cause = "the disk quota is used up" if error.errno != errno.ENOSPC else "the disk is full"
+    return (
+        f"{cause} (no space left) while writing to {folder} ({free}); nothing was left "
+        "under a final name. Free some space, or set outdir to a disk with room, and rerun."
+    )
+
+
 def run(main: Callable[[Any, logging.Logger], None], smk: Any) -> None:
     """Run a script's ``main(snakemake, logger)`` with logging and clean error reporting.
 
@@ -125,11 +154,15 @@ def run(main: Callable[[Any, logging.Logger], None], smk: Any) -> None:
     logger.info("rule %s started (%d thread(s))", smk.rule, threads)
     try:
         main(smk, logger)
-    except InputError as error:
-        logger.error("%s", error)
-        sys.stderr.write(f"\nERROR in rule {smk.rule}: {error}\n")
+    except (InputError, OSError) as error:
+        if isinstance(error, OSError) and error.errno not in DISK_FULL_ERRORS:
+            logger.exception(UNEXPECTED, smk.rule)
+            raise
+        message = error if isinstance(error, InputError) else disk_full_message(error, smk.output)
+        logger.error("%s", message)
+        sys.stderr.write(f"\nERROR in rule {smk.rule}: {message}\n")
         sys.exit(1)
     except Exception:
-        logger.exception("rule %s failed unexpectedly; please report this with the log", smk.rule)
+        logger.exception(UNEXPECTED, smk.rule)
         raise
     logger.info("rule %s finished in %.1f s", smk.rule, time.perf_counter() - started)
