@@ -72,6 +72,33 @@ def _row_means(x: np.ndarray) -> np.ndarray:
     return (np.sum(x, axis=1, dtype=np.longdouble) / x.shape[1]).astype(np.float64)
 
 
+def _round15(v: float) -> float:
+    # R's as.character() of a double keeps 15 significant digits
+    return float(f"{v:.15g}")
+
+
+def _round15_close(sorted_unique: np.ndarray) -> np.ndarray:
+    """Values rounded to 15 significant digits where that can merge neighbours.
+
+    Two values can share a 15-digit label only if they differ by less than 1e-13
+    relative; only those are rounded here (exactly, through text), which keeps every
+    merge of R's character table. The others are left as they are: they stay apart, and
+    the caller rounds the one or two values it returns.
+    """
+    out = sorted_unique.copy()
+    if out.size < 2:
+        return out
+    gap = np.diff(out)
+    scale = np.maximum(np.abs(out[1:]), np.abs(out[:-1]))
+    close = gap <= 1e-13 * scale
+    marked = np.zeros(out.size, dtype=bool)
+    marked[:-1] |= close
+    marked[1:] |= close
+    for i in np.flatnonzero(marked):
+        out[i] = _round15(out[i])
+    return out
+
+
 def weighted_quantile_hmisc(x: np.ndarray, weights: np.ndarray, prob: float) -> float:
     """Weighted quantile as DESeq2's copy of Hmisc ``wtd.quantile(normwt=TRUE)``.
 
@@ -108,14 +135,16 @@ def weighted_quantile_hmisc(x: np.ndarray, weights: np.ndarray, prob: float) -> 
     w = (w * n_values) / float(np.sum(w, dtype=np.longdouble))
     order = np.argsort(x, kind="stable")
     x, w = x[order], w[order]
-    if n_values > 1 and np.any(x[1:] == x[:-1]):
-        # as.numeric(as.character(x)): 15 significant digits, then merge equal labels
-        uniq, inverse = np.unique(x, return_inverse=True)
-        rounded_uniq = np.array([float(f"{v:.15g}") for v in uniq])
-        rounded = rounded_uniq[inverse]
-        starts = np.flatnonzero(np.r_[True, rounded[1:] != rounded[:-1]])
-        sums = np.add.reduceat(w.astype(np.longdouble), starts)
-        x = rounded[starts]
+    has_ties = n_values > 1 and bool(np.any(x[1:] == x[:-1]))
+    if has_ties:
+        # as.numeric(as.character(x)): every value to 15 significant digits, then equal
+        # labels merged with their weights summed
+        first = np.flatnonzero(np.r_[True, x[1:] != x[:-1]])
+        uniq = x[first]
+        rounded = _round15_close(uniq)
+        group = np.flatnonzero(np.r_[True, rounded[1:] != rounded[:-1]])
+        sums = np.add.reduceat(w.astype(np.longdouble), first[group])
+        x = rounded[group]
         w = sums.astype(np.float64)
     cum = np.cumsum(w.astype(np.longdouble)).astype(np.float64)
     total = float(np.sum(w, dtype=np.longdouble))
@@ -127,10 +156,12 @@ def weighted_quantile_hmisc(x: np.ndarray, weights: np.ndarray, prob: float) -> 
     def value_at(t: float) -> float:
         # approx(cumsum(w), x, method="constant", f=1, rule=2)
         if t < cum[0]:
-            return float(x[0])
-        if t > cum[-1]:
-            return float(x[-1])
-        return float(x[np.searchsorted(cum, t, side="left")])
+            v = float(x[0])
+        elif t > cum[-1]:
+            v = float(x[-1])
+        else:
+            v = float(x[np.searchsorted(cum, t, side="left")])
+        return _round15(v) if has_ties else v
 
     return (1.0 - frac) * value_at(low) + frac * value_at(high)
 
