@@ -40,6 +40,7 @@ def test_rlog_blind_equals_deseq2(name: str) -> None:
     assert diff.max() <= 1e-9
     assert np.abs(res.intercept - disp["rlogIntercept"].to_numpy()).max() <= 1e-9
     assert list(res.values.columns) == list(counts.columns)
+    assert 0.0 <= res.sparse_share <= 0.1  # DESeq2 gave no sparseTest warning on these
 
 
 @pytest.mark.parametrize("name", ["pasilla", "gtex_lung_chr21"])
@@ -118,6 +119,10 @@ def test_sparse_test_share() -> None:
 def test_rlog_refuses_bad_inputs() -> None:
     counts = pd.DataFrame([[10, 20, 30], [5, -1, 3]], index=["g1", "g2"], columns=["a", "b", "c"])
     with pytest.raises(InputError, match=r"gene g2, sample b has -1\.0"):
+        rlog(counts, np.ones(3), np.array([0.1, 0.1]))
+    counts = counts.astype(float)
+    counts.loc["g2", "b"] = 4.5
+    with pytest.raises(InputError, match=r"whole-number counts.*gene g2, sample b has 4\.5"):
         rlog(counts, np.ones(3), np.array([0.1, 0.1]))
     counts.loc["g2", "b"] = 4
     with pytest.raises(InputError, match="2 size factors for 3 samples"):

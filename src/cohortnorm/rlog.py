@@ -59,12 +59,16 @@ class RlogResult:
     iterations
         IRLS iterations per gene (``maxit`` for a gene stopped as diverging); 0 for
         all-zero genes.
+    sparse_share
+        :func:`sparse_test` of the normalised counts; DESeq2's ``rlog`` warns when it is
+        above 0.1 (many genes dominated by one sample: VST is recommended instead).
     """
 
     values: np.ndarray | pd.DataFrame
     beta_prior_var: float
     intercept: np.ndarray
     iterations: np.ndarray
+    sparse_share: float
 
 
 def _row_means(x: np.ndarray) -> np.ndarray:
@@ -330,7 +334,7 @@ def rlog(
     Raises
     ------
     InputError
-        For negative or non-finite counts, a size factor that is not positive, a missing
+        For negative, non-finite or fractional counts, a size factor that is not positive, a missing
         or non-positive dispersion on a gene with counts, or a fit that DESeq2 would hand
         to its ``optim`` fallback (not reproduced here).
 
@@ -363,6 +367,14 @@ def rlog(
         raise InputError(
             f"rlog needs non-negative counts; gene {gene_names[gi]}, sample {sample_names[sj]} "
             f"has {k[gi, sj]}. Give raw counts."
+        )
+    frac = k != np.round(k)
+    if frac.any():
+        gi, sj = np.argwhere(frac)[0]
+        raise InputError(
+            f"rlog needs whole-number counts, as DESeq2 does; gene {gene_names[gi]}, sample "
+            f"{sample_names[sj]} has {k[gi, sj]} ({int(frac.sum())} such cell(s)). Round "
+            "estimated counts first (as DESeq2's DESeqDataSetFromTximport does)."
         )
     sf = np.asarray(size_factors, dtype=float).ravel()
     if sf.shape[0] != n_samples:
@@ -434,4 +446,5 @@ def rlog(
     out: np.ndarray | pd.DataFrame = values
     if frame is not None:
         out = pd.DataFrame(values, index=frame.index, columns=frame.columns)
-    return RlogResult(out, float(beta_prior_var), intercept, iterations)
+    share = sparse_test(k / sf[None, :])
+    return RlogResult(out, float(beta_prior_var), intercept, iterations, share)
