@@ -133,3 +133,23 @@ def test_rlog_refuses_bad_inputs() -> None:
         rlog(counts, np.ones(3), np.array([0.1, np.nan]))
     with pytest.raises(InputError, match="1 dispersions for 2 genes"):
         rlog(counts, np.ones(3), np.array([0.1]))
+
+
+def test_edge_case_genes_equal_deseq2() -> None:
+    # rlog_limma_extra/rlog_edge_fixture.R: DESeq2 rlogData on 300 simulated genes plus an
+    # all-zero gene, a single read, one outlier among zeros, one zero among 20,000s,
+    # alternating 0/300, counts of 5 million, dispersion 1e-8 and dispersion 9
+    table = pd.read_csv(
+        EXTRA / "rlog_edge.tsv.gz", sep="\t", index_col=0, float_precision="round_trip"
+    )
+    params = _read("rlog_edge_params.tsv.gz")
+    samples = [f"s{i}" for i in range(1, 13)]
+    sf = params.loc[params["quantity"] == "size_factor", "value"].to_numpy(float)
+    res = rlog(table[samples], sf, table["dispFit"].to_numpy())
+    expected = table[[f"rlog_{s}" for s in samples]].to_numpy()
+    assert np.abs(res.values.to_numpy() - expected).max() <= 1e-9
+    bpv = float(params.loc[params["quantity"] == "betaPriorVar", "value"].iloc[0])
+    assert res.beta_prior_var == pytest.approx(bpv, rel=1e-12)
+    finite = np.isfinite(table["rlogIntercept"].to_numpy())
+    assert (res.intercept[~finite] == -np.inf).all()
+    assert np.abs(res.intercept[finite] - table["rlogIntercept"].to_numpy()[finite]).max() <= 1e-9
