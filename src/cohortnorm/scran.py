@@ -44,7 +44,13 @@ from cohortnorm.errors import InputError
 
 FloatArray = NDArray[np.float64]
 
-__all__ = ["DEFAULT_SIZES", "LOW_WEIGHT", "PooledSizeFactors", "guess_min_mean", "pooled_size_factors"]
+__all__ = [
+    "DEFAULT_SIZES",
+    "LOW_WEIGHT",
+    "PooledSizeFactors",
+    "guess_min_mean",
+    "pooled_size_factors",
+]
 
 #: scuttle's default pool sizes, ``seq(21, 101, 5)``.
 DEFAULT_SIZES: tuple[int, ...] = tuple(range(21, 102, 5))
@@ -147,7 +153,9 @@ def _pool_factors(
     return out
 
 
-def _solve(ring: NDArray[np.intp], sizes: Sequence[int], factors: FloatArray, total: float, n: int) -> FloatArray:
+def _solve(
+    ring: NDArray[np.intp], sizes: Sequence[int], factors: FloatArray, total: float, n: int
+) -> FloatArray:
     """Least squares of the pooling system, by Householder QR taken one pool size at a time.
 
     Folding the rows block by block into the n × n triangle keeps memory at O(n²) whatever
@@ -183,11 +191,16 @@ def _as_labels(clusters: ArrayLike | None, n: int) -> tuple[list[str], list[NDAr
                 f"clusters has {len(values)} value(s) but the count matrix has {n} sample(s). "
                 "Give one cluster label per sample, in the column order of the counts."
             )
-        missing = [i for i, v in enumerate(values) if v is None or (isinstance(v, float) and np.isnan(v)) or v == ""]
+        missing = [
+            i
+            for i, v in enumerate(values)
+            if v is None or (isinstance(v, float) and np.isnan(v)) or v == ""
+        ]
         if missing:
             raise InputError(
-                f"clusters: sample(s) at position(s) {', '.join(str(i + 1) for i in missing)} have no "
-                "cluster label. Fill in the cluster column for every sample."
+                "clusters: sample(s) at position(s) "
+                f"{', '.join(str(i + 1) for i in missing)} have no cluster label. "
+                "Fill in the cluster column for every sample."
             )
         cat = pd.Categorical([str(v) for v in values])
     if len(cat) != n:
@@ -305,15 +318,21 @@ def pooled_size_factors(
     if x.ndim != 2:
         raise InputError("counts must be a genes × samples matrix.")
     n = x.shape[1]
-    names = list(sample_names) if sample_names is not None else [f"sample {i + 1}" for i in range(n)]
+    names = (
+        list(sample_names) if sample_names is not None else [f"sample {i + 1}" for i in range(n)]
+    )
     if not np.isfinite(x).all() or (x < 0).any():
         raise InputError("counts must be finite and non-negative for scran size factors.")
     size_list = sorted(int(s) for s in (DEFAULT_SIZES if sizes is None else sizes))
     if not size_list:
-        raise InputError("sizes is empty. Give at least one pool size (scran's default is 21, 26, …, 101).")
+        raise InputError(
+            "sizes is empty. Give at least one pool size (scran's default is 21, 26, …, 101)."
+        )
     if len(set(size_list)) != len(size_list):
         dup = sorted({s for s in size_list if size_list.count(s) > 1})
-        raise InputError(f"pool sizes are not unique: {dup} given more than once. List each pool size once.")
+        raise InputError(
+            f"pool sizes are not unique: {dup} given more than once. List each pool size once."
+        )
     if size_list[0] < 1:
         raise InputError(f"pool size {size_list[0]} is not a positive number of samples.")
 
@@ -332,7 +351,9 @@ def pooled_size_factors(
     lib = rows.sum(axis=0) if scale_all is None else scale_all
     zero = [names[i] for i in np.flatnonzero(lib == 0)]
     if zero:
-        what = "have no reads in the genes used" if scale_all is None else "have a scaling value of 0"
+        what = (
+            "have no reads in the genes used" if scale_all is None else "have a scaling value of 0"
+        )
         raise InputError(
             f"sample(s) {', '.join(zero)} {what}; pooled size factors need every sample to have "
             "reads. Remove them from the sample sheet or check the counting step."
@@ -347,8 +368,9 @@ def pooled_size_factors(
         label = "all samples" if clusters is None else f"cluster {nm}"
         if idx.size < 2:
             raise InputError(
-                f"{label} has only {idx.size} sample ({', '.join(names[i] for i in idx)}); scran "
-                "cannot pool a single sample. Merge it into another cluster or run without clusters."
+                f"{label} has only {idx.size} sample ({', '.join(names[i] for i in idx)}); "
+                "scran cannot pool a single sample. Merge it into another cluster or run without "
+                "clusters."
             )
         sub = rows[:, idx]
         sc = sub.sum(axis=0) if scale_all is None else scale_all[idx]
@@ -370,8 +392,9 @@ def pooled_size_factors(
         if bad.size:
             raise InputError(
                 f"scran pooling gave non-positive size factors for sample(s) "
-                f"{', '.join(names[i] for i in bad)} ({label}). These samples have too few reads in "
-                "the genes shared with the others; remove them, or use clusters of similar samples."
+                f"{', '.join(names[i] for i in bad)} ({label}). These samples have too few "
+                "reads in the genes shared with the others; remove them, or use clusters of "
+                "similar samples."
             )
 
     if ref_clust is None:
@@ -380,7 +403,9 @@ def pooled_size_factors(
     else:
         ref = str(ref_clust)
         if ref not in cl_names:
-            raise InputError(f"ref_clust {ref!r} is not one of the clusters: {', '.join(cl_names)}.")
+            raise InputError(
+                f"ref_clust {ref!r} is not one of the clusters: {', '.join(cl_names)}."
+            )
 
     rescaling: dict[str, float] = {}
     ref_prof = ave[ref]
