@@ -216,3 +216,13 @@ def test_non_integer_counts_are_refused() -> None:
     counts[2, 4] = 7.5
     with pytest.raises(InputError, match=r"gene row 3, sample column 5 is 7\.5"):
         combat_ref(counts, batch, group)
+
+
+def test_unused_levels_are_ignored() -> None:
+    counts, batch, group = _small()
+    base = combat_ref(counts, batch, group, threads=1)
+    cat_batch = pd.Categorical(batch, categories=["b0", "b1", "b2"])
+    cat_group = pd.Categorical(group, categories=["A", "B", "C"])
+    other = combat_ref(counts, cat_batch, cat_group, threads=1)
+    np.testing.assert_array_equal(other.adjusted, base.adjusted)
+    assert other.params["batch"].tolist() == ["b1", "b2"]

@@ -123,6 +123,15 @@ def _check_counts(y: FloatArray) -> None:
         )
 
 
+def _used(values: Sequence[object]) -> Sequence[object]:
+    """A pandas Categorical (or categorical Series) without its unused categories."""
+    if isinstance(values, pd.Series) and isinstance(values.dtype, pd.CategoricalDtype):
+        return pd.Categorical(values).remove_unused_categories()
+    if isinstance(values, pd.Categorical):
+        return values.remove_unused_categories()
+    return values
+
+
 def _match_to_reference(
     counts: FloatArray,
     mu_old: FloatArray,
@@ -203,7 +212,8 @@ def combat_ref(
     ngenes, nsamples = y.shape
     if len(batch) != nsamples:
         raise InputError(f"batch has {len(batch)} labels for {nsamples} samples")
-    bcode, blevels = _factor(batch, "batch")
+    # Unused categories of a Categorical are dropped, as R's droplevels would.
+    bcode, blevels = _factor(_used(batch), "batch")
     n_batch = len(blevels)
     n_per = np.bincount(bcode, minlength=n_batch)
     small = [f"{lv} ({n})" for lv, n in zip(blevels, n_per, strict=True) if n <= 1]
@@ -230,7 +240,7 @@ def combat_ref(
     if group is not None:
         if len(group) != nsamples:
             raise InputError(f"group has {len(group)} labels for {nsamples} samples")
-        gcode, glevels = _factor(group, "group")
+        gcode, glevels = _factor(_used(group), "group")
     full = full_mod and len(glevels) > 1
     if full:
         messages.append("Using full model in ComBat-ref.")
