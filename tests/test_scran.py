@@ -226,3 +226,12 @@ def test_non_positive_estimate_is_refused() -> None:
         "These samples have too few reads in the genes shared with the others; remove them, "
         "or use clusters of similar samples."
     )
+
+
+def test_cluster_labels_sort_as_in_r() -> None:
+    """R's factor(): numbers numerically, text case-insensitively (lower case first)."""
+    counts = _sim().to_numpy()
+    numeric = pooled_size_factors(counts, sizes=[3, 5], clusters=np.resize([10, 2, 1], 40))
+    assert numeric.clusters == ["1", "2", "10"]
+    text = pooled_size_factors(counts, sizes=[3, 5], clusters=np.resize(["b", "B", "a", "A"], 40))
+    assert text.clusters == ["a", "A", "b", "B"]

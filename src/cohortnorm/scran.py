@@ -213,7 +213,12 @@ def _as_labels(clusters: ArrayLike | None, n: int) -> tuple[list[str], list[NDAr
                 f"{', '.join(str(i + 1) for i in missing)} have no cluster label. "
                 "Fill in the cluster column for every sample."
             )
-        cat = pd.Categorical([str(v) for v in values])
+        if all(isinstance(v, (int, float, np.integer, np.floating)) for v in values):
+            # numbers: R's factor() sorts them numerically
+            cat = pd.Categorical(values)
+        else:
+            labels = [str(v) for v in values]
+            cat = pd.Categorical(labels, categories=sorted(set(labels), key=_r_string_key))
     if len(cat) != n:
         raise InputError(
             f"clusters has {len(cat)} value(s) but the count matrix has {n} sample(s). "
@@ -256,9 +261,13 @@ def _limit_cluster_size(
 
 
 def _r_string_key(s: str) -> tuple[str, str]:
-    # R sorts strings by locale collation; case-insensitive first is the common C.UTF-8-free
-    # approximation. Only reached for clusters above max_cluster_size.
-    return (s.lower(), s)
+    """Sort key close to R's ``sort()`` of labels under ICU collation (R in a UTF-8 locale).
+
+    Case-insensitive first, lower case before upper case on a tie (``a, A, b, B``). The
+    order only decides which cluster is the reference when two clusters' pseudo-samples
+    have equally many non-zero genes; pass a :class:`pandas.Categorical` to fix it.
+    """
+    return (s.casefold(), s.swapcase())
 
 
 def _per_cluster(
