@@ -10,7 +10,7 @@ import pytest
 from conftest import COUNT_DATASETS, DATA, load_dataset
 
 from cohortnorm.errors import InputError
-from cohortnorm.scran import guess_min_mean, pooled_size_factors
+from cohortnorm.scran import clean_size_factors, guess_min_mean, pooled_size_factors
 
 EXTRA = DATA / "scran_extra"
 RTOL = 1e-9
@@ -206,10 +206,9 @@ def test_wrong_number_of_cluster_labels() -> None:
         pooled_size_factors(_filtered("pasilla").to_numpy(), clusters=["a", "b", "a"])
 
 
-def test_non_positive_estimate_is_refused() -> None:
+def test_non_positive_estimate_is_refused_without_positive() -> None:
     """scran warns "encountered non-positive size factor estimates" on this matrix (checked
-    with scran 1.26.2: raw estimate -0.0217 for the first sample, repaired to 0.0132 by
-    cleanSizeFactors); we refuse and name the sample instead."""
+    with scran 1.26.2: raw estimate -0.0217 for the first sample); positive=False refuses."""
     rng = np.random.default_rng(0)
     counts = rng.poisson(
         rng.gamma(0.3, 3, size=(200, 1)) * rng.uniform(0.2, 3, size=(1, 12))
@@ -217,15 +216,58 @@ def test_non_positive_estimate_is_refused() -> None:
     # the first sample has reads in five genes only
     counts[:, 0] = 0
     counts[:5, 0] = rng.poisson(40, 5)
+    names = [f"s{i + 1}" for i in range(12)]
     with pytest.raises(InputError) as err:
         pooled_size_factors(
-            counts, sizes=[2, 3, 4, 5], min_mean=0.1, sample_names=[f"s{i + 1}" for i in range(12)]
+            counts, sizes=[2, 3, 4, 5], min_mean=0.1, positive=False, sample_names=names
         )
     assert str(err.value) == (
         "scran pooling gave non-positive size factors for sample(s) s1 (all samples). "
         "These samples have too few reads in the genes shared with the others; remove them, "
         "or use clusters of similar samples."
     )
+
+
+def _neg_case(seed: int) -> tuple[pd.DataFrame, pd.Series, np.ndarray]:
+    counts = pd.read_csv(EXTRA / f"neg_seed{seed}_counts.tsv.gz", sep="\t", index_col=0)
+    ref = _read_sf(EXTRA / f"neg_seed{seed}.tsv")
+    info = pd.read_csv(EXTRA / "INFO.tsv", sep="\t", index_col=0, dtype=str)
+    raw = np.array([float(v) for v in info.loc[f"neg_seed{seed}_raw", "condition"].split()])
+    return counts, ref, raw
+
+
+@pytest.mark.parametrize("seed", [1, 5, 7])
+def test_clean_size_factors_equals_scuttle_from_r_raw_estimates(seed: int) -> None:
+    """cleanSizeFactors (lm, four robust nls passes) on scuttle's own raw estimates."""
+    counts, ref, raw = _neg_case(seed)
+    x = counts.to_numpy().astype(float)
+    exprs = x / x.sum(axis=0)
+    ave = exprs.mean(axis=1) * x.sum(axis=0).mean()
+    detected = (exprs[ave >= 0.1] > 0).sum(axis=0)
+    assert raw[0] < 0 < raw[1:].min()
+    cleaned = clean_size_factors(raw, detected)
+    np.testing.assert_allclose(cleaned / cleaned.mean(), ref.to_numpy(), rtol=1e-14)
+
+
+@pytest.mark.parametrize("seed", [1, 5, 7])
+def test_non_positive_estimate_is_repaired_as_scran(seed: int) -> None:
+    """End to end: our raw estimates agree with scuttle's to 1e-13, and nls's
+    finite-difference gradients amplify that to ~1e-7 in the repaired factor."""
+    counts, ref, _ = _neg_case(seed)
+    result = pooled_size_factors(
+        counts.to_numpy(), sizes=range(2, 6), min_mean=0.1, sample_names=list(counts.columns)
+    )
+    np.testing.assert_allclose(result.size_factors, ref.to_numpy(), rtol=1e-6)
+    assert len(result.warnings) == 1
+    assert result.warnings[0].startswith(
+        "scran pooling gave non-positive size factors for sample(s) s01 (all samples); as "
+        "scran does (positive=TRUE), they were replaced"
+    )
+
+
+def test_too_few_positive_factors_to_repair() -> None:
+    with pytest.raises(InputError, match=r"only 2 sample\(s\) got a positive pooled size factor"):
+        clean_size_factors(np.array([-0.1, 0.5, 1.0, -0.2]), np.array([3, 50, 60, 4]))
 
 
 def test_cluster_labels_sort_as_in_r() -> None:

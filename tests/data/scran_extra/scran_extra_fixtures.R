@@ -73,5 +73,23 @@ save_sf("sim_minmean_2.tsv", scran::calculateSumFactors(sim, min.mean = 2), coln
 save_sf("sim_x7.tsv", scran::calculateSumFactors(sim * 7L), colnames(sim),
         "calculateSumFactors(sim * 7) [median library size between 5e4 and 1e5: UMI warning]")
 save_err("sim_minmean_huge", scran::calculateSumFactors(sim, min.mean = 1e9), "calculateSumFactors(sim, min.mean = 1e9)")
+
+# non-positive raw estimates, repaired by cleanSizeFactors (positive = TRUE): small matrices
+# where the first sample has reads in five genes only; seeds found by scanning 1..200
+for (seed in c(1, 5, 7)) {
+  set.seed(seed)
+  n <- 12
+  x <- matrix(rpois(200 * n, outer(rgamma(200, 0.3, 1/3), runif(n, 0.2, 3))), 200, n)
+  x[, 1] <- 0L; x[1:5, 1] <- rpois(5, 40)
+  rownames(x) <- sprintf("g%03d", seq_len(nrow(x))); colnames(x) <- sprintf("s%02d", seq_len(n))
+  con <- gzfile(file.path(out, sprintf("neg_seed%d_counts.tsv.gz", seed)), "w")
+  write.table(data.frame(gene_id = rownames(x), x, check.names = FALSE), con, sep = "\t", quote = FALSE, row.names = FALSE)
+  close(con)
+  save_sf(sprintf("neg_seed%d.tsv", seed), scran::calculateSumFactors(x, sizes = 2:5, min.mean = 0.1), colnames(x),
+          sprintf("calculateSumFactors(neg_seed%d_counts, sizes = 2:5, min.mean = 0.1) [positive = TRUE: cleanSizeFactors]", seed))
+  raw <- suppressWarnings(scuttle:::.per_cluster_normalize(x, sizes = 2:5, min.mean = 0.1, positive = FALSE)$final.nf)
+  info <<- c(info, paste(sprintf("neg_seed%d_raw", seed), "scuttle:::.per_cluster_normalize(positive = FALSE)$final.nf",
+                         paste(f17(raw), collapse = " "), sep = "\t"))
+}
 writeLines(c(paste("file", "call", "condition", sep = "\t"), info), file.path(out, "INFO.tsv"))
 writeLines(capture.output(sessionInfo()), file.path(out, "sessionInfo.txt"))
