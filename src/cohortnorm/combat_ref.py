@@ -294,11 +294,12 @@ def combat_ref(
             "separate the two; correct without the condition or collect a balanced design."
         )
     if design.shape[1] >= nsamples:
+        # the group indicators span the intercept: one of them is the baseline
         check_residual_df(
             [blevels[b] for b in bcode],
-            mod if full else None,
+            mod[:, 1:] if full else None,
             method="ComBat-ref",
-            covariate_names=mod_names if full else None,
+            covariate_names=mod_names[1:] if full else None,
         )
 
     messages.append("Fitting the GLM model")
