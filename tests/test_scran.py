@@ -89,6 +89,13 @@ SIM_SITE = np.resize(["siteB", "siteA", "siteC"], 40)
         ("sim_clusters_site", "sim", {"clusters": SIM_SITE, "sizes": range(3, 14, 2)}),
         ("sim_maxclustersize15", "sim", {"sizes": [4, 6, 8], "max_cluster_size": 15}),
         ("sim_minmean_2", "sim", {"min_mean": 2}),
+        ("sim_subset_row_odd", "sim", {"subset_row": "odd rows"}),
+        ("sim_scaling", "sim", {"scaling": "x1.5"}),
+        (
+            "sim_refclust_siteC",
+            "sim",
+            {"clusters": SIM_SITE, "sizes": range(3, 14, 2), "ref_clust": "siteC"},
+        ),
     ],
 )
 def test_matches_scran_extra_fixtures(fixture: str, data: str, kwargs: dict[str, object]) -> None:
@@ -102,6 +109,11 @@ def test_matches_scran_extra_fixtures(fixture: str, data: str, kwargs: dict[str,
         if isinstance(column, str):
             kwargs = {**kwargs, "clusters": load_dataset(data).samples[column].to_numpy()}
     assert list(ref.index) == list(counts.columns)
+    if kwargs.get("scaling") == "x1.5":
+        lib = counts.to_numpy().sum(axis=0)
+        kwargs = {**kwargs, "scaling": lib * np.resize([1, 1.5, 0.8, 1.2], lib.size)}
+    if kwargs.get("subset_row") == "odd rows":
+        kwargs = {**kwargs, "subset_row": np.arange(0, counts.shape[0], 2)}
     result = pooled_size_factors(counts.to_numpy(), **kwargs)
     _assert_close(result.size_factors, ref)
 

@@ -72,6 +72,12 @@ save_sf("sim_maxclustersize15.tsv", scran::calculateSumFactors(sim, sizes = c(4,
 save_sf("sim_minmean_2.tsv", scran::calculateSumFactors(sim, min.mean = 2), colnames(sim), "calculateSumFactors(sim, min.mean = 2)")
 save_sf("sim_x7.tsv", scran::calculateSumFactors(sim * 7L), colnames(sim),
         "calculateSumFactors(sim * 7) [median library size between 5e4 and 1e5: UMI warning]")
+save_sf("sim_subset_row_odd.tsv", scran::calculateSumFactors(sim, subset.row = seq(1, nrow(sim), 2)), colnames(sim),
+        "calculateSumFactors(sim, subset.row = seq(1, nrow(sim), 2)) [odd rows; min.mean still from all genes]")
+save_sf("sim_scaling.tsv", scran::calculateSumFactors(sim, scaling = colSums(sim) * rep(c(1, 1.5, 0.8, 1.2), 10)), colnames(sim),
+        "calculateSumFactors(sim, scaling = colSums(sim) * rep(c(1, 1.5, 0.8, 1.2), 10))")
+save_sf("sim_refclust_siteC.tsv", scran::calculateSumFactors(sim, clusters = site, sizes = seq(3, 13, 2), ref.clust = "siteC"), colnames(sim),
+        "calculateSumFactors(sim, clusters = site, sizes = seq(3, 13, 2), ref.clust = 'siteC')")
 save_err("sim_minmean_huge", scran::calculateSumFactors(sim, min.mean = 1e9), "calculateSumFactors(sim, min.mean = 1e9)")
 
 # non-positive raw estimates, repaired by cleanSizeFactors (positive = TRUE): small matrices
