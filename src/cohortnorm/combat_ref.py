@@ -51,8 +51,9 @@ import pandas as pd
 from numpy.typing import ArrayLike, NDArray
 from scipy.special import gammaln
 
+from cohortnorm.blocks import available_cpus
 from cohortnorm.combat import check_residual_df
-from cohortnorm.combat_seq import _available_cpus, _factor, _qnbinom, _rank, pnbinom
+from cohortnorm.combat_seq import _factor, _qnbinom, _rank, pnbinom
 from cohortnorm.edger_glm import estimate_glm_common_disp, estimate_glm_tagwise_disp, glm_fit
 from cohortnorm.errors import InputError
 
@@ -227,7 +228,7 @@ def combat_ref(
             f"ComBat-ref needs at least 2 batches; all samples are in batch {blevels[0]}"
         )
     messages = [f"Found {n_batch} batches"]
-    n_threads = _available_cpus() if threads is None else max(1, int(threads))
+    n_threads = available_cpus() if threads is None else max(1, int(threads))
     batches_ind = [np.flatnonzero(bcode == k) for k in range(n_batch)]
 
     keep = np.ones(ngenes, dtype=bool)
