@@ -1,0 +1,220 @@
+"""DESeq2's variance-stabilising transformation: ``varianceStabilizingTransformation`` and
+``vst`` (DESeq2 1.38.3), from the algorithm.
+
+Both estimate the dispersion trend (:mod:`cohortnorm.deseq2_dispersion`) and apply the
+closed form of ``getVarianceStabilizedData`` to the normalised counts ``K/s``:
+
+* parametric trend ``α(μ) = a0 + a1/μ``:
+  ``log2[(1 + a1 + 2·a0·q + 2·√(a0·q·(1 + a1 + a0·q))) / (4·a0)]``;
+* mean trend ``α``: ``(2·asinh(√(α·q)) − log α − log 4)/log 2``.
+
+``vst`` fits the trend on ``nsub`` genes only: those with mean normalised count > 5,
+ordered by that mean, taken at ``round(seq(1, n, length = nsub))``. Every gene is
+transformed, all-zero genes included, so the output has no NaN.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+from numpy.typing import ArrayLike, NDArray
+
+from cohortnorm.deseq2 import size_factors as deseq2_size_factors
+from cohortnorm.deseq2_dispersion import (
+    DispersionTrend,
+    _check_counts,
+    base_means_and_variances,
+    estimate_dispersions_fit,
+    estimate_dispersions_gene_est,
+)
+from cohortnorm.errors import InputError
+
+FloatArray = NDArray[np.float64]
+
+__all__ = [
+    "transform",
+    "variance_stabilizing_transformation",
+    "vst",
+    "vst_subset",
+]
+
+
+def _prepare(counts: ArrayLike, size_factors: ArrayLike | None) -> tuple[FloatArray, FloatArray]:
+    y = _check_counts(counts)
+    if not (y > 0).any():
+        raise InputError(
+            "every count is zero: there is nothing to transform. Check the counts file "
+            "and the gene filter"
+        )
+    if size_factors is None:
+        try:
+            sf = deseq2_size_factors(y, "ratio")
+        except ValueError as err:
+            raise InputError(
+                f"DESeq2's size factors cannot be computed: {err}. Filter out lowly "
+                "expressed genes first, or supply size factors"
+            ) from None
+    else:
+        sf = np.asarray(size_factors, dtype=np.float64).reshape(-1)
+        if sf.shape[0] != y.shape[1] or not np.all(np.isfinite(sf)) or np.any(sf <= 0):
+            raise InputError(
+                f"size factors must be {y.shape[1]} positive finite numbers, one per sample"
+            )
+    return y, sf
+
+
+def transform(normalized: ArrayLike, trend: DispersionTrend) -> FloatArray:
+    """The closed-form VST of ``getVarianceStabilizedData`` for a fitted trend.
+
+    Parameters
+    ----------
+    normalized
+        Genes × samples normalised counts ``K/s``.
+    trend
+        A parametric or mean trend.
+    """
+    q = np.asarray(normalized, dtype=np.float64)
+    if trend.fit_type == "parametric":
+        a0, a1 = trend.asympt_disp, trend.extra_pois
+        inner = 1.0 + a1 + 2.0 * a0 * q + 2.0 * np.sqrt(a0 * q * (1.0 + a1 + a0 * q))
+        return np.log(inner / (4.0 * a0)) / math.log(2)
+    if trend.fit_type == "mean":
+        alpha = trend.mean_disp
+        return (2.0 * np.arcsinh(np.sqrt(alpha * q)) - math.log(alpha) - math.log(4)) / math.log(2)
+    raise InputError(f"fit_type {trend.fit_type!r} has no closed-form VST; use parametric or mean")
+
+
+def _wrap(result: FloatArray, counts: ArrayLike) -> FloatArray | pd.DataFrame:
+    if isinstance(counts, pd.DataFrame):
+        return pd.DataFrame(result, index=counts.index, columns=counts.columns)
+    return result
+
+
+def _design_for(blind: bool, design: ArrayLike | None) -> ArrayLike | None:
+    # blind=TRUE sets the design to ~1 whatever the object's design was.
+    return None if blind else design
+
+
+def variance_stabilizing_transformation(
+    counts: ArrayLike,
+    size_factors: ArrayLike | None = None,
+    design: ArrayLike | None = None,
+    blind: bool = True,
+    fit_type: str = "parametric",
+) -> FloatArray | pd.DataFrame:
+    """``DESeq2::varianceStabilizingTransformation`` (1.38.3) on a count matrix.
+
+    Parameters
+    ----------
+    counts
+        Genes × samples raw counts (a DataFrame keeps its labels in the result).
+    size_factors
+        One per sample; ``None`` estimates them as ``estimateSizeFactors`` does (ratio).
+    design
+        Samples × coefficients model matrix used when ``blind=False`` (``None``: ``~1``).
+    blind
+        ``True`` (DESeq2's default) estimates the dispersions with design ``~1``.
+    fit_type
+        ``"parametric"`` (default) or ``"mean"``; ``"local"`` is refused.
+
+    Returns
+    -------
+    numpy.ndarray or pandas.DataFrame
+        Genes × samples VST values (log2 scale), finite everywhere.
+
+    Raises
+    ------
+    InputError
+        Fewer than 2 samples, bad counts, a design without residual degrees of freedom,
+        ``fit_type="local"``, or a parametric fit that fails.
+    """
+    y, sf = _prepare(counts, size_factors)
+    genes = estimate_dispersions_gene_est(y, sf, _design_for(blind, design))
+    trend = estimate_dispersions_fit(genes, fit_type)
+    return _wrap(transform(y / sf, trend), counts)
+
+
+def vst_subset(base_mean: ArrayLike, nsub: int) -> NDArray[np.intp]:
+    """Row indices of the genes ``vst`` fits its trend on, in DESeq2's order.
+
+    Genes with ``baseMean > 5``, sorted by ``baseMean`` (stable: ties keep input order),
+    taken at positions ``round(seq(1, n, length = nsub))`` (R rounds halves to even).
+    """
+    bm = np.asarray(base_mean, dtype=np.float64)
+    big = np.flatnonzero(bm > 5)
+    order = big[np.argsort(bm[big], kind="stable")]
+    n = order.size
+    if nsub == 1:
+        pos = np.array([1.0])
+    else:
+        inner = 1.0 + np.arange(1, nsub - 1) * ((n - 1.0) / (nsub - 1))
+        pos = np.concatenate([[1.0], inner, [float(n)]])
+    return order[np.round(pos).astype(np.intp) - 1]
+
+
+def vst_trend(
+    counts: ArrayLike,
+    size_factors: ArrayLike | None = None,
+    design: ArrayLike | None = None,
+    blind: bool = True,
+    nsub: int = 1000,
+    fit_type: str = "parametric",
+) -> tuple[DispersionTrend, NDArray[np.intp], FloatArray]:
+    """The trend ``vst`` uses, the subset it was fitted on, and the size factors."""
+    if not isinstance(nsub, (int, np.integer)) or nsub < 1:
+        raise InputError(f"nsub must be a positive whole number; got {nsub!r}")
+    y, sf = _prepare(counts, size_factors)
+    if y.shape[0] < nsub:
+        raise InputError(
+            f"vst with nsub={nsub} needs at least {nsub} genes, but there are "
+            f"{y.shape[0]}. Use varianceStabilizingTransformation (vst.nsub: 0 / the full "
+            "VST) or a smaller nsub"
+        )
+    base_mean, _, _ = base_means_and_variances(y, sf)
+    n5 = int(np.sum(base_mean > 5))
+    if n5 < nsub:
+        raise InputError(
+            f"vst with nsub={nsub} needs at least {nsub} genes with mean normalised count "
+            f"> 5, but only {n5} have. Use varianceStabilizingTransformation (the full "
+            "VST) or a smaller nsub"
+        )
+    idx = vst_subset(base_mean, nsub)
+    genes = estimate_dispersions_gene_est(y[idx], sf, _design_for(blind, design))
+    trend = estimate_dispersions_fit(genes, fit_type)
+    return trend, idx, sf
+
+
+def vst(
+    counts: ArrayLike,
+    size_factors: ArrayLike | None = None,
+    design: ArrayLike | None = None,
+    blind: bool = True,
+    nsub: int = 1000,
+    fit_type: str = "parametric",
+) -> FloatArray | pd.DataFrame:
+    """``DESeq2::vst`` (1.38.3): the VST with the trend fitted on ``nsub`` genes.
+
+    Parameters
+    ----------
+    counts, size_factors, design, blind, fit_type
+        As for :func:`variance_stabilizing_transformation`.
+    nsub
+        Number of genes the trend is fitted on (DESeq2's default 1000).
+
+    Returns
+    -------
+    numpy.ndarray or pandas.DataFrame
+        Genes × samples VST values for every gene.
+
+    Raises
+    ------
+    InputError
+        Fewer than ``nsub`` genes, or fewer than ``nsub`` genes with mean normalised
+        count > 5 (DESeq2: "less than 'nsub' rows"), plus the errors of
+        :func:`variance_stabilizing_transformation`.
+    """
+    trend, _, sf = vst_trend(counts, size_factors, design, blind, nsub, fit_type)
+    y = np.asarray(counts, dtype=np.float64)
+    return _wrap(transform(y / sf, trend), counts)
