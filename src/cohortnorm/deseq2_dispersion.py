@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from scipy.special import gammaln, psi
+from scipy.special import gammaln
 
 from cohortnorm.errors import InputError
 
@@ -145,17 +145,84 @@ def base_means_and_variances(
     return base_mean, base_var, all_zero
 
 
+def _seq_matmul(a: FloatArray, b: FloatArray) -> FloatArray:
+    """``a @ b`` summed left to right over the inner index (reference BLAS dgemm/dgemv)."""
+    out = a[:, 0:1] * b[0:1, :]
+    for k in range(1, a.shape[1]):
+        out = out + a[:, k : k + 1] * b[k : k + 1, :]
+    return out
+
+
+def _linpack_qr(x: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """Q and R of R's ``qr(x)`` (LINPACK ``dqrdc2``; ``qr.Q`` by ``dqrsl``), full rank.
+
+    Householder vectors stored the LINPACK way (scaled by the column norm, ``1 +`` on the
+    diagonal). The limited pivoting of ``dqrdc2`` never moves a column of a full-rank
+    design, so it is left out.
+    """
+    a = np.array(x, dtype=np.float64)
+    n, p = a.shape
+    qraux = np.zeros(p)
+    for col in range(min(n - 1, p)):
+        v = a[col:, col]
+        nrm = math.sqrt(float(_seq_sum((v * v)[None, :])[0]))
+        if nrm == 0.0:
+            continue
+        if v[0] != 0.0:
+            nrm = math.copysign(nrm, v[0])
+        v *= 1.0 / nrm
+        v[0] = 1.0 + v[0]
+        for j in range(col + 1, p):
+            t = -float(_seq_sum((v * a[col:, j])[None, :])[0]) / v[0]
+            a[col:, j] += t * v
+        qraux[col] = v[0]
+        a[col, col] = -nrm
+    r = np.triu(a[:p, :p])
+    q = np.zeros((n, p))
+    q[np.arange(p), np.arange(p)] = 1.0
+    for k in range(p):
+        qy = q[:, k]
+        for j in range(min(p, n - 1) - 1, -1, -1):
+            if qraux[j] == 0.0:
+                continue
+            v = a[j:, j].copy()
+            v[0] = qraux[j]
+            t = -float(_seq_sum((v * qy[j:])[None, :])[0]) / v[0]
+            qy[j:] += t * v
+    return q, r
+
+
+def _upper_inverse(r: FloatArray) -> FloatArray:
+    """``solve(R)`` for upper-triangular R: LAPACK dgesv, i.e. back substitution."""
+    p = r.shape[0]
+    b = np.eye(p)
+    for j in range(p):
+        for k in range(p - 1, -1, -1):
+            if b[k, j] != 0.0:
+                b[k, j] = b[k, j] / r[k, k]
+                for i in range(k):
+                    b[i, j] -= b[k, j] * r[i, k]
+    return b
+
+
 def linear_model_mu(y: FloatArray, x: FloatArray) -> FloatArray:
-    """``linearModelMu``: least-squares fitted values of each row of ``y`` on ``x``."""
-    q, r = np.linalg.qr(x)
-    return (y @ q) @ (x @ np.linalg.inv(r)).T
+    """``linearModelMu``: least-squares fitted values of each row of ``y`` on ``x``.
+
+    Computed as DESeq2 writes it, ``(y %*% Q) %*% t(x %*% solve(R))`` with R's LINPACK QR
+    and sequential (reference BLAS) sums, so that the means, and with them the
+    line search's stopping decisions, are DESeq2's to the last bit.
+    """
+    q, r = _linpack_qr(x)
+    return _seq_matmul(_seq_matmul(y, q), _seq_matmul(x, _upper_inverse(r)).T)
 
 
 def rough_disp_estimate(normalized: FloatArray, x: FloatArray) -> FloatArray:
     """``roughDispEstimate``: moments of the residuals about a linear fit, floored at 0."""
     m, p = x.shape
     mu = np.maximum(linear_model_mu(normalized, x), 1.0)
-    est = (((normalized - mu) ** 2 - mu) / mu**2).sum(axis=1) / (m - p)
+    # rowSums accumulates in long double in R.
+    terms = ((normalized - mu) ** 2 - mu) / mu**2
+    est = terms.sum(axis=1, dtype=np.longdouble).astype(np.float64) / (m - p)
     return np.maximum(est, 0.0)
 
 
@@ -200,8 +267,11 @@ def _cr_logdet(x: FloatArray, w: FloatArray) -> FloatArray:
 def _cr_dlogdet(x: FloatArray, w: FloatArray, dw: FloatArray) -> FloatArray:
     """``trace(B⁻¹ dB)`` with ``B = XᵀWX``, ``dB = Xᵀ diag(dw) X``."""
     if x.shape[1] == 1:
+        # det(b)·trace(b⁻¹·db)/det(b), which for a 1 × 1 b the C++ evaluates literally.
         x2 = x[:, 0] ** 2
-        return (dw @ x2) / (w @ x2)
+        b = _seq_sum(w * x2)
+        db = _seq_sum(dw * x2)
+        return (b * ((1.0 / b) * db)) / b
     b = _xtwx(x, w)
     db = _xtwx(x, dw)
     return np.trace(np.linalg.solve(b, db), axis1=1, axis2=2)
@@ -224,24 +294,69 @@ _LGAMMACOR_XBIG = 94906265.62425156
 
 def _lgammacor(x: FloatArray) -> FloatArray:
     tmp = 10.0 / x
-    t = tmp * tmp * 2.0 - 1.0
+    small = _chebyshev(tmp * tmp * 2.0 - 1.0, _ALGMCS) / x
+    return np.where(x < _LGAMMACOR_XBIG, small, 1.0 / (x * 12.0))
+
+
+# Fullerton's Chebyshev series of gamma(1 + y), 0 <= y < 1 (R's gamma.c, ngam = 22).
+_GAMCS = (
+    +0.8571195590989331421920062399942e-2,
+    +0.4415381324841006757191315771652e-2,
+    +0.5685043681599363378632664588789e-1,
+    -0.4219835396418560501012500186624e-2,
+    +0.1326808181212460220584006796352e-2,
+    -0.1893024529798880432523947023886e-3,
+    +0.3606925327441245256578082217225e-4,
+    -0.6056761904460864218485548290365e-5,
+    +0.1055829546302283344731823509093e-5,
+    -0.1811967365542384048291855891166e-6,
+    +0.3117724964715322277790254593169e-7,
+    -0.5354219639019687140874081024347e-8,
+    +0.9193275519859588946887786825940e-9,
+    -0.1577941280288339761767423273953e-9,
+    +0.2707980622934954543266540433089e-10,
+    -0.4646818653825730144081661058933e-11,
+    +0.7973350192007419656460767175359e-12,
+    -0.1368078209830916025799499172309e-12,
+    +0.2347319486563800657233471771688e-13,
+    -0.4027432614949066932766570534699e-14,
+    +0.6910051747372100912138336975257e-15,
+    -0.1185584500221992907052387126192e-15,
+)
+
+
+def _chebyshev(t: FloatArray, coefs: tuple[float, ...]) -> FloatArray:
     twox = t * 2.0
-    b0 = np.zeros_like(x)
-    b1 = np.zeros_like(x)
-    b2 = np.zeros_like(x)
-    n = len(_ALGMCS)
+    b0 = np.zeros_like(t)
+    b1 = np.zeros_like(t)
+    b2 = np.zeros_like(t)
+    n = len(coefs)
     for i in range(1, n + 1):
         b2 = b1
         b1 = b0
-        b0 = twox * b1 - b2 + _ALGMCS[n - i]
-    small = (b0 - b2) * 0.5 / x
-    return np.where(x < _LGAMMACOR_XBIG, small, 1.0 / (x * 12.0))
+        b0 = twox * b1 - b2 + coefs[n - i]
+    return (b0 - b2) * 0.5
+
+
+def _gamma_upto_10(x: FloatArray) -> FloatArray:
+    """R's ``gammafn`` for 0 < x <= 10 (x not tiny)."""
+    n = np.floor(x)
+    y = x - n
+    n = n - 1
+    value = _chebyshev(y * 2.0 - 1.0, _GAMCS) + 0.9375
+    value = np.where(n < 0, value / x, value)
+    for i in range(1, 10):
+        value = np.where(n >= i, value * (y + i), value)
+    return value
 
 
 def r_lgamma(x: ArrayLike) -> FloatArray:
     """``lgamma`` as R computes it (``Rf_lgammafn``) for positive arguments."""
     x = np.asarray(x, dtype=np.float64)
     out = gammaln(x)
+    mid = (x <= 10) & (x > 1e-300)
+    if np.any(mid):
+        out[mid] = np.log(np.abs(_gamma_upto_10(x[mid])))
     big = x > 10
     if np.any(big):
         xb = x[big]
@@ -251,6 +366,72 @@ def r_lgamma(x: ArrayLike) -> FloatArray:
         val = np.where(xb > 1e17, xb * (lx - 1.0), val)
         out[big] = val
     return out
+
+
+# Bernoulli numbers of R's dpsifn (nmath/polygamma.c), B_0 ... B_20 in even steps.
+_BVALUES = (
+    1.00000000000000000e00,
+    -5.00000000000000000e-01,
+    1.66666666666666667e-01,
+    -3.33333333333333333e-02,
+    2.38095238095238095e-02,
+    -3.33333333333333333e-02,
+    7.57575757575757576e-02,
+    -2.53113553113553114e-01,
+    1.16666666666666667e00,
+    -7.09215686274509804e00,
+    5.49711779448621554e01,
+    -5.29124242424242424e02,
+    6.19212318840579710e03,
+    -8.65802531135531136e04,
+    1.42551716666666667e06,
+    -2.72982310678160920e07,
+    6.01580873900642368e08,
+    -1.51163157670921569e10,
+    4.29614643061166667e11,
+    -1.37116552050883328e13,
+    4.88332318973593167e14,
+    -1.92965793419400681e16,
+)
+_WDTOL = 0.5 * np.finfo(np.float64).eps
+_DPSIFN_XMIN = 9.0  # int(3.5 + 0.4·(min(53·log10 2, 18.06) − 3)) + 1
+
+
+def r_digamma(x: ArrayLike) -> FloatArray:
+    """``digamma`` as R computes it (Amos' ``dpsifn`` with n = 0), for x > 0.
+
+    Below 9 the argument is shifted up to ``x + (9 − floor(x))`` and the asymptotic
+    Bernoulli series is evaluated there, then the reciprocals are added back, in R's order.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    xln = np.log(x)
+    lower = np.floor(x)
+    shift = np.where(x < _DPSIFN_XMIN, _DPSIFN_XMIN - lower, 0.0)
+    xdmy = np.where(shift != 0.0, x + shift, x)
+    xdmln = np.where(shift != 0.0, np.log(xdmy), xln)
+    tt = 0.5 / xdmy
+    tst = _WDTOL * tt
+    rxsq = 1.0 / (xdmy * xdmy)
+    t = 0.5 * rxsq
+    s = t * _BVALUES[2]
+    active = np.abs(s) >= tst
+    tk = 2.0
+    for k in range(4, 23):
+        if not active.any():
+            break
+        t = np.where(active, t * 1.0 * (tk / (tk + 2.0)) * rxsq, t)
+        trm = t * _BVALUES[k - 1]
+        active &= ~(np.abs(trm) < tst)
+        s = np.where(active, s + trm, s)
+        tk += 2.0
+    s = s + tt
+    nx = shift.astype(np.int64)
+    for i in range(1, int(nx.max(initial=0)) + 1):
+        s = np.where(nx >= i, s + 1.0 / (x + (nx - i)), s)
+    out = xdmln - s
+    # R's shortcuts for huge and tiny arguments.
+    out = np.where(x * xln > 1.0 / (2.0 * np.finfo(np.float64).eps), xln, out)
+    return np.where(x < _WDTOL, -1.0 / x, out)
 
 
 def _exp(values: FloatArray) -> FloatArray:
@@ -300,13 +481,19 @@ def dlog_posterior(
     alpha = a1[:, None]
     r = 1.0 / alpha
     ma = mu * alpha
-    ll = (a1**-2.0) * (psi(r) + np.log(1.0 + ma) - ma / (1.0 + ma) - psi(y + r) + y / (mu + r)).sum(
-        axis=1
+    # R_pow_di(α, -2) is (1/α)·(1/α), and pow(v, -1) multiplies as 1/v: as in the C++.
+    inv_a = 1.0 / a1
+    ll = (inv_a * inv_a) * _seq_sum(
+        r_digamma(r)
+        + np.log(1.0 + ma)
+        - ma * (1.0 / (1.0 + ma))
+        - r_digamma(y + r)
+        + y * (1.0 / (mu + r))
     )
     cr = 0.0
     if use_cr:
         inv = 1.0 / mu + alpha
-        cr = -0.5 * _cr_dlogdet(x, 1.0 / inv, -(inv**-2.0))
+        cr = -0.5 * _cr_dlogdet(x, 1.0 / inv, -1.0 * (1.0 / (inv * inv)))
     res = (ll + cr) * a1
     if prior_mean is not None:
         res = res - (log_alpha - prior_mean) / prior_var

@@ -21,7 +21,6 @@ import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike, NDArray
 
-from cohortnorm.deseq2 import size_factors as deseq2_size_factors
 from cohortnorm.deseq2_dispersion import (
     DispersionTrend,
     _check_counts,
@@ -34,11 +33,64 @@ from cohortnorm.errors import InputError
 FloatArray = NDArray[np.float64]
 
 __all__ = [
+    "deseq2_ratio_size_factors",
     "transform",
     "variance_stabilizing_transformation",
     "vst",
     "vst_subset",
 ]
+
+
+_LOG_TABLE_SIZE = 1 << 16
+_LOG_TABLE: FloatArray | None = None
+
+
+def _libm_log_counts(values: FloatArray) -> FloatArray:
+    """``log`` of whole-number counts as the C library computes it (R's ``log``).
+
+    numpy's vectorised log differs from the C library in the last bit for a few
+    arguments; counts are integers, so small ones are looked up in a table built with
+    ``math.log`` and only large ones go through numpy.
+    """
+    global _LOG_TABLE
+    if _LOG_TABLE is None:
+        table = np.empty(_LOG_TABLE_SIZE)
+        table[0] = -np.inf
+        table[1:] = [math.log(v) for v in range(1, _LOG_TABLE_SIZE)]
+        _LOG_TABLE = table
+    small = values < _LOG_TABLE_SIZE
+    out = np.empty_like(values)
+    out[small] = _LOG_TABLE[values[small].astype(np.int64)]
+    with np.errstate(divide="ignore"):
+        out[~small] = np.log(values[~small])
+    return out
+
+
+def deseq2_ratio_size_factors(counts: ArrayLike) -> FloatArray:
+    """DESeq2's ``estimateSizeFactorsForMatrix`` (ratio), rounded as R rounds it.
+
+    ``exp(median over genes without zeros of log K − rowMeans(log K))``: the row means are
+    accumulated in long double as R's ``rowMeans`` does, and ``log``/``exp`` are the C
+    library's, so that the factors are DESeq2's to the last bit (the dispersion line
+    search can stop one step apart on a borderline gene when the means differ by one
+    unit in the last place).
+    """
+    y = np.asarray(counts, dtype=np.float64)
+    logs = _libm_log_counts(y)
+    log_geo = (logs.sum(axis=1, dtype=np.longdouble) / y.shape[1]).astype(np.float64)
+    usable = np.isfinite(log_geo)
+    if not usable.any():
+        raise InputError(
+            "DESeq2's size factors cannot be computed: every gene contains at least one "
+            "zero. Filter out lowly expressed genes first, or supply size factors"
+        )
+    ratios = logs[usable] - log_geo[usable, None]
+    factors = np.empty(y.shape[1])
+    for j in range(y.shape[1]):
+        column = ratios[:, j]
+        column = column[y[usable, j] > 0]
+        factors[j] = math.exp(float(np.median(column)))
+    return factors
 
 
 def _prepare(counts: ArrayLike, size_factors: ArrayLike | None) -> tuple[FloatArray, FloatArray]:
@@ -49,13 +101,7 @@ def _prepare(counts: ArrayLike, size_factors: ArrayLike | None) -> tuple[FloatAr
             "and the gene filter"
         )
     if size_factors is None:
-        try:
-            sf = deseq2_size_factors(y, "ratio")
-        except ValueError as err:
-            raise InputError(
-                f"DESeq2's size factors cannot be computed: {err}. Filter out lowly "
-                "expressed genes first, or supply size factors"
-            ) from None
+        sf = deseq2_ratio_size_factors(y)
     else:
         sf = np.asarray(size_factors, dtype=np.float64).reshape(-1)
         if sf.shape[0] != y.shape[1] or not np.all(np.isfinite(sf)) or np.any(sf <= 0):
