@@ -37,8 +37,8 @@ MAX_BORDERLINE = 3
 BORDERLINE_RTOL = 0.03
 # Known deviation: with ~batch + condition the means come from the NB GLM (IRLS), which
 # agrees with DESeq2's to ~5e-9 only; on pasilla that tips one such borderline gene
-# (FBgn0003053-like row 229 of the filtered counts: R stops after 1 step and uses its grid, we take 2), and the
-# trend coefficients move by ~6e-6 relative, the VST by up to 1.4e-5.
+# (FBgn0001316: R stops after 1 step and uses its grid, we take 2), and the trend
+# coefficients move by ~6e-6 relative, the VST by up to 1.4e-5.
 LOOSER = {("pasilla", "design"): {"vst_atol": 2e-5, "coef_rtol": 1e-5, "var_rtol": 1e-4}}
 
 
@@ -194,14 +194,15 @@ def _small_counts(n_genes: int = 300, n_samples: int = 4, seed: int = 3) -> np.n
 
 
 def test_one_sample_is_refused() -> None:
-    with pytest.raises(InputError, match="at least 2 samples.*has 1|counts have 1"):
+    with pytest.raises(InputError, match=r"at least 2 samples.*counts have 1"):
         variance_stabilizing_transformation(_small_counts(n_samples=1))
 
 
 def test_vst_with_too_few_genes_above_five_is_refused() -> None:
     counts = np.tile([100.0, 120.0, 90.0, 110.0], (1200, 1))
     counts[:300] = 1  # mean normalised count about 1: 900 genes are left above 5
-    with pytest.raises(InputError, match=r"needs at least 1000 genes with mean normalised count > 5, but only 900"):
+    expected = r"needs at least 1000 genes with mean normalised count > 5, but only 900"
+    with pytest.raises(InputError, match=expected):
         vst(counts)
 
 
@@ -232,7 +233,7 @@ def test_blind_ignores_the_design() -> None:
 
 
 def test_local_fit_is_refused_with_the_alternatives() -> None:
-    with pytest.raises(InputError, match="locfit.*not implemented.*fit_type: mean"):
+    with pytest.raises(InputError, match=r"locfit.*not implemented.*fit_type: mean"):
         variance_stabilizing_transformation(_small_counts(), fit_type="local")
 
 
@@ -240,7 +241,7 @@ def test_failed_parametric_fit_is_not_replaced_by_a_local_fit() -> None:
     # Dispersion rising with the mean: the 1/mean coefficient comes out negative, where
     # DESeq2 would print a note and switch to locfit.
     means = np.geomspace(10, 1e4, 200)
-    with pytest.raises(InputError, match="DESeq2 would switch to a local.*fit_type: mean"):
+    with pytest.raises(InputError, match=r"DESeq2 would switch to a local.*fit_type: mean"):
         parametric_dispersion_fit(means, 1e-4 * means)
 
 
