@@ -245,6 +245,12 @@ def test_failed_parametric_fit_is_not_replaced_by_a_local_fit() -> None:
         parametric_dispersion_fit(means, 1e-4 * means)
 
 
+def test_poisson_like_counts_are_refused_as_deseq2_does() -> None:
+    # Identical samples: every gene-wise dispersion sits at the 1e-8 floor.
+    with pytest.raises(InputError, match="within 2 orders of magnitude of the minimum value"):
+        variance_stabilizing_transformation(np.full((20, 4), 7.0))
+
+
 def test_non_integer_counts_are_refused() -> None:
     counts = _small_counts()
     counts[0, 0] = 2.5

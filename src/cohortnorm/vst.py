@@ -215,8 +215,8 @@ def vst_trend(
     if y.shape[0] < nsub:
         raise InputError(
             f"vst with nsub={nsub} needs at least {nsub} genes, but there are "
-            f"{y.shape[0]}. Use varianceStabilizingTransformation (vst.nsub: 0 / the full "
-            "VST) or a smaller nsub"
+            f"{y.shape[0]}. Use varianceStabilizingTransformation (the full VST, no gene "
+            "subset) or a smaller nsub"
         )
     base_mean, _, _ = base_means_and_variances(y, sf)
     n5 = int(np.sum(base_mean > 5))
@@ -224,7 +224,7 @@ def vst_trend(
         raise InputError(
             f"vst with nsub={nsub} needs at least {nsub} genes with mean normalised count "
             f"> 5, but only {n5} have. Use varianceStabilizingTransformation (the full "
-            "VST) or a smaller nsub"
+            "VST, no gene subset) or a smaller nsub"
         )
     idx = vst_subset(base_mean, nsub)
     genes = estimate_dispersions_gene_est(y[idx], sf, _design_for(blind, design))
