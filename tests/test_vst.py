@@ -21,6 +21,7 @@ from cohortnorm.deseq2_dispersion import (
 )
 from cohortnorm.errors import InputError
 from cohortnorm.vst import (
+    deseq2_ratio_size_factors,
     variance_stabilizing_transformation,
     vst,
     vst_subset,
@@ -134,6 +135,15 @@ def test_gene_wise_dispersions_and_trend_match_deseq2(dataset: Dataset, blind: b
         mean_trend = estimate_dispersions_fit(genes, "mean")
         expected = _params(dataset, "blind_mean")["mean_dispersion"]
         assert mean_trend.mean_disp == pytest.approx(expected, rel=DISP_RTOL)
+
+
+def test_size_factors_are_deseq2s_to_the_last_bit(dataset: Dataset) -> None:
+    # The line search stops on differences of ~1e-11 in the log-likelihood, so the VST
+    # uses factors rounded exactly as R rounds them.
+    counts = _filtered(dataset)
+    np.testing.assert_array_equal(
+        deseq2_ratio_size_factors(counts.to_numpy()), _sizes(dataset, counts)
+    )
 
 
 def test_vst_subset_and_its_trend_match_deseq2(dataset: Dataset) -> None:

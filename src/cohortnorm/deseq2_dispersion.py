@@ -403,35 +403,48 @@ def r_digamma(x: ArrayLike) -> FloatArray:
     Below 9 the argument is shifted up to ``x + (9 − floor(x))`` and the asymptotic
     Bernoulli series is evaluated there, then the reciprocals are added back, in R's order.
     """
-    x = np.asarray(x, dtype=np.float64)
-    xln = np.log(x)
-    lower = np.floor(x)
-    shift = np.where(x < _DPSIFN_XMIN, _DPSIFN_XMIN - lower, 0.0)
-    xdmy = np.where(shift != 0.0, x + shift, x)
-    xdmln = np.where(shift != 0.0, np.log(xdmy), xln)
+    xa = np.asarray(x, dtype=np.float64)
+    flat = xa.ravel()
+    xln = np.log(flat)
+    shift = np.where(flat < _DPSIFN_XMIN, _DPSIFN_XMIN - np.floor(flat), 0.0)
+    shifted = shift != 0.0
+    xdmy = flat + shift
+    xdmln = xln.copy()
+    xdmln[shifted] = np.log(xdmy[shifted])
     tt = 0.5 / xdmy
     tst = _WDTOL * tt
     rxsq = 1.0 / (xdmy * xdmy)
     t = 0.5 * rxsq
     s = t * _BVALUES[2]
-    active = np.abs(s) >= tst
+    # The series stops, gene by gene, at the first term below tst; only the genes still
+    # summing are updated, in the same order of operations.
+    act = np.flatnonzero(np.abs(s) >= tst)
     tk = 2.0
     for k in range(4, 23):
-        if not active.any():
+        if act.size == 0:
             break
-        t = np.where(active, t * 1.0 * (tk / (tk + 2.0)) * rxsq, t)
-        trm = t * _BVALUES[k - 1]
-        active &= ~(np.abs(trm) < tst)
-        s = np.where(active, s + trm, s)
+        t_act = t[act] * 1.0 * (tk / (tk + 2.0)) * rxsq[act]
+        t[act] = t_act
+        trm = t_act * _BVALUES[k - 1]
+        go = ~(np.abs(trm) < tst[act])
+        act = act[go]
+        s[act] += trm[go]
         tk += 2.0
     s = s + tt
-    nx = shift.astype(np.int64)
-    for i in range(1, int(nx.max(initial=0)) + 1):
-        s = np.where(nx >= i, s + 1.0 / (x + (nx - i)), s)
+    if shifted.any():
+        idx = np.flatnonzero(shifted)
+        nx = shift[idx].astype(np.int64)
+        xs = flat[idx]
+        acc = s[idx]
+        for i in range(1, int(nx.max()) + 1):
+            on = nx >= i
+            acc[on] = acc[on] + 1.0 / (xs[on] + (nx[on] - i))
+        s[idx] = acc
     out = xdmln - s
     # R's shortcuts for huge and tiny arguments.
-    out = np.where(x * xln > 1.0 / (2.0 * np.finfo(np.float64).eps), xln, out)
-    return np.where(x < _WDTOL, -1.0 / x, out)
+    out = np.where(flat * xln > 1.0 / (2.0 * np.finfo(np.float64).eps), xln, out)
+    out = np.where(flat < _WDTOL, -1.0 / flat, out)
+    return out.reshape(xa.shape)
 
 
 def _exp(values: FloatArray) -> FloatArray:

@@ -84,12 +84,13 @@ def deseq2_ratio_size_factors(counts: ArrayLike) -> FloatArray:
             "DESeq2's size factors cannot be computed: every gene contains at least one "
             "zero. Filter out lowly expressed genes first, or supply size factors"
         )
-    ratios = logs[usable] - log_geo[usable, None]
+    # One sample per contiguous row, so that each median reads contiguous memory.
+    ratios = np.ascontiguousarray((logs[usable] - log_geo[usable, None]).T)
+    del logs
     factors = np.empty(y.shape[1])
     for j in range(y.shape[1]):
-        column = ratios[:, j]
-        column = column[y[usable, j] > 0]
-        factors[j] = math.exp(float(np.median(column)))
+        column = ratios[j]
+        factors[j] = math.exp(float(np.median(column[np.isfinite(column)])))
     return factors
 
 
@@ -130,6 +131,21 @@ def transform(normalized: ArrayLike, trend: DispersionTrend) -> FloatArray:
         alpha = trend.mean_disp
         return (2.0 * np.arcsinh(np.sqrt(alpha * q)) - math.log(alpha) - math.log(4)) / math.log(2)
     raise InputError(f"fit_type {trend.fit_type!r} has no closed-form VST; use parametric or mean")
+
+
+#: Rows per block of the final transform: bounds its temporaries to a few ~8 MB arrays.
+_BLOCK_CELLS = 1_000_000
+
+
+def _transform_counts(counts: FloatArray, sf: FloatArray, trend: DispersionTrend) -> FloatArray:
+    """``transform(counts/sf)`` in blocks of rows, so a cohort-sized matrix is never
+    copied more than once."""
+    out = np.empty(counts.shape)
+    rows = max(1, _BLOCK_CELLS // max(1, counts.shape[1]))
+    for start in range(0, counts.shape[0], rows):
+        block = slice(start, start + rows)
+        out[block] = transform(counts[block] / sf, trend)
+    return out
 
 
 def _wrap(result: FloatArray, counts: ArrayLike) -> FloatArray | pd.DataFrame:
@@ -179,7 +195,7 @@ def variance_stabilizing_transformation(
     y, sf = _prepare(counts, size_factors)
     genes = estimate_dispersions_gene_est(y, sf, _design_for(blind, design))
     trend = estimate_dispersions_fit(genes, fit_type)
-    return _wrap(transform(y / sf, trend), counts)
+    return _wrap(_transform_counts(y, sf, trend), counts)
 
 
 def vst_subset(base_mean: ArrayLike, nsub: int) -> NDArray[np.intp]:
@@ -263,4 +279,4 @@ def vst(
     """
     trend, _, sf = vst_trend(counts, size_factors, design, blind, nsub, fit_type)
     y = np.asarray(counts, dtype=np.float64)
-    return _wrap(transform(y / sf, trend), counts)
+    return _wrap(_transform_counts(y, sf, trend), counts)
