@@ -16,6 +16,15 @@ Reproduces, from the algorithm (DESeq2 is LGPL; nothing here is copied from it):
 The per-gene C++ loops run here over all genes at once: every gene still iterating is
 updated in the same array operation, and a gene leaves the active set when its own C++
 loop would have stopped, so each gene follows exactly the steps DESeq2 takes for it.
+
+**Rounding.** The line search stops when the log-likelihood changes by less than 1e-6 and
+its Armijo test compares values ~1e-12 apart, so a last-bit difference can end a gene's
+search a step earlier or later (and, after one step, send it to the grid). The pieces
+are therefore computed as DESeq2 computes them: R's ``lgammafn`` and ``digamma``
+(:func:`r_lgamma`, :func:`r_digamma`), sums in the C++'s left-to-right order, the C
+library's ``exp`` for ``α``, ``linearModelMu`` through R's LINPACK QR, and the IRLS of
+``fitBeta`` through reference LAPACK's Householder QR. On the reference datasets the
+gene-wise estimates then agree to ~1e-10 and the step counts for ≥ 98.9% of genes.
 """
 
 from __future__ import annotations
@@ -684,6 +693,86 @@ def _nb_logpmf(y: FloatArray, mu: FloatArray, alpha: FloatArray) -> FloatArray:
     )
 
 
+def _dlapy2(a: FloatArray, b: FloatArray) -> FloatArray:
+    """LAPACK ``dlapy2``: ``sqrt(a² + b²)`` as ``w·sqrt(1 + (z/w)²)``."""
+    w = np.maximum(np.abs(a), np.abs(b))
+    z = np.minimum(np.abs(a), np.abs(b))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = z / w
+        val = w * np.sqrt(1.0 + ratio * ratio)
+    return np.where(z == 0.0, w, val)
+
+
+def _dlarf_left(v: FloatArray, tau: FloatArray, c: FloatArray) -> None:
+    """LAPACK ``dlarf`` from the left, in place: ``C ← C − τ·v·(Cᵀv)ᵀ`` per gene.
+
+    ``Cᵀv`` is reference BLAS ``dgemv`` (sequential sums down the rows) and the update
+    is ``dger`` (``C[r, j] += v[r]·(−τ·w_j)``).
+    """
+    for j in range(c.shape[2]):
+        w = _seq_sum(c[:, :, j] * v)
+        temp = -tau * w
+        c[:, :, j] += v * temp[:, None]
+
+
+def _lapack_qr_econ(a: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """Armadillo's ``qr_econ`` per gene: reference LAPACK ``dgeqr2`` then ``dorg2r``.
+
+    ``a`` has shape (genes, rows, p). The Householder reflections, the norms (``dnrm2``:
+    square root of a sequential sum of squares) and every inner product are evaluated
+    in reference LAPACK/BLAS order, so that the IRLS steps round as DESeq2's C++ does.
+    """
+    a = a.copy()
+    g, rows, p = a.shape
+    tau = np.zeros((g, p))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for i in range(min(rows, p)):
+            alpha = a[:, i, i].copy()
+            tail = a[:, i + 1 :, i]
+            xnorm = np.sqrt(_seq_sum(tail * tail)) if tail.shape[1] else np.zeros(g)
+            nonzero = xnorm != 0.0
+            beta = -np.copysign(_dlapy2(alpha, xnorm), alpha)
+            t_i = np.where(nonzero, (beta - alpha) / beta, 0.0)
+            scale = 1.0 / (alpha - beta)
+            a[:, i + 1 :, i] = np.where(nonzero[:, None], tail * scale[:, None], tail)
+            a[:, i, i] = np.where(nonzero, beta, alpha)
+            tau[:, i] = t_i
+            if i < p - 1:
+                aii = a[:, i, i].copy()
+                a[:, i, i] = 1.0
+                v = a[:, i:, i].copy()
+                block = a[:, i:, i + 1 :]
+                _dlarf_left(v, t_i, block)
+                a[:, i:, i + 1 :] = block
+                a[:, i, i] = aii
+        r = np.triu(a[:, :p, :p])
+        q = a[:, :, :p].copy()
+        for i in range(p - 1, -1, -1):
+            if i < p - 1:
+                q[:, i, i] = 1.0
+                v = q[:, i:, i].copy()
+                block = q[:, i:, i + 1 :]
+                _dlarf_left(v, tau[:, i], block)
+                q[:, i:, i + 1 :] = block
+            if i < rows - 1:
+                q[:, i + 1 :, i] *= -tau[:, i][:, None]
+            q[:, i, i] = 1.0 - tau[:, i]
+            q[:, :i, i] = 0.0
+    return q, r
+
+
+def _back_substitute(r: FloatArray, b: FloatArray) -> FloatArray:
+    """Reference ``dtrsm`` (left, upper, no transpose) per gene: ``R⁻¹ b``."""
+    out = b.copy()
+    p = r.shape[-1]
+    for k in range(p - 1, -1, -1):
+        nz = out[:, k] != 0.0
+        out[:, k] = np.where(nz, out[:, k] / r[:, k, k], out[:, k])
+        for i in range(k):
+            out[:, i] = np.where(nz, out[:, i] - out[:, k] * r[:, i, k], out[:, i])
+    return out
+
+
 def fit_nbinom_glm_mu(
     counts: FloatArray,
     size_factors: FloatArray,
@@ -707,12 +796,21 @@ def fit_nbinom_glm_mu(
     lam_nat = np.full(p, _RIDGE) / math.log(2) ** 2
     sqrt_ridge = np.diag(np.sqrt(lam_nat))
     q = counts / size_factors
-    beta0 = np.linalg.lstsq(x, np.log(q + 0.1).T, rcond=None)[0].T
+    # Start: the least squares of log(q + 0.1) through R's LINPACK QR, solve(R, Qᵀy).
+    lq, lr = _linpack_qr(x)
+    qty = _seq_matmul(lq.T, np.log(q + 0.1).T)  # p × genes
+    beta0 = _back_substitute(np.broadcast_to(lr, (n, p, p)), np.ascontiguousarray(qty.T))
     beta = beta0.copy()
     iters = np.zeros(n, dtype=np.int64)
     dev_old = np.zeros(n)
+
+    def means(b: FloatArray, nf_rows: FloatArray) -> FloatArray:
+        # x * beta_hat (dgemv, sequential), then the C library's exp.
+        eta = _seq_matmul(b, x.T)
+        return nf_rows * _exp(eta.ravel()).reshape(eta.shape)
+
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        mu = np.maximum(nf * np.exp(beta @ x.T), minmu)
+        mu = np.maximum(means(beta, nf), minmu)
         active = np.arange(n)
         for t in range(maxit):
             if active.size == 0:
@@ -726,23 +824,24 @@ def fit_nbinom_glm_mu(
                 [x[None, :, :] * sw[:, :, None], np.broadcast_to(sqrt_ridge, (active.size, p, p))],
                 axis=1,
             )
-            qm, rm = np.linalg.qr(big)
+            qm, rm = _lapack_qr_econ(big)
             z = np.log(mu_a / nf_a) + (counts[active] - mu_a) / mu_a
             bigz = np.concatenate([z * sw, np.zeros((active.size, p))], axis=1)
-            gamma = np.einsum("gjk,gj->gk", qm, bigz)
-            b_new = np.linalg.solve(rm, gamma[:, :, None])[:, :, 0]
+            gamma = np.stack([_seq_sum(qm[:, :, k] * bigz) for k in range(p)], axis=1)
+            b_new = _back_substitute(rm, gamma)
             beta[active] = b_new
             large = np.any(np.abs(b_new) > _BETA_LARGE, axis=1)
-            mu_new = np.maximum(nf_a * np.exp(b_new @ x.T), minmu)
+            mu_new = np.maximum(means(b_new, nf_a), minmu)
             mu[active] = mu_new
-            dev = -2.0 * _nb_logpmf(counts[active], mu_new, alpha[active, None]).sum(axis=1)
+            dev = -2.0 * _seq_sum(_nb_logpmf(counts[active], mu_new, alpha[active, None]))
             conv = np.abs(dev - dev_old[active]) / (np.abs(dev) + 0.1)
             bad = large | np.isnan(conv)
             iters[active[bad]] = maxit
             done = bad | ((t > 0) & (conv < beta_tol))
             dev_old[active] = dev
             active = active[~done]
-        fitted = nf * np.exp(beta @ x.T)
+        # DESeq2 recomputes the means in R: modelMatrix %*% t(beta) and R's exp.
+        fitted = means(beta, nf)
     stable = ~np.any(np.isnan(beta), axis=1)
     refit = np.flatnonzero((iters >= maxit) | ~stable)
     if refit.size:
