@@ -11,6 +11,11 @@ closed form of ``getVarianceStabilizedData`` to the normalised counts ``K/s``:
 ``vst`` fits the trend on ``nsub`` genes only: those with mean normalised count > 5,
 ordered by that mean, taken at ``round(seq(1, n, length = nsub))``. Every gene is
 transformed, all-zero genes included, so the output has no NaN.
+
+Size factors, when not given, are DESeq2's ``estimateSizeFactors`` (ratio) computed with
+R's rounding (:func:`deseq2_ratio_size_factors`): the dispersion line search is sensitive
+to the last bit of the means. On the reference datasets (DESeq2 1.38.3) every VST value
+agrees to ≤ 1.3e-9.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ __all__ = [
     "variance_stabilizing_transformation",
     "vst",
     "vst_subset",
+    "vst_trend",
 ]
 
 
@@ -224,7 +230,27 @@ def vst_trend(
     nsub: int = 1000,
     fit_type: str = "parametric",
 ) -> tuple[DispersionTrend, NDArray[np.intp], FloatArray]:
-    """The trend ``vst`` uses, the subset it was fitted on, and the size factors."""
+    """The dispersion trend ``DESeq2::vst`` fits, with the gene subset and size factors.
+
+    Parameters
+    ----------
+    counts, size_factors, design, blind, nsub, fit_type
+        As for :func:`vst`.
+
+    Returns
+    -------
+    trend : DispersionTrend
+        Fitted on the ``nsub`` genes of :func:`vst_subset`.
+    subset : numpy.ndarray
+        Their row indices, in DESeq2's order.
+    size_factors : numpy.ndarray
+        The size factors used (given, or :func:`deseq2_ratio_size_factors`).
+
+    Raises
+    ------
+    InputError
+        As :func:`vst`.
+    """
     if not isinstance(nsub, (int, np.integer)) or nsub < 1:
         raise InputError(f"nsub must be a positive whole number; got {nsub!r}")
     y, sf = _prepare(counts, size_factors)
