@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import Dataset
+from conftest import DATA, Dataset
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -152,6 +152,39 @@ def test_vst_subset_and_its_trend_match_deseq2(dataset: Dataset) -> None:
     chosen[idx] = True
     np.testing.assert_array_equal(chosen, disp["nsub1000_in_subset"].to_numpy(dtype=bool))
     coefs = _params(dataset, "nsub1000")
+    assert trend.asympt_disp == pytest.approx(coefs["asymptDisp"], rel=DISP_RTOL)
+    assert trend.extra_pois == pytest.approx(coefs["extraPois"], rel=DISP_RTOL)
+
+
+def _extra(name: str) -> pd.DataFrame:
+    path = DATA / "deseq2_vst_extra" / name
+    return pd.read_csv(path, sep="\t", index_col=0, float_precision="round_trip")
+
+
+def test_genes_zero_in_a_whole_condition_match_deseq2() -> None:
+    # Simulated by data/deseq2_vst_extra/deseq2_vst_extra.R: ~batch + condition, not
+    # one-way, so the means come from the NB GLM; genes g001-g005 are zero in every
+    # condition-B sample and g006 is zero everywhere.
+    counts = _extra("counts.tsv")
+    samples = pd.read_csv(DATA / "deseq2_vst_extra" / "samples.tsv", sep="\t")
+    design = np.column_stack(
+        [
+            np.ones(len(samples)),
+            (samples["batch"] == "b2").to_numpy(dtype=float),
+            (samples["condition"] == "B").to_numpy(dtype=float),
+        ]
+    )
+    ours = variance_stabilizing_transformation(counts, design=design, blind=False)
+    _assert_close_to_reference(ours, _extra("vst_design.tsv"), VST_ATOL)
+    mean_vst = variance_stabilizing_transformation(counts, fit_type="mean")
+    _assert_close_to_reference(mean_vst, _extra("vst_mean.tsv"), VST_ATOL)
+    coefs = _extra("coefficients.tsv")["value"]
+    sizes = coefs[[f"size_factor_{name}" for name in samples["sample"]]].to_numpy()
+    genes = estimate_dispersions_gene_est(counts.to_numpy(), sizes, design)
+    ref = _extra("dispersions.tsv")
+    np.testing.assert_allclose(genes.disp_gene_est, ref["dispGeneEst"], rtol=DISP_RTOL)
+    np.testing.assert_array_equal(genes.disp_gene_iter, ref["dispGeneIter"].fillna(0))
+    trend = estimate_dispersions_fit(genes)
     assert trend.asympt_disp == pytest.approx(coefs["asymptDisp"], rel=DISP_RTOL)
     assert trend.extra_pois == pytest.approx(coefs["extraPois"], rel=DISP_RTOL)
 
