@@ -47,6 +47,8 @@ __all__ = [
 ]
 
 
+#: Cells per block of the elementwise passes: bounds their temporaries to ~8 MB arrays.
+_BLOCK_CELLS = 1_000_000
 _LOG_TABLE_SIZE = 1 << 16
 _LOG_TABLE: FloatArray | None = None
 
@@ -64,11 +66,16 @@ def _libm_log_counts(values: FloatArray) -> FloatArray:
         table[0] = -np.inf
         table[1:] = [math.log(v) for v in range(1, _LOG_TABLE_SIZE)]
         _LOG_TABLE = table
-    small = values < _LOG_TABLE_SIZE
     out = np.empty_like(values)
-    out[small] = _LOG_TABLE[values[small].astype(np.int64)]
-    with np.errstate(divide="ignore"):
-        out[~small] = np.log(values[~small])
+    rows = max(1, _BLOCK_CELLS // max(1, values.shape[1]))
+    for start in range(0, values.shape[0], rows):
+        block = values[start : start + rows]
+        small = block < _LOG_TABLE_SIZE
+        part = np.empty_like(block)
+        part[small] = _LOG_TABLE[block[small].astype(np.int64)]
+        with np.errstate(divide="ignore"):
+            part[~small] = np.log(block[~small])
+        out[start : start + rows] = part
     return out
 
 
@@ -139,8 +146,6 @@ def transform(normalized: ArrayLike, trend: DispersionTrend) -> FloatArray:
     raise InputError(f"fit_type {trend.fit_type!r} has no closed-form VST; use parametric or mean")
 
 
-#: Rows per block of the final transform: bounds its temporaries to a few ~8 MB arrays.
-_BLOCK_CELLS = 1_000_000
 
 
 def _transform_counts(counts: FloatArray, sf: FloatArray, trend: DispersionTrend) -> FloatArray:
