@@ -146,8 +146,6 @@ def transform(normalized: ArrayLike, trend: DispersionTrend) -> FloatArray:
     raise InputError(f"fit_type {trend.fit_type!r} has no closed-form VST; use parametric or mean")
 
 
-
-
 def _transform_counts(counts: FloatArray, sf: FloatArray, trend: DispersionTrend) -> FloatArray:
     """``transform(counts/sf)`` in blocks of rows, so a cohort-sized matrix is never
     copied more than once."""
