@@ -317,9 +317,9 @@ def worker(stage: str, workdir: Path, repeats: int, genes: int | None, out: Path
     import warnings
 
     warnings.simplefilter("ignore")
-    # The malloc setting every workflow script makes (cohortnorm.io.runner.run), given to
+    # The malloc setting every workflow script makes (cohortnorm.runner.run), given to
     # the Python peers' processes too, so that no one pays page faults the others avoid.
-    _resolve("cohortnorm.io.runner", "reuse_freed_memory")()
+    _resolve("cohortnorm.runner", "reuse_freed_memory")()
     record: dict[str, Any] = {"stage": stage}
     try:
         call, shape = _setup_stage(stage, workdir, genes)

@@ -5,7 +5,7 @@ import pandas as pd
 
 from cohortnorm import combat, combat_seq
 from cohortnorm.design import check_design
-from cohortnorm.io.runner import run
+from cohortnorm.runner import run
 from cohortnorm.io.tables import read_matrix, read_table, write_matrix, write_table
 from cohortnorm.validation import sheet_column
 

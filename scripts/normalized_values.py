@@ -8,7 +8,7 @@ scaled to a geometric mean of 1 (normalization.normalized_counts_factors: method
 import numpy as np
 
 from cohortnorm import edger
-from cohortnorm.io.runner import run
+from cohortnorm.runner import run
 from cohortnorm.io.tables import matrix_writer, read_matrix, read_table, row_blocks
 
 

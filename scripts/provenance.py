@@ -5,7 +5,7 @@ import json
 import platform
 from importlib import metadata
 
-from cohortnorm.io.runner import run
+from cohortnorm.runner import run
 from cohortnorm.io.tables import atomic_output
 
 PACKAGES = [

@@ -7,7 +7,7 @@ import pandas as pd
 
 from cohortnorm import deseq2, edger, expression
 from cohortnorm.errors import InputError
-from cohortnorm.io.runner import run
+from cohortnorm.runner import run
 from cohortnorm.io.tables import read_matrix, write_table
 
 

@@ -19,7 +19,8 @@ from conftest import DATA, load_dataset
 from test_workflow import base_config, run_snakemake
 
 from cohortnorm import edger
-from cohortnorm.io import runner, tables
+from cohortnorm import runner
+from cohortnorm.io import tables
 from cohortnorm.io.h5ad import write_h5ad_layers
 from cohortnorm.io.importers import import_counts
 

@@ -17,10 +17,16 @@ from scipy.special import betainc, gammaln, ndtri
 from scipy.stats import nbinom
 
 from cohortnorm.blocks import available_cpus
-from cohortnorm.combat import check_residual_df
+from cohortnorm.model_matrix import (
+    batch_factor,
+    check_confounding,
+    check_residual_df,
+    factor_levels,
+    rank,
+)
 from cohortnorm.edger_glm import (
-    _gene_blocks,
-    _map_blocks,
+    gene_blocks,
+    map_blocks,
     estimate_glm_common_disp,
     estimate_glm_tagwise_disp,
     glm_coefficients,
@@ -439,24 +445,19 @@ def _factor(values: Sequence[object], what: str) -> tuple[NDArray[np.intp], list
     """Codes and levels like R's ``as.factor``.
 
     A pandas ``Categorical`` (or categorical Series) keeps its category order, as an R
-    factor keeps its levels; anything else gets sorted levels. Unused levels are dropped
-    for batch-like use only by the caller.
+    factor keeps its levels; anything else gets R's sorted levels
+    (:func:`cohortnorm.model_matrix.factor_levels`), the order ComBat uses too.
     """
     if isinstance(values, pd.Series) and isinstance(values.dtype, pd.CategoricalDtype):
         cat = pd.Categorical(values)
     elif isinstance(values, pd.Categorical):
         cat = values
     else:
-        cat = pd.Categorical(pd.Series(list(values)))
+        series = pd.Series(list(values))
+        cat = pd.Categorical(series, categories=factor_levels(series))
     if (cat.codes < 0).any():
         raise InputError(f"{what} has missing values; give every sample a {what} label")
     return np.asarray(cat.codes, dtype=np.intp), [str(level) for level in cat.categories]
-
-
-def _rank(x: FloatArray) -> int:
-    if x.size == 0:
-        return 0
-    return int(np.linalg.matrix_rank(x))
 
 
 def _match_quantiles(
@@ -512,7 +513,7 @@ def _match_quantiles(
         c[move] = 1 + _qnbinom(tmp_p[move], size_new, mu_new, start, gammaln(gene_size)[gene])
         out[rows][cells] = c
 
-    _map_blocks(block, _gene_blocks(*counts.shape), threads)
+    map_blocks(block, gene_blocks(*counts.shape), threads)
     return out
 
 
@@ -659,9 +660,7 @@ def combat_seq(
             f"counts must be non-negative integers; gene row {bad[0]}, sample column "
             f"{bad[1]} is {y[bad[0], bad[1]]}. Round estimated counts before ComBat-seq."
         )
-    if len(batch) != nsamples:
-        raise InputError(f"batch has {len(batch)} labels for {nsamples} samples")
-    bcode, blevels = _factor(batch, "batch")
+    blevels, bcode = batch_factor(batch, nsamples)
     n_batch = len(blevels)
     n_batches = np.bincount(bcode, minlength=n_batch)
     for level, size in zip(blevels, n_batches, strict=True):
@@ -716,23 +715,9 @@ def combat_seq(
     design = design[:, not_ones]
     names = [n for n, k in zip(names, not_ones, strict=True) if k]
     messages.append(f"Adjusting for {design.shape[1] - n_batch} covariate(s) or covariate level(s)")
-    if _rank(design) < design.shape[1]:
-        extra = ", ".join(names[n_batch:])
-        if design.shape[1] == n_batch + 1:
-            raise InputError(
-                f"The covariate is confounded with batch! Remove the covariate and rerun "
-                f"ComBat-Seq (covariate: {extra})"
-            )
-        if _rank(design[:, n_batch:]) < design.shape[1] - n_batch:
-            raise InputError(
-                "The covariates are confounded! Please remove one or more of the covariates "
-                f"so the design is not confounded (covariates: {extra})"
-            )
-        raise InputError(
-            "At least one covariate is confounded with batch! Please remove confounded "
-            f"covariates and rerun ComBat-Seq (a level of {extra} occurs in one batch only "
-            "and coincides with it)"
-        )
+    check_confounding(
+        design, n_batch, blevels, bcode, names[n_batch:], method="ComBat-Seq"
+    )
 
     if design.shape[1] >= nsamples:
         # A saturated fit: zero residuals, so the dispersions are not estimable.
@@ -750,7 +735,7 @@ def combat_seq(
     for k, ind in enumerate(batches_ind):
         mod_b = mod[ind]
         y_b = yk[:, ind]
-        if n_batches[k] <= n_cov + 1 or _rank(mod_b) < mod.shape[1]:
+        if n_batches[k] <= n_cov + 1 or rank(mod_b) < mod.shape[1]:
             common = estimate_glm_common_disp(y_b, None, subset=None, threads=n_threads)
             phi_hat[:, k] = common
         else:

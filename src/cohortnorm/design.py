@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cohortnorm.combat import check_residual_df
+from cohortnorm.model_matrix import check_residual_df
 from cohortnorm.errors import InputError
 
 #: Cell values taken as "missing" in every sample-sheet column the config uses. Empty

@@ -120,12 +120,12 @@ _BLOCK_CELLS = 1 << 17
 _LGAMMA_TABLE = 1 << 16
 
 
-def _gene_blocks(ngenes: int, nlibs: int) -> list[slice]:
+def gene_blocks(ngenes: int, nlibs: int) -> list[slice]:
     """Consecutive row slices of about :data:`_BLOCK_CELLS` cells each."""
     return cell_slices(ngenes, nlibs, _BLOCK_CELLS)
 
 
-def _map_blocks(fn: Callable[[slice], None], blocks: list[slice], threads: int) -> None:
+def map_blocks(fn: Callable[[slice], None], blocks: list[slice], threads: int) -> None:
     """Run ``fn`` on every block, on up to ``threads`` threads.
 
     The blocks are independent and ``fn`` writes only its own rows, so the result does not
@@ -335,7 +335,7 @@ def _fit_one_group(
         yb, ob = y[rows], offset[rows]
         beta[rows] = _one_group_newton(yb, ob, disp[rows], _one_group_start(yb, ob), maxit, tol)
 
-    _map_blocks(block, _gene_blocks(ngenes, nlibs), threads)
+    map_blocks(block, gene_blocks(ngenes, nlibs), threads)
     return beta
 
 
@@ -480,7 +480,7 @@ def mglm_levenberg(
 ) -> tuple[FloatArray, FloatArray, FloatArray, NDArray[np.int64], NDArray[np.bool_]]:
     """Levenberg-damped NB GLM fit, edgeR ``mglmLevenberg`` / C++ ``glm_levenberg::fit``.
 
-    Genes are fitted in blocks (:func:`_gene_blocks`, on up to ``threads`` threads);
+    Genes are fitted in blocks (:func:`gene_blocks`, on up to ``threads`` threads);
     within a block all genes iterate together and a gene leaves the working arrays when
     its own stopping rule fires, so each gene follows the per-gene C++ iteration. As in
     edgeR, lambda grows tenfold until ``XᵀWX + λI`` has a Cholesky factor; the damped
@@ -517,7 +517,7 @@ def mglm_levenberg(
             tol,
         )
 
-    _map_blocks(block, _gene_blocks(ngenes, nlibs), threads)
+    map_blocks(block, gene_blocks(ngenes, nlibs), threads)
     return beta, mu, dev, iters, failed
 
 
@@ -893,7 +893,7 @@ class _AplData:
         self.design = design
         self.offset = np.ascontiguousarray(offset, dtype=np.float64)
         ngenes, nlibs = self.y.shape
-        self.blocks = _gene_blocks(ngenes, nlibs)
+        self.blocks = gene_blocks(ngenes, nlibs)
         self.codes = design_as_factor(design)
         ngroups = int(self.codes.max()) + 1 if nlibs else 0
         self.oneway = ngroups == design.shape[1]
@@ -964,7 +964,7 @@ class _AplData:
             for k, d in enumerate(disps):
                 out[rows, k] = self._block(rows, d[rows], tables[k])
 
-        _map_blocks(block, self.blocks, self.threads)
+        map_blocks(block, self.blocks, self.threads)
         return out
 
     def _block(self, rows: slice, disp: FloatArray, table: FloatArray | None) -> FloatArray:

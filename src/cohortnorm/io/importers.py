@@ -43,6 +43,7 @@ import numpy as np
 import pandas as pd
 
 from cohortnorm.errors import InputError
+from cohortnorm.registry import FORMATS, load
 from cohortnorm.io.tables import (
     check_input_file,
     explain_read_errors,
@@ -60,28 +61,12 @@ from cohortnorm.tximport import (
 )
 from cohortnorm.validation import side_by_side
 
-FORMATS: tuple[str, ...] = (
-    "matrix",
-    "featurecounts",
-    "htseq",
-    "star",
-    "salmon",
-    "kallisto",
-    "rsem",
-    "h5ad",
-)
-GENE_COUNT_FORMATS: frozenset[str] = frozenset({"matrix", "featurecounts", "htseq", "star", "h5ad"})
-QUANTIFIER_FORMATS: frozenset[str] = frozenset({"salmon", "kallisto", "rsem"})
 
 # Counts are int64: 2**63 and above do not fit (float64 holds 2**63 - 1 as 2**63).
 _INT64_LIMIT = 2**63
 # STAR ReadsPerGene.out.tab columns 2-4: unstranded; reads whose 1st read strand matches
 # the gene (htseq-count -s yes); reads whose 2nd read strand matches (htseq-count -s reverse).
-STAR_STRAND_COLUMNS: dict[str, str] = {
-    "unstranded": "unstranded",
-    "forward": "forward",
-    "reverse": "reverse",
-}
+STAR_STRANDS: tuple[str, ...] = ("unstranded", "forward", "reverse")
 _STAR_SUMMARY_ROWS = ("N_unmapped", "N_multimapping", "N_noFeature", "N_ambiguous")
 # dexseq_count.py ends its files with these four rows instead of htseq-count's __ rows.
 _DEXSEQ_SUMMARY_ROWS = ("_ambiguous", "_empty", "_lowaqual", "_notaligned")
@@ -811,12 +796,12 @@ def import_star(
         Unknown ``star_strand``, missing file, not four columns, different genes across
         samples, or a bad count.
     """
-    if star_strand not in STAR_STRAND_COLUMNS:
+    if star_strand not in STAR_STRANDS:
         raise InputError(
-            f"star_strand={star_strand!r} is not one of {', '.join(STAR_STRAND_COLUMNS)} "
+            f"star_strand={star_strand!r} is not one of {', '.join(STAR_STRANDS)} "
             "(STAR ReadsPerGene.out.tab columns 2, 3, 4)."
         )
-    column = STAR_STRAND_COLUMNS[star_strand]
+    column = star_strand  # the name of its column in the frame read below
     sample_paths = _as_sample_paths(paths, "star")
 
     def read_one(sample: str, path: Path) -> tuple[pd.Index, dict[str, np.ndarray]]:
@@ -848,7 +833,7 @@ def import_star(
     )
     notes = [
         f"STAR: used the {star_strand} counts (ReadsPerGene.out.tab column "
-        f"{2 + list(STAR_STRAND_COLUMNS).index(star_strand)}); dropped the "
+        f"{2 + STAR_STRANDS.index(star_strand)}); dropped the "
         f"{', '.join(_STAR_SUMMARY_ROWS)} rows"
     ]
     counts = _as_int64(counts, notes, "STAR files")
@@ -1147,6 +1132,21 @@ def import_quantifier(
 _COUNT_LAYER_NAMES = ("counts", "raw_counts", "raw", "count", "umi_counts", "spliced")
 
 
+def import_salmon(paths: Mapping[str, Path] | Path | str, **options: object) -> ImportResult:
+    """Salmon ``quant.sf`` files: :func:`import_quantifier` with ``"salmon"``."""
+    return import_quantifier("salmon", paths, **options)  # type: ignore[arg-type]
+
+
+def import_kallisto(paths: Mapping[str, Path] | Path | str, **options: object) -> ImportResult:
+    """kallisto ``abundance.tsv`` files: :func:`import_quantifier` with ``"kallisto"``."""
+    return import_quantifier("kallisto", paths, **options)  # type: ignore[arg-type]
+
+
+def import_rsem(paths: Mapping[str, Path] | Path | str, **options: object) -> ImportResult:
+    """RSEM ``*.results`` files: :func:`import_quantifier` with ``"rsem"``."""
+    return import_quantifier("rsem", paths, **options)  # type: ignore[arg-type]
+
+
 def _whole_number_layers(handle, skip: str | None) -> list[str]:  # type: ignore[no-untyped-def]
     """Layers of an open .h5ad holding only whole, non-negative numbers (likely counts)."""
     from anndata.io import read_elem
@@ -1318,19 +1318,26 @@ def import_counts(
     name = str(format).lower()
     if name not in FORMATS:
         raise InputError(f"unknown counts format {format!r}: use one of {', '.join(FORMATS)}.")
-    if name in QUANTIFIER_FORMATS:
-        result = import_quantifier(
-            name,
-            paths,
-            tx2gene=tx2gene,
-            counts_from_abundance=counts_from_abundance,
-            tx_out=tx_out,
-            ignore_missing_transcripts=ignore_missing_transcripts,
-        )
-    else:
-        result = _import_gene_counts(
-            name, paths, samples=samples, star_strand=star_strand, h5ad_layer=h5ad_layer
-        )
+    entry = FORMATS[name]
+    given = {
+        "samples": samples,
+        "star_strand": star_strand,
+        "tx2gene": tx2gene,
+        "counts_from_abundance": counts_from_abundance,
+        "tx_out": tx_out,
+        "ignore_missing_transcripts": ignore_missing_transcripts,
+        "h5ad_layer": h5ad_layer,
+    }
+    if entry.layout == "one_file" and isinstance(paths, Mapping):
+        if len(paths) != 1:
+            raise InputError(
+                f"format {name!r} reads one table holding every sample: give one path, "
+                f"not {len(paths)} files."
+            )
+        paths = next(iter(paths.values()))
+    reader = load(entry.reader)
+    result = reader(paths, **{keyword: given[option] for keyword, option in entry.options.items()})
+    if entry.kind != "quantifier":
         result.warnings += _unused_quantifier_options(name, tx2gene, counts_from_abundance)
     if not result.sources:
         result.sources = {str(column): str(column) for column in result.counts.columns}
@@ -1353,29 +1360,3 @@ def _unused_quantifier_options(name: str, tx2gene: object, counts_from_abundance
             "salmon, kallisto and RSEM isoforms.results). Set it to 'no'."
         )
     return warnings
-
-
-def _import_gene_counts(
-    name: str,
-    paths: Mapping[str, Path] | Path | str,
-    *,
-    samples: Sequence[str] | None,
-    star_strand: str,
-    h5ad_layer: str | None,
-) -> ImportResult:
-    if name in ("matrix", "featurecounts", "h5ad"):
-        if isinstance(paths, Mapping):
-            if len(paths) != 1:
-                raise InputError(
-                    f"format {name!r} reads one table holding every sample: give one path, "
-                    f"not {len(paths)} files."
-                )
-            paths = next(iter(paths.values()))
-        if name == "matrix":
-            return import_matrix(paths)
-        if name == "h5ad":
-            return import_h5ad(paths, layer=h5ad_layer)
-        return import_featurecounts(paths, samples=samples)
-    if name == "htseq":
-        return import_htseq(paths)
-    return import_star(paths, star_strand=star_strand)
