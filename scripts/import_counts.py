@@ -5,10 +5,10 @@ import pandas as pd
 
 from cohortnorm.io.gtf import read_gene_lengths
 from cohortnorm.io.importers import import_counts, read_tx2gene, validate_count_matrix
-from cohortnorm.runner import run
 from cohortnorm.io.tables import write_matrix, write_table
 from cohortnorm.lengths import match_lengths
 from cohortnorm.registry import FORMATS
+from cohortnorm.runner import run
 from cohortnorm.validation import reconcile_samples
 
 LOGGED = 500  # sample → source lines in the log; all of them are in sample_columns.tsv

@@ -12,9 +12,9 @@ import numpy as np
 from cohortnorm import expression
 from cohortnorm.errors import InputError
 from cohortnorm.io.gtf import read_gene_lengths
-from cohortnorm.runner import run
 from cohortnorm.io.tables import read_matrix, write_matrix
 from cohortnorm.registry import FORMATS
+from cohortnorm.runner import run
 
 
 def main(smk, logger):

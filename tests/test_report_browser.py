@@ -22,6 +22,7 @@ import matplotlib.image
 import numpy as np
 import pandas as pd
 import pytest
+from cohortnorm import registry
 from conftest import DATA
 from test_workflow import run_snakemake
 
@@ -35,14 +36,7 @@ pytestmark = [
     ),
 ]
 
-STAGE_FIGURES = [
-    "per-sample distribution",
-    "density",
-    "PCA",
-    "RLE",
-    "correlation heatmap",
-    "MA plots",
-]
+STAGE_FIGURES = [figure.label for figure in registry.STAGE_FIGURES.values()]
 
 CLICKER = """
 <script>

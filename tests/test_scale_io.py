@@ -18,8 +18,7 @@ import pytest
 from conftest import DATA, load_dataset
 from test_workflow import base_config, run_snakemake
 
-from cohortnorm import edger
-from cohortnorm import runner
+from cohortnorm import edger, runner
 from cohortnorm.io import tables
 from cohortnorm.io.h5ad import write_h5ad_layers
 from cohortnorm.io.importers import import_counts

@@ -30,7 +30,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
-import pandas as pd
 
 from cohortnorm.blocks import CACHE_BLOCK_CELLS, available_cpus, cell_slices, slices
 from cohortnorm.errors import InputError
@@ -45,8 +44,8 @@ from cohortnorm.model_matrix import (
 
 __all__ = [
     "CombatResult",
-    "combat",
     "check_residual_df",
+    "combat",
     "design_column_names",
     "design_matrix",
     "factor_levels",

@@ -17,6 +17,15 @@ from scipy.special import betainc, gammaln, ndtri
 from scipy.stats import nbinom
 
 from cohortnorm.blocks import available_cpus
+from cohortnorm.edger_glm import (
+    estimate_glm_common_disp,
+    estimate_glm_tagwise_disp,
+    gene_blocks,
+    glm_coefficients,
+    glm_fit,
+    map_blocks,
+)
+from cohortnorm.errors import InputError
 from cohortnorm.model_matrix import (
     batch_factor,
     check_confounding,
@@ -24,15 +33,6 @@ from cohortnorm.model_matrix import (
     factor_levels,
     rank,
 )
-from cohortnorm.edger_glm import (
-    gene_blocks,
-    map_blocks,
-    estimate_glm_common_disp,
-    estimate_glm_tagwise_disp,
-    glm_coefficients,
-    glm_fit,
-)
-from cohortnorm.errors import InputError
 
 FloatArray = NDArray[np.float64]
 
@@ -715,9 +715,7 @@ def combat_seq(
     design = design[:, not_ones]
     names = [n for n, k in zip(names, not_ones, strict=True) if k]
     messages.append(f"Adjusting for {design.shape[1] - n_batch} covariate(s) or covariate level(s)")
-    check_confounding(
-        design, n_batch, blevels, bcode, names[n_batch:], method="ComBat-Seq"
-    )
+    check_confounding(design, n_batch, blevels, bcode, names[n_batch:], method="ComBat-Seq")
 
     if design.shape[1] >= nsamples:
         # A saturated fit: zero residuals, so the dispersions are not estimable.

@@ -18,8 +18,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cohortnorm.model_matrix import check_residual_df
 from cohortnorm.errors import InputError
+from cohortnorm.model_matrix import check_residual_df
+from cohortnorm.registry import BATCH_CORRECTORS
 
 #: Cell values taken as "missing" in every sample-sheet column the config uses. Empty
 #: cells and the spellings spreadsheet programs, R and pandas write for a missing value.
@@ -238,7 +239,7 @@ def check_design(sheet: pd.DataFrame, settings: Mapping[str, Any], *, source: st
     method = batch_settings.get("method", "none")
     if method == "none":
         return []
-    tool = {"combat": "ComBat", "combat_seq": "ComBat-seq"}[method]
+    tool = BATCH_CORRECTORS[method].label
     batch_name = batch_settings.get("batch")
     if not batch_name:
         raise InputError(

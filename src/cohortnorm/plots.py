@@ -716,7 +716,11 @@ def verdict_figure(metrics: pd.DataFrame, *, title: str = "") -> Figure:
 
 
 def stage_boxplot(
-    result: StageQC, *, condition_name: str = "condition", batch_name: str = "batch", title: str = ""
+    result: StageQC,
+    *,
+    condition_name: str = "condition",
+    batch_name: str = "batch",
+    title: str = "",
 ) -> Figure:
     """Per-sample logCPM distributions, grouped by batch."""
     return boxplot_figure(
@@ -725,7 +729,11 @@ def stage_boxplot(
 
 
 def stage_density(
-    result: StageQC, *, condition_name: str = "condition", batch_name: str = "batch", title: str = ""
+    result: StageQC,
+    *,
+    condition_name: str = "condition",
+    batch_name: str = "batch",
+    title: str = "",
 ) -> Figure:
     """Per-sample logCPM densities, coloured by batch."""
     return density_figure(
@@ -738,7 +746,11 @@ def stage_density(
 
 
 def stage_pca(
-    result: StageQC, *, condition_name: str = "condition", batch_name: str = "batch", title: str = ""
+    result: StageQC,
+    *,
+    condition_name: str = "condition",
+    batch_name: str = "batch",
+    title: str = "",
 ) -> Figure:
     """PCA of the most variable genes, marked by condition and batch."""
     return pca_figure(
@@ -752,14 +764,22 @@ def stage_pca(
 
 
 def stage_rle(
-    result: StageQC, *, condition_name: str = "condition", batch_name: str = "batch", title: str = ""
+    result: StageQC,
+    *,
+    condition_name: str = "condition",
+    batch_name: str = "batch",
+    title: str = "",
 ) -> Figure:
     """Relative log expression per sample, grouped by batch."""
     return rle_figure(result.rle, groups=result.batch, group_name=batch_name, title=title)
 
 
 def stage_correlation(
-    result: StageQC, *, condition_name: str = "condition", batch_name: str = "batch", title: str = ""
+    result: StageQC,
+    *,
+    condition_name: str = "condition",
+    batch_name: str = "batch",
+    title: str = "",
 ) -> Figure:
     """Sample correlation heatmap (the shown subset for many samples), with both factors."""
     shown = (
@@ -781,7 +801,11 @@ def stage_correlation(
 
 
 def stage_ma(
-    result: StageQC, *, condition_name: str = "condition", batch_name: str = "batch", title: str = ""
+    result: StageQC,
+    *,
+    condition_name: str = "condition",
+    batch_name: str = "batch",
+    title: str = "",
 ) -> Figure:
     """MA plots of the first samples against the pseudo-reference."""
     return ma_figure(result.ma, title=title)

@@ -97,7 +97,11 @@ FORMATS: dict[str, Format] = {
         {"star_strand": "star_strand"},
     ),
     "salmon": Format(
-        "cohortnorm.io.importers:import_salmon", "per_sample", "quantifier", True, _QUANTIFIER_OPTIONS
+        "cohortnorm.io.importers:import_salmon",
+        "per_sample",
+        "quantifier",
+        True,
+        _QUANTIFIER_OPTIONS,
     ),
     "kallisto": Format(
         "cohortnorm.io.importers:import_kallisto",
@@ -204,10 +208,11 @@ def normalizers(selects: str) -> list[str]:
 
 # --------------------------------------------------------------------------- batch correction
 
-#: Where each input kind of a batch corrector comes from (an output stem of the workflow).
+#: The output each input kind of a batch corrector reads (a name in the workflow's table
+#: of outputs, ``OUTPUTS`` in rules/paths.smk).
 BATCH_INPUTS: dict[str, str] = {
-    "logcpm": "normalization/logcpm",
-    "counts": "counts/filtered_counts",
+    "logcpm": "logcpm",
+    "counts": "filtered_counts",
 }
 
 
@@ -229,6 +234,10 @@ class BatchCorrector:
         Stem of its table of per-batch estimates (``.tsv`` is added). ComBat and
         ComBat-seq keep the documented ``batch/combat_params``, so the two cannot run
         in one cohort; any other method writes ``batch/<method>_params``.
+    label
+        The method's name in messages.
+    caption
+        The report caption of the parameter table, relative to the workflow's folder.
     r_function
         The R function reproduced.
     """
@@ -237,6 +246,8 @@ class BatchCorrector:
     input: Literal["logcpm", "counts"]
     output: str
     params: str
+    label: str
+    caption: str
     r_function: str
 
 
@@ -246,6 +257,8 @@ BATCH_CORRECTORS: dict[str, BatchCorrector] = {
         "logcpm",
         "batch/combat_logcpm",
         "batch/combat_params",
+        "ComBat",
+        "report/combat_params.rst",
         "sva::ComBat",
     ),
     "combat_seq": BatchCorrector(
@@ -253,6 +266,8 @@ BATCH_CORRECTORS: dict[str, BatchCorrector] = {
         "counts",
         "batch/combat_seq_counts",
         "batch/combat_params",
+        "ComBat-seq",
+        "report/combat_params.rst",
         "sva::ComBat_seq",
     ),
 }

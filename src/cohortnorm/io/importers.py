@@ -43,7 +43,6 @@ import numpy as np
 import pandas as pd
 
 from cohortnorm.errors import InputError
-from cohortnorm.registry import FORMATS, load
 from cohortnorm.io.tables import (
     check_input_file,
     explain_read_errors,
@@ -54,13 +53,13 @@ from cohortnorm.io.tables import (
     split_line,
     split_thousands,
 )
+from cohortnorm.registry import FORMATS, load
 from cohortnorm.tximport import (
     COUNTS_FROM_ABUNDANCE,
     make_counts_from_abundance,
     summarize_to_genes,
 )
 from cohortnorm.validation import side_by_side
-
 
 # Counts are int64: 2**63 and above do not fit (float64 holds 2**63 - 1 as 2**63).
 _INT64_LIMIT = 2**63

@@ -1,0 +1,100 @@
+"""The registries (cohortnorm.registry) against every list that must agree with them."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cohortnorm import edger, plots, registry, resources
+from cohortnorm.errors import InputError
+from cohortnorm.io import importers
+
+REPO = Path(__file__).resolve().parents[1]
+SCHEMA = yaml.safe_load((REPO / "config" / "schemas" / "config.schema.yaml").read_text())
+
+
+def _enum(*keys: str) -> list[str]:
+    node = SCHEMA
+    for key in keys:
+        node = node["properties"][key]
+    return list(node["enum"])
+
+
+def test_schema_enums_equal_the_registry_keys() -> None:
+    assert _enum("counts", "format") == list(registry.FORMATS)
+    assert _enum("normalization", "method") == registry.normalizers("method")
+    assert _enum("normalization", "size_factor_type") == registry.normalizers("size_factor_type")
+    assert _enum("batch_correction", "method") == ["none", *registry.BATCH_CORRECTORS]
+
+
+def test_every_registered_function_imports() -> None:
+    references = [f.reader for f in registry.FORMATS.values()]
+    references += [n.function for n in registry.NORMALIZERS.values()]
+    references += [b.function for b in registry.BATCH_CORRECTORS.values()]
+    references += [s.draw for s in registry.STAGE_FIGURES.values()]
+    for reference in references:
+        assert callable(registry.load(reference)), reference
+
+
+def test_format_options_are_keywords_of_their_reader() -> None:
+    for name, entry in registry.FORMATS.items():
+        reader = registry.load(entry.reader)
+        parameters = inspect.signature(reader).parameters
+        takes_any = any(p.kind is p.VAR_KEYWORD for p in parameters.values())
+        for keyword in entry.options:
+            assert takes_any or keyword in parameters, (name, keyword)
+        options = inspect.signature(importers.import_counts).parameters
+        assert set(entry.options.values()) <= set(options), name
+
+
+def test_quantifiers_supply_lengths_and_plain_matrices_do_not() -> None:
+    assert registry.formats_of_kind("quantifier") == ["salmon", "kallisto", "rsem"]
+    assert all(registry.FORMATS[name].supplies_lengths for name in ("salmon", "featurecounts"))
+    assert not any(registry.FORMATS[name].supplies_lengths for name in ("matrix", "h5ad"))
+
+
+def test_unknown_format_names_the_registered_ones() -> None:
+    with pytest.raises(InputError, match="unknown counts format 'bam': use one of matrix, "):
+        importers.import_counts("bam", "counts.tsv")
+
+
+def test_edger_entries_are_the_methods_calc_norm_factors_implements() -> None:
+    edger_entries = [
+        name
+        for name, entry in registry.NORMALIZERS.items()
+        if entry.function == "cohortnorm.edger:calc_norm_factors"
+    ]
+    assert edger_entries == list(edger.NORM_METHODS)
+    # The old alias is refused, as the schema refuses it.
+    with pytest.raises(ValueError, match="unknown normalization method 'TMMwzp'"):
+        edger.calc_norm_factors([[1.0, 2.0], [3.0, 4.0]], method="TMMwzp")
+
+
+def test_normalizer_parameters_are_config_keys() -> None:
+    keys = set(SCHEMA["properties"]["normalization"]["properties"])
+    for name, entry in registry.NORMALIZERS.items():
+        assert entry.selects in keys, name
+        assert set(entry.parameters.values()) <= keys, name
+        assert entry.output in ("factor", "matrix"), name
+
+
+def test_batch_correctors_have_costs_captions_and_their_own_params_table() -> None:
+    for name, entry in registry.BATCH_CORRECTORS.items():
+        assert f"batch_correction_{name}" in resources.RULE_COSTS, name
+        assert (REPO / entry.caption).is_file(), name
+        assert entry.input in registry.BATCH_INPUTS, name
+        # ComBat and ComBat-seq keep the documented batch/combat_params.tsv; any other
+        # method writes its own table, so that methods never share one.
+        shared = name in ("combat", "combat_seq")
+        expected = "batch/combat_params" if shared else f"batch/{name}_params"
+        assert entry.params == expected, name
+
+
+def test_stage_figures_have_captions_and_one_drawing_function_each() -> None:
+    for name, entry in registry.STAGE_FIGURES.items():
+        assert (REPO / entry.caption).is_file(), name
+        assert registry.load(entry.draw) is getattr(plots, f"stage_{name}")
+    assert list(registry.STAGE_FIGURES) == ["boxplot", "density", "pca", "rle", "correlation", "ma"]
