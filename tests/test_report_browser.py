@@ -22,9 +22,10 @@ import matplotlib.image
 import numpy as np
 import pandas as pd
 import pytest
-from cohortnorm import registry
 from conftest import DATA
 from test_workflow import run_snakemake
+
+from cohortnorm import registry
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 

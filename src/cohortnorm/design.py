@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cohortnorm.errors import InputError
+from cohortnorm.errors import InputError, preview
 from cohortnorm.model_matrix import check_residual_df
 from cohortnorm.registry import BATCH_CORRECTORS
 
@@ -35,11 +35,6 @@ _FORBIDDEN = {
     "}": "a curly brace (it marks a wildcard in file patterns)",
     '"': "a double quote (it breaks quoting in tables)",
 }
-
-
-def _preview(names: Sequence[object], limit: int = 10) -> str:
-    shown = ", ".join(repr(str(n)) for n in list(names)[:limit])
-    return shown + (f" … ({len(names)} in all)" if len(names) > limit else "")
 
 
 def is_missing(values: pd.Series) -> pd.Series:
@@ -231,7 +226,8 @@ def check_design(sheet: pd.DataFrame, settings: Mapping[str, Any], *, source: st
             if missing.any():
                 raise InputError(
                     f"{source}: column {name!r} (used for {key}) has no value for sample(s) "
-                    f"{_preview(samples[missing].tolist())} (empty, NA, NaN or N/A). Fill in "
+                    f"{preview(samples[missing].tolist(), 10, quoted=True)} (empty, NA, NaN "
+                    "or N/A). Fill in "
                     "the value, or remove those samples from the sheet (and, for a count "
                     "matrix, set counts.subset_samples: true)."
                 )

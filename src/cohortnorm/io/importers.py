@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cohortnorm.errors import InputError
+from cohortnorm.errors import InputError, preview
 from cohortnorm.io.tables import (
     check_input_file,
     explain_read_errors,
@@ -180,12 +180,6 @@ class ImportResult:
 # --------------------------------------------------------------------------- helpers
 
 
-def _preview(names: Sequence[object], limit: int = 5) -> str:
-    names = list(names)
-    shown = ", ".join(map(str, names[:limit]))
-    return shown + (f", … ({len(names)} in all)" if len(names) > limit else "")
-
-
 def _require_file(path: Path, what: str, *, text: bool = True) -> Path:
     return check_input_file(path, what, text=text)
 
@@ -218,14 +212,14 @@ def _check_labels(genes: pd.Index, samples: Sequence[object], source: str) -> No
     if sample_index.duplicated().any():
         duplicates = list(dict.fromkeys(sample_index[sample_index.duplicated()]))
         raise InputError(
-            f"{source}: sample column name(s) appear more than once: {_preview(duplicates)}. "
+            f"{source}: sample column name(s) appear more than once: {preview(duplicates)}. "
             "Give every sample a unique column name."
         )
     if genes.has_duplicates:
         duplicates = list(dict.fromkeys(genes[genes.duplicated()]))
         raise InputError(
             f"{source}: {len(duplicates)} gene ID(s) appear on more than one row: "
-            f"{_preview(duplicates)}. Sum or remove the duplicate rows so each gene appears once."
+            f"{preview(duplicates)}. Sum or remove the duplicate rows so each gene appears once."
         )
     text = genes.astype(str)
     empty = text.str.strip() == ""
@@ -349,7 +343,7 @@ def _check_count_values(
         if zero.any():
             names = [samples[i] for i in np.flatnonzero(zero)]
             raise InputError(
-                f"{source}: sample(s) {_preview(names)} have 0 for every gene. Remove them "
+                f"{source}: sample(s) {preview(names)} have 0 for every gene. Remove them "
                 "from the sample sheet or check the counting step."
             )
 
@@ -489,7 +483,7 @@ def import_matrix(path: str | Path) -> ImportResult:
         duplicates = list(dict.fromkeys(seen[seen.duplicated()]))
         raise InputError(
             f"{source}: column name(s) appear more than once in the header: "
-            f"{_preview(duplicates)}. Give every sample a unique column name."
+            f"{preview(duplicates)}. Give every sample a unique column name."
         )
     misplaced = [name for name in header[1:] if name.lower() in _GENE_ID_NAMES]
     if misplaced:
@@ -581,7 +575,7 @@ def _match_to_sheet(
     if missing:
         raise InputError(
             f"{source}: {len(missing)} sample(s) of the sample sheet match no BAM column: "
-            f"{_preview(missing)}. A BAM column gives the sample name of its file, without "
+            f"{preview(missing)}. A BAM column gives the sample name of its file, without "
             "the directory and the aligner ending (.bam, _Aligned.sortedByCoord.out.bam, "
             ".sorted.bam, …), and that name must equal the sheet's exactly (S1 is not "
             "S10). Rename the samples in the sheet to the names on the right, or fix the "
@@ -623,7 +617,7 @@ def import_featurecounts(path: str | Path, *, samples: Sequence[str] | None = No
         index = pd.Index(bam_columns)
         raise InputError(
             f"{source}: BAM column(s) appear more than once: "
-            f"{_preview(list(dict.fromkeys(index[index.duplicated()])))}. Count each BAM once."
+            f"{preview(list(dict.fromkeys(index[index.duplicated()])))}. Count each BAM once."
         )
     names = _name_bam_columns(bam_columns, source)
     sources = dict(zip(names, bam_columns, strict=True))
@@ -638,7 +632,7 @@ def import_featurecounts(path: str | Path, *, samples: Sequence[str] | None = No
     notes += frame.attrs.get("notes", [])
     genes = pd.Index(frame["Geneid"].astype(str), name="gene_id")
     if names != bam_columns:
-        notes.append(f"{source}: sample names taken from the BAM file names ({_preview(names)})")
+        notes.append(f"{source}: sample names taken from the BAM file names ({preview(names)})")
     counts = _sample_block(frame, list(frame.columns[6:]), genes)
     counts.columns = names
     validate_count_matrix(counts, source, require_integer=True)
@@ -770,7 +764,7 @@ def import_htseq(paths: Mapping[str, Path] | Path | str) -> ImportResult:
     notes = []
     if dropped:
         notes.append(
-            f"dropped {len(dropped)} HTSeq/DEXSeq summary rows ({_preview(list(dropped))}) "
+            f"dropped {len(dropped)} HTSeq/DEXSeq summary rows ({preview(list(dropped))}) "
             "from each file"
         )
     counts = _as_int64(counts, notes, "HTSeq files")
