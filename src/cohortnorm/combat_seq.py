@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import cache
 
 import numpy as np
 import pandas as pd
@@ -23,6 +22,7 @@ from cohortnorm.edger_glm import (
     gene_blocks,
     glm_coefficients,
     glm_fit,
+    lgamma_counts,
     map_blocks,
 )
 from cohortnorm.errors import InputError
@@ -336,22 +336,6 @@ def _qnbinom_interior(
     return result
 
 
-@cache
-def _lgamma_int_table() -> FloatArray:
-    """``lgamma(k + 1)`` for ``k = 0 … 65535`` (the same doubles as ``gammaln``)."""
-    return gammaln(np.arange(1 << 16, dtype=np.float64) + 1)
-
-
-def _lgamma_count(y: FloatArray) -> FloatArray:
-    """``gammaln(y + 1)`` for non-negative integer-valued ``y``, small ones from a table."""
-    table = _lgamma_int_table()
-    small = y < table.size
-    out = table[np.where(small, y, 0).astype(np.intp)]
-    if not small.all():
-        out[~small] = gammaln(y[~small] + 1)
-    return out
-
-
 def _nb_cdf_pmf(
     y: FloatArray,
     size: FloatArray,
@@ -368,7 +352,7 @@ def _nb_cdf_pmf(
     """
     with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
         cdf = betainc(size, y + 1, prob)
-        lg_ys, lg_s, lg_y1 = gammaln(y + size), lgamma_size, _lgamma_count(y)
+        lg_ys, lg_s, lg_y1 = gammaln(y + size), lgamma_size, lgamma_counts(y)
         size_term = -size * np.log1p(mu / size)
         y_term = y * np.log(q)
         logf = np.where(y > 0, lg_ys - lg_s - lg_y1 + y_term, 0.0) + size_term
