@@ -463,7 +463,7 @@ def _filter_fallback(counts: np.ndarray, condition: np.ndarray) -> np.ndarray:
 
 
 def _logcpm(counts: np.ndarray, lib: np.ndarray, prior: float = 2.0) -> np.ndarray:
-    """edgeR ``cpm(log=TRUE)`` formula (spec §2), for preparing ComBat inputs."""
+    """edgeR ``cpm(log=TRUE)`` formula (docs/methods.md §2), for preparing ComBat inputs."""
     p = prior * lib / lib.mean()
     # In place: one result array, no temporaries the size of the matrix.
     result = counts + p

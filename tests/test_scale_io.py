@@ -1,4 +1,4 @@
-"""Issue 5 I/O: Parquet matrices, AnnData .h5ad input/output and blocked processing.
+"""Scale I/O: Parquet matrices, AnnData .h5ad input/output and blocked processing.
 
 The Parquet path must give the same numbers as the TSV path, the blocked code the
 same numbers as the unblocked one (block sizes are shrunk so that a small matrix is

@@ -1,7 +1,7 @@
 """Empirical-Bayes batch correction of continuous expression data (ComBat).
 
 Reproduces sva 3.46.0 ``ComBat(dat, batch, mod, par.prior, mean.only, ref.batch)``
-number for number (ALGORITHMS.md §5), with three kinds of departure, all reported in
+number for number (docs/methods.md §5), with three kinds of departure, all reported in
 :attr:`CombatResult.messages` or as :class:`~cohortnorm.errors.InputError`:
 
 * where sva stops with a terse error (confounded design, a single batch, a gene with
@@ -310,7 +310,7 @@ def combat(
     """Adjust continuous data (e.g. log-CPM) for batch with empirical Bayes ComBat.
 
     Reproduces sva 3.46.0 ``ComBat(dat, batch, mod, par.prior, prior.plots=FALSE,
-    mean.only, ref.batch)`` (ALGORITHMS.md §5), to ~1e-12 on the references.
+    mean.only, ref.batch)`` (docs/methods.md §5), to ~1e-12 on the references.
 
     Parameters
     ----------

@@ -1,7 +1,7 @@
 """DESeq2's median-of-ratios size factors (``estimateSizeFactorsForMatrix``, DESeq2 1.38).
 
 The ``ratio`` type takes its log geometric means from PyDESeq2 (``deseq2_norm_fit``),
-which agrees with DESeq2 (``shared/reference/ALGORITHMS.md`` §3), and the median of log
+which agrees with DESeq2 (``docs/methods.md`` §3), and the median of log
 ratios of ``deseq2_norm_transform`` without the normalized counts that function also
 computes; both run in blocks so that a consortium-sized matrix is never copied whole.
 ``poscounts`` is ours: PyDESeq2 keeps only genes whose positive-count geometric mean

@@ -1,7 +1,7 @@
 """edgeR's library-size normalization, expression filter and counts per million.
 
-Reproduces edgeR 3.40 (``calcNormFactors``, ``filterByExpr``, ``cpm``) as specified in
-``shared/reference/ALGORITHMS.md`` §1–2. Every function takes a genes × samples array of
+Reproduces edgeR 3.40 (``calcNormFactors``, ``filterByExpr``, ``cpm``) as described in
+``docs/methods.md`` §1–2. Every function takes a genes × samples array of
 counts and returns plain numpy arrays; nothing here reads files or knows about Snakemake.
 """
 

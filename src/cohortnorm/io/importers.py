@@ -355,7 +355,7 @@ def validate_count_matrix(frame: pd.DataFrame, source: str, *, require_integer: 
     non-empty gene IDs; every cell a number; no missing or infinite cell; no negative
     count; whole numbers when ``require_integer``; no sample whose counts are all zero.
     The R references accept some of these (edgeR takes non-integers and duplicate
-    genes) or fail later with a less precise message; see ALGORITHMS.md §7.
+    genes) or fail later with a less precise message; see docs/methods.md §7.
 
     Parameters
     ----------
