@@ -34,8 +34,8 @@ def main(smk, logger):
     # edgeR's factors and DESeq2's are independent: one thread each (numpy releases the
     # GIL), so that a large cohort uses both of the rule's threads.
     with ThreadPoolExecutor(max_workers=max(1, min(2, smk.threads))) as pool:
-        edger_job = pool.submit(factors, settings["method"], values, settings, lib_size=lib_size)
-        deseq2_job = pool.submit(factors, settings["size_factor_type"], values, settings)
+        edger_job = pool.submit(factors, settings["method"], values, settings, lib_size)
+        deseq2_job = pool.submit(factors, settings["size_factor_type"], values, settings, lib_size)
     try:
         norm_factor = edger_job.result()
         size_factor = deseq2_job.result()
@@ -88,11 +88,13 @@ def main(smk, logger):
     write_table(table, smk.output[0], finite=True)
 
 
-def factors(name, values, settings, **extra):
+def factors(name, values, settings, lib_size):
     """The per-sample factors of registered normalizer `name` (cohortnorm.registry)."""
     entry = NORMALIZERS[name]
     options = {keyword: settings[key] for keyword, key in entry.parameters.items()}
-    return load(entry.function)(values, **{entry.argument: name}, **options, **extra)
+    data = {"lib_size": lib_size}
+    options |= {keyword: data[keyword] for keyword in entry.data}
+    return load(entry.function)(values, **{entry.argument: name}, **options)
 
 
 run(main, snakemake)

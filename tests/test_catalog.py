@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import os
 import subprocess
-import tomllib
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import tomllib
 import yaml
 from test_workflow import SNAKEMAKE
 

@@ -149,6 +149,9 @@ class Normalizer:
         transformed genes × samples matrix (written as ``normalization/<name>``).
     r_function
         The R function reproduced (cited in docs/methods.md).
+    data
+        Keywords of data the workflow passes besides the counts: ``lib_size`` (the
+        filtered counts' column sums, edgeR's ``lib.size``).
     """
 
     function: str
@@ -157,6 +160,7 @@ class Normalizer:
     parameters: dict[str, str]
     output: Literal["factor", "matrix"]
     r_function: str
+    data: tuple[str, ...] = ()
 
 
 _EDGER_PARAMETERS = {
@@ -176,6 +180,7 @@ def _edger(method: str) -> Normalizer:
         _EDGER_PARAMETERS,
         "factor",
         f'edgeR::calcNormFactors(method = "{method}")',
+        data=("lib_size",),
     )
 
 
