@@ -20,6 +20,14 @@ temporaries is alive. The shrinkage steps only need per-gene, per-batch sufficie
 statistics of the standardised data ``s`` (count ``n``, mean ``m`` and centred sum of
 squares ``S``), because ``sum((s - g)^2) = S + n (m - g)^2`` exactly; this centred form
 is also numerically safer than ``sum(s^2) - 2 g sum(s) + n g^2``.
+
+Underflow in the non-parametric prior: sva evaluates
+``LH_j = (2π d_j)^(-n/2) exp(-Σ(x - g_j)²/(2 d_j))`` in linear space. When every ``LH_j``
+of a gene underflows to 0 (large batches, outlying genes) sva returns NaN for that gene's
+whole batch, and when the largest ``LH_j`` is subnormal sva's weights lose precision. A
+log-sum-exp evaluation would give finite, more accurate numbers there, i.e. *different*
+numbers from sva, so :func:`combat` evaluates in linear space like sva (same NaNs, same
+values to rounding) and adds a message counting the NaN genes.
 """
 
 from __future__ import annotations
@@ -332,15 +340,12 @@ def combat(
         Label of a reference batch whose samples are returned unchanged and to which the
         other batches are adjusted.
     block_size
-        Genes per block. The default gives the fit and adjustment passes blocks of about
-        128k cells (whatever the sample count), and keeps each block × genes float64
-        temporary of the non-parametric step at ~32 MB (two alive at once with two
-        threads).
+        Genes per block. Default: blocks of ~128k cells in the fit and adjustment, and
+        ~32 MB block × genes temporaries in the non-parametric step.
     gene_names, covariate_names
         Only used to name genes/covariate columns in error messages.
     threads
-        Worker threads of the non-parametric step (default: the CPUs this process may
-        use).
+        Worker threads of the non-parametric step (default: this process's CPUs).
 
     Returns
     -------
@@ -355,18 +360,77 @@ def combat(
         batch); a gene with fewer than two non-missing values in a batch (sva: an NA
         variance and a ``BiocParallel`` error), or too few to fit the design; a NaN in
         the parametric iteration; non-finite covariates.
-
-    Notes
-    -----
-    Underflow in the non-parametric prior: sva evaluates
-    ``LH_j = (2π d_j)^(-n/2) exp(-Σ(x - g_j)²/(2 d_j))`` in linear space. When every
-    ``LH_j`` of a gene underflows to 0 (large batches, outlying genes) sva returns NaN for
-    that gene's whole batch, and when the largest ``LH_j`` is subnormal sva's weights lose
-    precision. A log-sum-exp evaluation would give finite, more accurate numbers there,
-    i.e. *different* numbers from sva, so this function evaluates in linear space like
-    sva (same NaNs, same values to rounding) and adds a message counting the NaN genes.
     """
     messages: list[str] = []
+    dat, names, levels, batch_idx = _combat_input(data, batch, gene_names)
+    n_genes, n_samples = dat.shape
+    n_batch = len(levels)
+    n_per_batch = np.bincount(batch_idx, minlength=n_batch)
+    zero, has_nan = _zero_variance_genes(dat, batch_idx, n_per_batch, messages)
+    keep = np.flatnonzero(~zero)
+    mean_only = _mean_only(levels, n_per_batch, mean_only, messages)
+    design, ref = _combat_design(
+        levels, batch_idx, n_per_batch, covariates, covariate_names, ref_batch, messages
+    )
+    # Rows are gathered block by block (dat[keep[rows]]) rather than copying dat[keep].
+    work_names = np.asarray(names, dtype=object)[keep]
+    has_na = _check_missing_values(dat, keep, has_nan, work_names, levels, batch_idx, mean_only)
+    if has_na:
+        messages.append(_missing_values_message(dat, keep[has_nan[keep]]))
+    batch_design = design[:, :n_batch]
+    model = _Model(
+        design=design,
+        n_batch=n_batch,
+        batch_idx=batch_idx,
+        n_per_batch=n_per_batch,
+        ref=ref,
+        has_na=has_na,
+        xtx=design.T @ design,
+        batch_design=batch_design,
+        btb=batch_design.T @ batch_design,
+    )
+    block = max(1, block_size or CACHE_BLOCK_CELLS // n_samples)
+    # Without zero-variance genes the kept genes are all genes: a slice is a view, where an
+    # index array would gather a copy of every block.
+    genes = slice(None) if keep.size == n_genes else keep
+    gamma_hat, cnt, mean, ss = _batch_statistics(dat, genes, keep.size, model, block, work_names)
+    delta_hat, gamma_star, delta_star, nan_genes = _shrink(
+        cnt, mean, ss, gamma_hat, ref, parametric, mean_only, block_size, threads
+    )
+    if nan_genes.any():
+        shown = ", ".join(str(v) for v in work_names[nan_genes][:5])
+        messages.append(
+            f"Non-parametric ComBat: for {int(nan_genes.sum())} gene(s) ({shown}"
+            f"{', ...' if nan_genes.sum() > 5 else ''}) the prior likelihood of every other "
+            "gene underflowed to 0 in some batch, so (as in sva) all their adjusted values "
+            "are NaN. Use parametric=True, or remove these outlying genes."
+        )
+    adjusted = _adjust(dat, zero, genes, model, gamma_star, delta_star, block, work_names)
+
+    def widen(values: np.ndarray) -> np.ndarray:
+        out = np.full((n_batch, n_genes), np.nan)
+        out[:, keep] = values
+        return out
+
+    return CombatResult(
+        adjusted=adjusted,
+        gamma_star=widen(gamma_star),
+        delta_star=widen(delta_star),
+        gamma_hat=widen(gamma_hat),
+        delta_hat=widen(delta_hat),
+        batch_levels=levels,
+        zero_variance_genes=zero,
+        messages=messages,
+    )
+
+
+# The steps of combat(), in order.
+
+
+def _combat_input(
+    data: np.ndarray, batch: Sequence[object], gene_names: Sequence[str] | None
+) -> tuple[np.ndarray, Sequence[str], list[str], np.ndarray]:
+    """The data as float, gene names for messages, the batch levels and indices."""
     dat = np.asarray(data, dtype=float)
     if dat.ndim != 2:
         raise InputError(f"ComBat needs a genes × samples matrix; got {dat.ndim} dimension(s).")
@@ -374,52 +438,78 @@ def combat(
     names: Sequence[str] = (
         list(gene_names) if gene_names is not None else [f"row {i + 1}" for i in range(n_genes)]
     )
-    gene_blocks = cell_slices(n_genes, n_samples, CACHE_BLOCK_CELLS)
     # Block by block: a whole-matrix boolean temporary is an eighth of the data each time.
-    if any(np.isinf(dat[rows]).any() for rows in gene_blocks):
+    if any(
+        np.isinf(dat[rows]).any() for rows in cell_slices(n_genes, n_samples, CACHE_BLOCK_CELLS)
+    ):
         raise InputError("The data contain infinite values; ComBat needs finite values or NaN.")
     levels, batch_idx = batch_factor(batch, n_samples)
-    n_batch = len(levels)
-    if n_batch < 2:
+    if len(levels) < 2:
         raise InputError(
             f"ComBat needs at least two batches; all samples are in batch {levels[0]!r} "
             "(sva stops with 'contrasts can be applied only to factors with 2 or more "
             "levels'). Nothing to correct: skip batch correction."
         )
-    n_per_batch = np.bincount(batch_idx, minlength=n_batch)
+    return dat, names, levels, batch_idx
 
-    # Zero-variance rows: sva's var(x) == 0 within any batch of ≥2 samples. var() of a
-    # vector with NA is NA, which which() ignores, so genes with NaN are never flagged.
-    zero = np.zeros(n_genes, dtype=bool)
-    has_nan = np.zeros(n_genes, dtype=bool)  # found in the same pass, used further down
-    for rows in gene_blocks:
-        has_nan[rows] = np.isnan(dat[rows]).any(axis=1)
-        for b in range(n_batch):
-            if n_per_batch[b] > 1:
-                sub = dat[rows][:, batch_idx == b]
-                zero[rows] |= sub.max(axis=1) == sub.min(axis=1)
-    keep = np.flatnonzero(~zero)
-    if zero.any():
-        messages.append(
-            f"Found {int(zero.sum())} genes with uniform expression within a single batch "
-            "(all zeros); these will not be adjusted for batch."
-        )
-    if keep.size < 2:
-        raise InputError(
-            "Fewer than two genes vary within every batch; ComBat needs many genes to "
-            "estimate its priors."
-        )
 
+def _mean_only(
+    levels: list[str], n_per_batch: np.ndarray, mean_only: bool, messages: list[str]
+) -> bool:
+    """``mean.only``, forced on (as sva does) when a batch has a single sample."""
     if (n_per_batch == 1).any() and not mean_only:
         single = [levels[b] for b in np.flatnonzero(n_per_batch == 1)]
         messages.append(
             f"Batch(es) {', '.join(single)} have a single sample, so only batch means are "
             "adjusted (sva switches to mean.only=TRUE)."
         )
-        mean_only = True
-    elif mean_only:
+        return True
+    if mean_only:
         messages.append("Using the 'mean only' version of ComBat.")
+    return mean_only
 
+
+def _zero_variance_genes(
+    dat: np.ndarray, batch_idx: np.ndarray, n_per_batch: np.ndarray, messages: list[str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """sva's zero-variance genes (constant in a batch of two or more), and genes with NaN.
+
+    var() of a vector with NA is NA, which which() ignores, so genes with NaN are never
+    flagged. Both masks come from one pass over the data.
+    """
+    n_genes, n_samples = dat.shape
+    zero = np.zeros(n_genes, dtype=bool)
+    has_nan = np.zeros(n_genes, dtype=bool)
+    for rows in cell_slices(n_genes, n_samples, CACHE_BLOCK_CELLS):
+        has_nan[rows] = np.isnan(dat[rows]).any(axis=1)
+        for b in range(len(n_per_batch)):
+            if n_per_batch[b] > 1:
+                sub = dat[rows][:, batch_idx == b]
+                zero[rows] |= sub.max(axis=1) == sub.min(axis=1)
+    if zero.any():
+        messages.append(
+            f"Found {int(zero.sum())} genes with uniform expression within a single batch "
+            "(all zeros); these will not be adjusted for batch."
+        )
+    if n_genes - int(zero.sum()) < 2:
+        raise InputError(
+            "Fewer than two genes vary within every batch; ComBat needs many genes to "
+            "estimate its priors."
+        )
+    return zero, has_nan
+
+
+def _combat_design(
+    levels: list[str],
+    batch_idx: np.ndarray,
+    n_per_batch: np.ndarray,
+    covariates: np.ndarray | None,
+    covariate_names: Sequence[str] | None,
+    ref_batch: str | None,
+    messages: list[str],
+) -> tuple[np.ndarray, int | None]:
+    """sva's design ``cbind(batchmod, mod)`` without all-ones columns, checked for rank."""
+    n_samples, n_batch = len(batch_idx), len(levels)
     batchmod = np.zeros((n_samples, n_batch))
     batchmod[np.arange(n_samples), batch_idx] = 1.0
     ref: int | None = None
@@ -435,7 +525,6 @@ def combat(
             "returned unchanged and the other batches are adjusted towards it (the pooled "
             "variance is taken from the reference batch only)."
         )
-
     if covariates is None:
         mod = np.empty((n_samples, 0))
     else:
@@ -466,78 +555,102 @@ def combat(
         check_residual_df(
             [levels[b] for b in batch_idx], design[:, n_batch:], covariate_names=labels[n_batch:]
         )
+    return design, ref
 
-    # Rows are gathered block by block (dat[keep[rows]]) rather than copying dat[keep].
-    work_names = np.asarray(names, dtype=object)[keep]
+
+def _check_missing_values(
+    dat: np.ndarray,
+    keep: np.ndarray,
+    has_nan: np.ndarray,
+    work_names: np.ndarray,
+    levels: list[str],
+    batch_idx: np.ndarray,
+    mean_only: bool,
+) -> bool:
+    """Whether a kept gene has a missing value; refuse genes too sparse in a batch."""
     na_genes = has_nan[keep]
-    has_na = bool(na_genes.any())
-    if has_na:
-        with_na = dat[keep[na_genes]]
-        messages.append(
-            f"Found {int(np.isnan(with_na).sum())} missing values in {int(na_genes.sum())} "
-            "genes. As sva does, every gene is then fitted on its non-missing values and the "
-            "pooled variance becomes the centred variance with divisor n−1 (not the mean "
-            "squared residual), for complete genes too. Missing values stay missing."
-        )
-        need = 1 if mean_only else 2
-        for b in range(n_batch):
-            counts = np.sum(~np.isnan(with_na[:, batch_idx == b]), axis=1)
-            bad = np.flatnonzero(counts < need)
-            if bad.size:
-                shown = ", ".join(str(v) for v in work_names[na_genes][bad[:5]])
-                raise InputError(
-                    f"{bad.size} gene(s) ({shown}{', ...' if bad.size > 5 else ''}) have fewer "
-                    f"than {need} non-missing value(s) in batch {levels[b]}, so their batch "
-                    "variance is undefined (sva fails with a BiocParallel error). Remove these "
-                    "genes or impute their missing values."
-                )
+    if not na_genes.any():
+        return False
+    with_na = dat[keep[na_genes]]
+    need = 1 if mean_only else 2
+    for b in range(len(levels)):
+        counts = np.sum(~np.isnan(with_na[:, batch_idx == b]), axis=1)
+        bad = np.flatnonzero(counts < need)
+        if bad.size:
+            shown = ", ".join(str(v) for v in work_names[na_genes][bad[:5]])
+            raise InputError(
+                f"{bad.size} gene(s) ({shown}{', ...' if bad.size > 5 else ''}) have fewer "
+                f"than {need} non-missing value(s) in batch {levels[b]}, so their batch "
+                "variance is undefined (sva fails with a BiocParallel error). Remove these "
+                "genes or impute their missing values."
+            )
+    return True
 
-    batch_design = design[:, :n_batch]
-    model = _Model(
-        design=design,
-        n_batch=n_batch,
-        batch_idx=batch_idx,
-        n_per_batch=n_per_batch,
-        ref=ref,
-        has_na=has_na,
-        xtx=design.T @ design,
-        batch_design=batch_design,
-        btb=batch_design.T @ batch_design,
+
+def _missing_values_message(dat: np.ndarray, genes_with_na: np.ndarray) -> str:
+    return (
+        f"Found {int(np.isnan(dat[genes_with_na]).sum())} missing values in "
+        f"{int(genes_with_na.size)} genes. As sva does, every gene is then fitted on its "
+        "non-missing values and the pooled variance becomes the centred variance with "
+        "divisor n−1 (not the mean squared residual), for complete genes too. Missing values "
+        "stay missing."
     )
-    n_keep = keep.size
-    block = max(1, block_size or CACHE_BLOCK_CELLS // n_samples)
-    ids = np.arange(n_keep)
 
-    # Pass 1: fit, standardise, and keep per-gene per-batch sufficient statistics of s.
+
+def _batch_statistics(
+    dat: np.ndarray,
+    genes: slice | np.ndarray,
+    n_keep: int,
+    model: _Model,
+    block: int,
+    work_names: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Pass 1: fit, standardise, and keep per-gene per-batch sufficient statistics of s.
+
+    Returns ``gamma_hat`` and the count, mean and centred sum of squares of the
+    standardised data per batch (each batches × kept genes).
+    """
+    n_batch, batch_idx = model.n_batch, model.batch_idx
+    ids = np.arange(n_keep)
     gamma_hat = np.empty((n_batch, n_keep))
     cnt = np.empty((n_batch, n_keep))
     mean = np.empty((n_batch, n_keep))
     ss = np.empty((n_batch, n_keep))
-
-    def genes_of(rows: slice) -> slice | np.ndarray:
-        # Without zero-variance genes the kept genes are all genes: a slice is a view,
-        # where an index array would gather a copy of every block.
-        return rows if keep.size == n_genes else keep[rows]
-
     for rows in slices(n_keep, block):
-        s, _, _ = _standardise(dat[genes_of(rows)], model, ids[rows], work_names)
-        if has_na:
-            gamma_hat[:, rows] = _ls_fit_na(s, batch_design, ids[rows], work_names)
+        gene_rows = rows if isinstance(genes, slice) else genes[rows]
+        s, _, _ = _standardise(dat[gene_rows], model, ids[rows], work_names)
+        if model.has_na:
+            gamma_hat[:, rows] = _ls_fit_na(s, model.batch_design, ids[rows], work_names)
         else:
-            gamma_hat[:, rows] = _ls_fit(s, batch_design, model.btb)
+            gamma_hat[:, rows] = _ls_fit(s, model.batch_design, model.btb)
         for b in range(n_batch):
             sb = s[:, batch_idx == b]
-            if has_na:
+            if model.has_na:
                 c = np.sum(~np.isnan(sb), axis=1).astype(float)
                 m = np.nansum(sb, axis=1) / c
             else:  # the same sums without nansum's copy
-                c = np.full(sb.shape[0], float(n_per_batch[b]))
+                c = np.full(sb.shape[0], float(model.n_per_batch[b]))
                 m = np.sum(sb, axis=1) / c
             dev = sb - m[:, None]
             dev *= dev
             cnt[b, rows], mean[b, rows] = c, m
-            ss[b, rows] = np.nansum(dev, axis=1) if has_na else np.sum(dev, axis=1)
+            ss[b, rows] = np.nansum(dev, axis=1) if model.has_na else np.sum(dev, axis=1)
+    return gamma_hat, cnt, mean, ss
 
+
+def _shrink(
+    cnt: np.ndarray,
+    mean: np.ndarray,
+    ss: np.ndarray,
+    gamma_hat: np.ndarray,
+    ref: int | None,
+    parametric: bool,
+    mean_only: bool,
+    block_size: int | None,
+    threads: int | None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The priors and the empirical Bayes estimates: delta_hat, gamma*, delta*, NaN genes."""
+    n_batch, n_keep = gamma_hat.shape
     with np.errstate(divide="ignore", invalid="ignore"):
         # genefilter rowVars: NA (here NaN) when n <= 1.
         delta_hat = np.where(cnt > 1, ss / (cnt - 1), np.nan)
@@ -550,7 +663,6 @@ def combat(
     with np.errstate(divide="ignore", invalid="ignore"):
         a_prior = (2 * s2_d + m_d**2) / s2_d
         b_prior = (m_d * s2_d + m_d**3) / s2_d
-
     gamma_star = np.empty((n_batch, n_keep))
     delta_star = np.empty((n_batch, n_keep))
     nan_genes = np.zeros(n_keep, dtype=bool)
@@ -580,44 +692,36 @@ def combat(
                 cnt[b], mean[b], ss[b], gamma_hat[b], delta_hat[b], block_size, threads
             )
             nan_genes |= np.isnan(gamma_star[b])
-    if nan_genes.any():
-        shown = ", ".join(str(v) for v in work_names[nan_genes][:5])
-        messages.append(
-            f"Non-parametric ComBat: for {int(nan_genes.sum())} gene(s) ({shown}"
-            f"{', ...' if nan_genes.sum() > 5 else ''}) the prior likelihood of every other "
-            "gene underflowed to 0 in some batch, so (as in sva) all their adjusted values "
-            "are NaN. Use parametric=True, or remove these outlying genes."
-        )
+    return delta_hat, gamma_star, delta_star, nan_genes
 
-    # Pass 2: adjust. sva's expression, in its order of operations.
+
+def _adjust(
+    dat: np.ndarray,
+    zero: np.ndarray,
+    genes: slice | np.ndarray,
+    model: _Model,
+    gamma_star: np.ndarray,
+    delta_star: np.ndarray,
+    block: int,
+    work_names: np.ndarray,
+) -> np.ndarray:
+    """Pass 2: adjust. sva's expression, in its order of operations."""
+    n_keep = gamma_star.shape[1]
+    ids = np.arange(n_keep)
     # Every kept gene is overwritten below; only the others are copied now.
     adjusted = np.empty_like(dat)
     adjusted[zero] = dat[zero]
     sqrt_dstar = np.sqrt(delta_star)
     for rows in slices(n_keep, block):
-        block_data = dat[genes_of(rows)]
+        gene_rows = rows if isinstance(genes, slice) else genes[rows]
+        block_data = dat[gene_rows]
         s, stand_mean, var_pooled = _standardise(block_data, model, ids[rows], work_names)
-        s -= gamma_star[:, rows].T @ batch_design.T
-        s /= np.take(sqrt_dstar[:, rows].T, batch_idx, axis=1)
+        s -= gamma_star[:, rows].T @ model.batch_design.T
+        s /= np.take(sqrt_dstar[:, rows].T, model.batch_idx, axis=1)
         s *= np.sqrt(var_pooled)[:, None]
         s += stand_mean
-        if ref is not None:
-            cols = batch_idx == ref
+        if model.ref is not None:
+            cols = model.batch_idx == model.ref
             s[:, cols] = block_data[:, cols]
-        adjusted[genes_of(rows)] = s
-
-    def widen(values: np.ndarray) -> np.ndarray:
-        out = np.full((n_batch, n_genes), np.nan)
-        out[:, keep] = values
-        return out
-
-    return CombatResult(
-        adjusted=adjusted,
-        gamma_star=widen(gamma_star),
-        delta_star=widen(delta_star),
-        gamma_hat=widen(gamma_hat),
-        delta_hat=widen(delta_hat),
-        batch_levels=levels,
-        zero_variance_genes=zero,
-        messages=messages,
-    )
+        adjusted[gene_rows] = s
+    return adjusted
