@@ -935,6 +935,87 @@ def _rsem_layout(path: Path) -> _QuantifierLayout:
     )
 
 
+def _read_quantifier_files(
+    format_name: str, sample_paths: dict[str, Path], layout: _QuantifierLayout, level: str
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict[str, pd.Series]]:
+    """Counts, abundance and lengths (features × samples) of a quantifier's files.
+
+    The fourth value maps ``"rsem"`` to the isoforms files' gene of each transcript.
+    """
+    gene_of_transcript: dict[str, pd.Series] = {}
+
+    def read_one(sample: str, path: Path) -> tuple[pd.Index, dict[str, np.ndarray]]:
+        _require_file(path, f"{format_name} output of sample {sample}")
+        text_columns = [layout.id_column] + ([layout.gene_column] if layout.gene_column else [])
+        lines = _first_lines(path, n=1)
+        header = lines[0] if lines else []
+        wanted = [layout.id_column, layout.counts, layout.abundance, layout.length]
+        absent = [name for name in wanted if name not in header]
+        if absent:
+            raise InputError(
+                f"{path} (sample {sample}): not a {format_name} {layout.default_file} file: "
+                f"column(s) {', '.join(absent)} missing; the header is {' '.join(header)!r}."
+            )
+        frame = _read_or_explain(
+            path,
+            f"A {format_name} {layout.default_file} has the same number of tab-separated "
+            "fields on every line.",
+            string_columns=text_columns,
+        )
+        index = pd.Index(frame[layout.id_column], name=f"{level}_id")
+        _check_labels(index, [sample], f"{path} (sample {sample})")
+        values = {}
+        for column in (layout.counts, layout.abundance, layout.length):
+            data = _column_values(frame, column, index, path).astype(float)
+            _check_count_values(
+                data.reshape(-1, 1),
+                index,
+                [sample],
+                f"{path} (column {column})",
+                require_integer=False,
+                what=column,
+                allow_all_zero=column != layout.counts,
+            )
+            values[column] = data
+        if layout.gene_column and not gene_of_transcript:
+            gene_of_transcript["rsem"] = pd.Series(
+                frame[layout.gene_column].astype(str).to_numpy(), index=index
+            )
+        return index, values
+
+    features, columns = _stack_samples(sample_paths, read_one, f"{level} ID")
+
+    def matrix(column: str) -> pd.DataFrame:
+        return pd.DataFrame(
+            {sample: values[column] for sample, values in columns.items()}, index=features
+        )
+
+    counts, abundance, length = (
+        matrix(layout.counts),
+        matrix(layout.abundance),
+        matrix(layout.length),
+    )
+    return counts, abundance, length, gene_of_transcript
+
+
+def _rsem_gene_level_warnings(counts_from_abundance: str, tx2gene: object) -> list[str]:
+    """Which transcript-level options RSEM genes.results files do not use."""
+    warnings = []
+    if counts_from_abundance != "no":
+        warnings.append(
+            f"counts.counts_from_abundance is {counts_from_abundance!r}, but RSEM "
+            "genes.results files are gene level and rebuilding counts from abundance "
+            "needs transcript-level input (tximport ignores it too): it was not applied. "
+            "Give the isoforms.results files to use it, or set it to 'no'."
+        )
+    if tx2gene is not None:
+        warnings.append(
+            "counts.tx2gene is set, but RSEM genes.results files are already gene level: "
+            "the table was not used."
+        )
+    return warnings
+
+
 def import_quantifier(
     format_name: str,
     paths: Mapping[str, Path] | Path | str,
@@ -993,58 +1074,8 @@ def import_quantifier(
     first_path = _require_file(next(iter(sample_paths.values())), f"{format_name} output")
     layout = _rsem_layout(first_path) if format_name == "rsem" else _QUANTIFIERS[format_name]
     level = "gene" if layout is _QUANTIFIERS["rsem_genes"] else "transcript"
-    gene_of_transcript: dict[str, pd.Series] = {}
-
-    def read_one(sample: str, path: Path) -> tuple[pd.Index, dict[str, np.ndarray]]:
-        _require_file(path, f"{format_name} output of sample {sample}")
-        text_columns = [layout.id_column] + ([layout.gene_column] if layout.gene_column else [])
-        lines = _first_lines(path, n=1)
-        header = lines[0] if lines else []
-        wanted = [layout.id_column, layout.counts, layout.abundance, layout.length]
-        absent = [name for name in wanted if name not in header]
-        if absent:
-            raise InputError(
-                f"{path} (sample {sample}): not a {format_name} {layout.default_file} file: "
-                f"column(s) {', '.join(absent)} missing; the header is {' '.join(header)!r}."
-            )
-        frame = _read_or_explain(
-            path,
-            f"A {format_name} {layout.default_file} has the same number of tab-separated "
-            "fields on every line.",
-            string_columns=text_columns,
-        )
-        index = pd.Index(frame[layout.id_column], name=f"{level}_id")
-        _check_labels(index, [sample], f"{path} (sample {sample})")
-        values = {}
-        for column in (layout.counts, layout.abundance, layout.length):
-            data = _column_values(frame, column, index, path).astype(float)
-            _check_count_values(
-                data.reshape(-1, 1),
-                index,
-                [sample],
-                f"{path} (column {column})",
-                require_integer=False,
-                what=column,
-                allow_all_zero=column != layout.counts,
-            )
-            values[column] = data
-        if layout.gene_column and not gene_of_transcript:
-            gene_of_transcript["rsem"] = pd.Series(
-                frame[layout.gene_column].astype(str).to_numpy(), index=index
-            )
-        return index, values
-
-    features, columns = _stack_samples(sample_paths, read_one, f"{level} ID")
-
-    def matrix(column: str) -> pd.DataFrame:
-        return pd.DataFrame(
-            {sample: values[column] for sample, values in columns.items()}, index=features
-        )
-
-    counts, abundance, length = (
-        matrix(layout.counts),
-        matrix(layout.abundance),
-        matrix(layout.length),
+    counts, abundance, length, gene_of_transcript = _read_quantifier_files(
+        format_name, sample_paths, layout, level
     )
     notes: list[str] = []
     warnings: list[str] = []
@@ -1052,18 +1083,7 @@ def import_quantifier(
     if np.any(counts.to_numpy() != np.round(counts.to_numpy())):
         notes.append(f"{format_name}: estimated counts are fractional; the workflow rounds them")
     if level == "gene":
-        if counts_from_abundance != "no":
-            warnings.append(
-                f"counts.counts_from_abundance is {counts_from_abundance!r}, but RSEM "
-                "genes.results files are gene level and rebuilding counts from abundance "
-                "needs transcript-level input (tximport ignores it too): it was not applied. "
-                "Give the isoforms.results files to use it, or set it to 'no'."
-            )
-        if tx2gene is not None:
-            warnings.append(
-                "counts.tx2gene is set, but RSEM genes.results files are already gene level: "
-                "the table was not used."
-            )
+        warnings += _rsem_gene_level_warnings(counts_from_abundance, tx2gene)
         counts.index.name = abundance.index.name = length.index.name = "gene_id"
         return ImportResult(
             counts=counts,
@@ -1096,7 +1116,7 @@ def import_quantifier(
     else:
         mapping = _tx2gene_series(tx2gene, "tx2gene")
     _check_characters(pd.Index(mapping.to_numpy()), [], "tx2gene")
-    n_transcripts = len(features)
+    n_transcripts = len(counts)
     gene_counts, gene_abundance, gene_length = summarize_to_genes(
         counts,
         abundance,
