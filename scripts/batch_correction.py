@@ -8,7 +8,7 @@ per-batch estimates.
 import numpy as np
 import pandas as pd
 
-from cohortnorm.batch import combat_seq_model
+from cohortnorm.batch import BatchInput, combat_seq_model
 from cohortnorm.design import check_design
 from cohortnorm.io.tables import read_matrix, read_table, write_matrix, write_table
 from cohortnorm.registry import BATCH_CORRECTORS, load
@@ -35,7 +35,7 @@ def main(smk, logger):
     for note in check_design(text, {"batch_correction": settings}, source=smk.input.samples):
         logger.info("%s", note)
     correct = load(BATCH_CORRECTORS[method].function)
-    result = correct(values, sheet, settings, threads=smk.threads, source=smk.input.samples)
+    result = correct(BatchInput(values, sheet, settings, smk.threads, smk.input.samples))
     for note in result.notes:
         logger.info("%s", note)
     for warning in result.warnings:

@@ -1,11 +1,9 @@
 """The batch correctors as the workflow calls them: sample sheet in, matrix and estimates out.
 
-Each function here is one entry of :data:`cohortnorm.registry.BATCH_CORRECTORS` and has
-the same signature, so that ``scripts/batch_correction.py`` calls whichever method the
-config names. Each takes the genes × samples matrix (a DataFrame whose columns are the
-samples), the sample sheet (indexed by sample, in the matrix's column order, columns
-typed as read), the ``batch_correction`` settings and the number of threads; it returns
-a :class:`BatchCorrection`.
+Each function here is one entry of :data:`cohortnorm.registry.BATCH_CORRECTORS`: it takes
+a :class:`BatchInput` (the matrix, the sample sheet in the matrix's column order, the
+``batch_correction`` settings and the threads) and returns a :class:`BatchCorrection`, so
+that ``scripts/batch_correction.py`` calls whichever method the config names.
 
 What every method shares lives here once: the batch column read as R's factor
 (:func:`cohortnorm.model_matrix.batch_factor`, the same level order for every method),
@@ -68,26 +66,16 @@ def params_table(
     return pd.concat(frames, ignore_index=True)
 
 
-def _column(sheet: pd.DataFrame, name: str, samples: Sequence[str], source: str, purpose: str):
-    return sheet_column(sheet, name, samples, sheet_source=source, purpose=purpose)
+@dataclass(frozen=True)
+class BatchInput:
+    """What every batch corrector is given.
 
-
-def correct_combat(
-    values: pd.DataFrame,
-    sheet: pd.DataFrame,
-    settings: Mapping[str, Any],
-    *,
-    threads: int,
-    source: str = "sample sheet",
-) -> BatchCorrection:
-    """``sva::ComBat`` on logCPM, keeping ``batch_correction.covariates``.
-
-    Parameters
+    Attributes
     ----------
     values
-        logCPM, genes × samples.
+        The input matrix (logCPM or counts, as the registry entry says), genes × samples.
     sheet
-        The sample sheet, indexed by sample in ``values``' column order.
+        The sample sheet, indexed by sample in ``values``' column order, typed as read.
     settings
         The ``batch_correction`` config section.
     threads
@@ -95,11 +83,27 @@ def correct_combat(
     source
         The sheet's name for messages.
     """
+
+    values: pd.DataFrame
+    sheet: pd.DataFrame
+    settings: Mapping[str, Any]
+    threads: int = 1
+    source: str = "sample sheet"
+
+    def column(self, name: str, purpose: str) -> pd.Series:
+        """Sheet column ``name`` for the matrix's samples, refused if absent or incomplete."""
+        return sheet_column(
+            self.sheet, name, list(self.values.columns), sheet_source=self.source, purpose=purpose
+        )
+
+
+def correct_combat(data: BatchInput) -> BatchCorrection:
+    """``sva::ComBat`` on logCPM, keeping ``batch_correction.covariates``."""
+    values, sheet, settings = data.values, data.sheet, data.settings
     options = settings["combat"]
-    samples = list(values.columns)
-    batch = _column(sheet, settings["batch"], samples, source, "batch_correction.batch")
+    batch = data.column(settings["batch"], "batch_correction.batch")
     for name in settings["covariates"]:
-        _column(sheet, name, samples, source, "batch_correction.covariates")
+        data.column(name, "batch_correction.covariates")
     design = design_matrix(sheet, settings["covariates"])
     notes = [
         "ComBat ({}{}) over {} batches, covariates {}".format(
@@ -118,7 +122,7 @@ def correct_combat(
         ref_batch=options["ref_batch"],
         gene_names=list(values.index),
         covariate_names=design_column_names(sheet, settings["covariates"]),
-        threads=threads,
+        threads=data.threads,
     )
     # Genes constant within a batch are not adjusted and have no estimates (NaN in the
     # result): their rows are left out of the parameter table.
@@ -147,21 +151,11 @@ def combat_seq_model(settings: Mapping[str, Any]) -> tuple[str | None, list[str]
     )
 
 
-def correct_combat_seq(
-    values: pd.DataFrame,
-    sheet: pd.DataFrame,
-    settings: Mapping[str, Any],
-    *,
-    threads: int,
-    source: str = "sample sheet",
-) -> BatchCorrection:
-    """``sva::ComBat_seq`` on the filtered counts, with its ``group`` and ``covar_mod``.
-
-    Parameters are those of :func:`correct_combat`; ``values`` are integer counts.
-    """
+def correct_combat_seq(data: BatchInput) -> BatchCorrection:
+    """``sva::ComBat_seq`` on the filtered counts, with its ``group`` and ``covar_mod``."""
+    values, sheet, settings = data.values, data.sheet, data.settings
     options = settings["combat_seq"]
-    samples = list(values.columns)
-    batch = _column(sheet, settings["batch"], samples, source, "batch_correction.batch")
+    batch = data.column(settings["batch"], "batch_correction.batch")
     group_name, covariate_names = combat_seq_model(settings)
     group = None
     if group_name:
@@ -170,7 +164,7 @@ def correct_combat_seq(
             if options.get("group")
             else "batch_correction.covariates"
         )
-        labels = _column(sheet, group_name, samples, source, purpose)
+        labels = data.column(group_name, purpose)
         # Levels sorted as sva's as.factor(group) sorts a sample-sheet column: the first
         # is the reference level, which decides the fit of genes absent from a whole
         # group (see CombatSeqResult.divergent).
@@ -183,7 +177,7 @@ def correct_combat_seq(
             else "batch_correction.covariates"
         )
         for name in covariate_names:
-            _column(sheet, name, samples, source, purpose)
+            data.column(name, purpose)
         covariates = design_matrix(sheet, covariate_names)[:, 1:]
     notes = [
         f"ComBat-seq over {len(set(batch))} batches, group {group_name or 'none'}, "
@@ -195,7 +189,7 @@ def correct_combat_seq(
         group=group,
         covariates=covariates,
         shrink=options["shrink"],
-        threads=threads,
+        threads=data.threads,
         covariate_names=(
             design_column_names(sheet, covariate_names)[1:] if covariate_names else None
         ),

@@ -19,6 +19,7 @@ import functools
 import os
 import textwrap
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ParamSpec, TypeVar
 
@@ -711,76 +712,57 @@ def verdict_figure(metrics: pd.DataFrame, *, title: str = "") -> Figure:
     return fig
 
 
-# The per-stage figures, one function each with the same signature; the registry
+@dataclass(frozen=True)
+class FigureLabels:
+    """The words a stage figure writes: the sheet's column names and the title."""
+
+    condition_name: str = "condition"
+    batch_name: str = "batch"
+    title: str = ""
+
+
+# The per-stage figures, one function each taking (StageQC, FigureLabels); the registry
 # (cohortnorm.registry.STAGE_FIGURES) lists them, with their report labels and captions.
 
 
-def stage_boxplot(
-    result: StageQC,
-    *,
-    condition_name: str = "condition",
-    batch_name: str = "batch",
-    title: str = "",
-) -> Figure:
+def stage_boxplot(result: StageQC, labels: FigureLabels) -> Figure:
     """Per-sample logCPM distributions, grouped by batch."""
     return boxplot_figure(
-        result.distribution, groups=result.batch, group_name=batch_name, title=title
+        result.distribution, groups=result.batch, group_name=labels.batch_name, title=labels.title
     )
 
 
-def stage_density(
-    result: StageQC,
-    *,
-    condition_name: str = "condition",
-    batch_name: str = "batch",
-    title: str = "",
-) -> Figure:
+def stage_density(result: StageQC, labels: FigureLabels) -> Figure:
     """Per-sample logCPM densities, coloured by batch."""
     return density_figure(
         result.density_edges,
         result.density,
         groups=result.batch,
-        group_name=batch_name,
-        title=title,
+        group_name=labels.batch_name,
+        title=labels.title,
     )
 
 
-def stage_pca(
-    result: StageQC,
-    *,
-    condition_name: str = "condition",
-    batch_name: str = "batch",
-    title: str = "",
-) -> Figure:
+def stage_pca(result: StageQC, labels: FigureLabels) -> Figure:
     """PCA of the most variable genes, marked by condition and batch."""
     return pca_figure(
         result.pca,
         condition=result.condition,
         batch=result.batch,
-        title=title,
-        condition_name=condition_name,
-        batch_name=batch_name,
+        title=labels.title,
+        condition_name=labels.condition_name,
+        batch_name=labels.batch_name,
     )
 
 
-def stage_rle(
-    result: StageQC,
-    *,
-    condition_name: str = "condition",
-    batch_name: str = "batch",
-    title: str = "",
-) -> Figure:
+def stage_rle(result: StageQC, labels: FigureLabels) -> Figure:
     """Relative log expression per sample, grouped by batch."""
-    return rle_figure(result.rle, groups=result.batch, group_name=batch_name, title=title)
+    return rle_figure(
+        result.rle, groups=result.batch, group_name=labels.batch_name, title=labels.title
+    )
 
 
-def stage_correlation(
-    result: StageQC,
-    *,
-    condition_name: str = "condition",
-    batch_name: str = "batch",
-    title: str = "",
-) -> Figure:
+def stage_correlation(result: StageQC, labels: FigureLabels) -> Figure:
     """Sample correlation heatmap (the shown subset for many samples), with both factors."""
     shown = (
         np.arange(len(result.samples))
@@ -793,22 +775,16 @@ def stage_correlation(
         [result.samples[i] for i in shown],
         condition=None if result.condition is None else result.condition[shown],
         batch=None if result.batch is None else result.batch[shown],
-        title=title,
+        title=labels.title,
         n_samples=len(result.samples),
-        condition_name=condition_name,
-        batch_name=batch_name,
+        condition_name=labels.condition_name,
+        batch_name=labels.batch_name,
     )
 
 
-def stage_ma(
-    result: StageQC,
-    *,
-    condition_name: str = "condition",
-    batch_name: str = "batch",
-    title: str = "",
-) -> Figure:
+def stage_ma(result: StageQC, labels: FigureLabels) -> Figure:
     """MA plots of the first samples against the pseudo-reference."""
-    return ma_figure(result.ma, title=title)
+    return ma_figure(result.ma, title=labels.title)
 
 
 def stage_figures(
@@ -825,9 +801,5 @@ def stage_figures(
     """
     from cohortnorm.registry import STAGE_FIGURES, load
 
-    return {
-        name: load(entry.draw)(
-            result, condition_name=condition_name, batch_name=batch_name, title=title
-        )
-        for name, entry in STAGE_FIGURES.items()
-    }
+    labels = FigureLabels(condition_name, batch_name, title)
+    return {name: load(entry.draw)(result, labels) for name, entry in STAGE_FIGURES.items()}

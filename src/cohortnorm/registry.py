@@ -228,9 +228,9 @@ class BatchCorrector:
     Attributes
     ----------
     function
-        ``"module:function"`` with the signature of
-        :func:`cohortnorm.batch.correct_combat`: ``(values, sheet, settings, *,
-        threads)`` → :class:`cohortnorm.batch.BatchCorrection`.
+        ``"module:function"`` taking a :class:`cohortnorm.batch.BatchInput` (matrix,
+        sample sheet, settings, threads) and returning a
+        :class:`cohortnorm.batch.BatchCorrection`.
     input
         ``"logcpm"`` (normalization/logcpm) or ``"counts"`` (counts/filtered_counts).
     output
@@ -288,8 +288,8 @@ class StageFigure:
     Attributes
     ----------
     draw
-        ``"module:function"`` called as ``draw(result, condition_name=...,
-        batch_name=..., title=...)`` with the stage's :class:`cohortnorm.qc.StageQC`;
+        ``"module:function"`` called as ``draw(result, labels)`` with the stage's
+        :class:`cohortnorm.qc.StageQC` and :class:`cohortnorm.plots.FigureLabels`;
         returns a matplotlib Figure.
     label
         The figure's name in the Snakemake report.
