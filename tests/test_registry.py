@@ -98,3 +98,16 @@ def test_stage_figures_have_captions_and_one_drawing_function_each() -> None:
         assert (REPO / entry.caption).is_file(), name
         assert registry.load(entry.draw) is getattr(plots, f"stage_{name}")
     assert list(registry.STAGE_FIGURES) == ["boxplot", "density", "pca", "rle", "correlation", "ma"]
+
+
+@pytest.mark.e2e
+def test_the_old_tmmwzp_alias_stops_the_run_before_any_job(tmp_path: Path) -> None:
+    from test_workflow import base_config, run_snakemake
+
+    config = base_config(tmp_path, normalization={"method": "TMMwzp"})
+    result = run_snakemake(tmp_path, config, "-n")
+    assert result.returncode != 0
+    assert (
+        "key normalization.method: 'TMMwzp' is not one of ['TMM', 'TMMwsp', 'RLE', "
+        "'upperquartile', 'none']. Fix it and rerun" in result.stdout + result.stderr
+    )
