@@ -112,16 +112,13 @@ def setup_stage(
         fn = resolve_function("cohortnorm.combat_seq", "combat_seq")
         filtered = first_genes(load_array(workdir, "filtered"), genes)
         return (lambda: adjusted_of(fn(filtered, batch, group=condition))), filtered.shape
-    return setup_peer(stage, workdir, genes)
+    return setup_peer(stage, workdir, genes, condition, batch)
 
 
 def setup_peer(
-    stage: str, workdir: Path, genes: int | None
+    stage: str, workdir: Path, genes: int | None, condition: np.ndarray, batch: np.ndarray
 ) -> tuple[Callable[[], Any], tuple[int, int]]:
-    """The Python peers' stages: inputs loaded untimed, and a zero-argument call."""
-    meta = read_meta(workdir)
-    condition = np.asarray(meta["condition"])
-    batch = np.asarray(meta["batch"])
+    """The Python peers' stages (``condition``, ``batch``: the cohort's, from its meta)."""
     if stage.startswith("rnanorm_"):
         import pandas as pd
 

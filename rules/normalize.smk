@@ -68,3 +68,29 @@ rule write_h5ad:
         runtime=job_runtime("write_h5ad"),
     script:
         "../scripts/write_h5ad.py"
+
+
+# One rule for every transform of the registry (normalizers with output "matrix").
+rule transform:
+    input:
+        counts=out("filtered_counts"),
+        size_factors=out("size_factors"),
+        settings=settings_files("normalization"),
+    output:
+        f"{{outdir}}/normalization/{{transform}}.{MATRIX_FORMAT}",
+    log:
+        log("transform_{transform}"),
+    benchmark:
+        benchmark_file("transform_{transform}")
+    wildcard_constraints:
+        transform=TRANSFORM_NAMES,
+    conda:
+        "../envs/core.yaml"
+    threads: 1
+    resources:
+        mem_mb=job_mem_mb("transform"),
+        runtime=job_runtime("transform"),
+    params:
+        normalization=setting("normalization"),
+    script:
+        "../scripts/transform.py"

@@ -7,7 +7,13 @@ take their paths from OUTPUTS (methods' own outputs from cohortnorm.registry), s
 path is written once.
 """
 
-from cohortnorm.registry import BATCH_CORRECTORS, BATCH_INPUTS, FORMATS, STAGE_FIGURES
+from cohortnorm.registry import (
+    BATCH_CORRECTORS,
+    BATCH_INPUTS,
+    FORMATS,
+    STAGE_FIGURES,
+    normalizers,
+)
 
 # Every genes × samples matrix gets the suffix of io.matrix_format (.tsv or .parquet);
 # tables (size factors, reports, parameters, gene lengths) stay TSV.
@@ -103,6 +109,20 @@ def is_quantifier(settings):
     return FORMATS[settings["counts"]["format"]].kind == "quantifier"
 
 
+def transforms(settings):
+    """The transformed matrices a cohort asks for (normalization.transforms)."""
+    return settings["normalization"].get("transforms", [])
+
+
+def transform_output(name):
+    """The matrix transform `name` writes (relative to the cohort's outdir)."""
+    return matrix_file(f"normalization/{name}")
+
+
+#: A regex for the {transform} wildcard: the registered transforms only.
+TRANSFORM_NAMES = "|".join(map(re.escape, normalizers("transforms"))) or "(?!)"
+
+
 def cohorts_using(method):
     """A regex matching the output directories of the cohorts that use batch `method`."""
     outdirs = [
@@ -124,6 +144,7 @@ def cohort_outputs(settings):
     names += ["length_report"]
     names += ["abundance_tpm"] if is_quantifier(settings) else []
     files = [path(name) for name in names]
+    files += [transform_output(name) for name in transforms(settings)]
     if batch_output(settings):
         files += [
             batch_output(settings),

@@ -5,6 +5,8 @@ from __future__ import annotations
 import inspect
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
@@ -28,6 +30,8 @@ def test_schema_enums_equal_the_registry_keys() -> None:
     assert _enum("normalization", "method") == registry.normalizers("method")
     assert _enum("normalization", "size_factor_type") == registry.normalizers("size_factor_type")
     assert _enum("batch_correction", "method") == ["none", *registry.BATCH_CORRECTORS]
+    transforms = SCHEMA["properties"]["normalization"]["properties"]["transforms"]["items"]
+    assert transforms["enum"] == registry.normalizers("transforms")
 
 
 def test_every_registered_function_imports() -> None:
@@ -78,7 +82,10 @@ def test_normalizer_parameters_are_config_keys() -> None:
     for name, entry in registry.NORMALIZERS.items():
         assert entry.selects in keys, name
         assert set(entry.parameters.values()) <= keys, name
-        assert entry.output in ("factor", "matrix"), name
+        assert entry.output == ("matrix" if entry.selects == "transforms" else "factor"), name
+        assert set(entry.data) <= {"lib_size", "size_factors"}, name
+        if entry.output == "matrix":
+            assert f"transform_{name}" in resources.RULE_COSTS, name
 
 
 def test_batch_correctors_have_costs_captions_and_their_own_params_table() -> None:
@@ -111,3 +118,37 @@ def test_the_old_tmmwzp_alias_stops_the_run_before_any_job(tmp_path: Path) -> No
         "key normalization.method: 'TMMwzp' is not one of ['TMM', 'TMMwsp', 'RLE', "
         "'upperquartile', 'none']. Fix it and rerun" in result.stdout + result.stderr
     )
+
+
+def test_norm_transform_is_log2_of_deseq2_normalized_counts() -> None:
+    from cohortnorm.deseq2 import norm_transform
+
+    counts = np.array([[0.0, 3.0], [8.0, 1.0]])
+    np.testing.assert_array_equal(
+        norm_transform(counts, [2.0, 0.5]), np.log2(np.array([[1.0, 7.0], [5.0, 3.0]]))
+    )
+    with pytest.raises(ValueError, match="one positive, finite size factor per sample"):
+        norm_transform(counts, [1.0, 0.0])
+
+
+@pytest.mark.e2e
+def test_a_registered_transform_runs_through_the_generic_rule(tmp_path: Path) -> None:
+    """normalization.transforms: [norm_transform] on pasilla, against R's size factors."""
+    from conftest import DATA
+    from test_workflow import base_config, run_snakemake
+
+    config = base_config(tmp_path, normalization={"transforms": ["norm_transform"]})
+    config["batch_correction"] = {"method": "none"}
+    target = str(tmp_path / "results" / "normalization" / "norm_transform.tsv")
+    result = run_snakemake(tmp_path, config, target)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    ours = pd.read_csv(target, sep="\t", index_col=0)
+    filtered = pd.read_csv(
+        tmp_path / "results" / "counts" / "filtered_counts.tsv", sep="\t", index_col=0
+    )
+    reference = DATA / "pasilla" / "reference" / "deseq2_size_factors.tsv.gz"
+    size_factor = pd.read_csv(reference, sep="\t", index_col=0)["size_factor_filtered"]
+    # DESeq2::normTransform(dds, f = log2, pc = 1) with R's size factors of the same genes.
+    expected = np.log2(filtered.to_numpy() / size_factor.loc[filtered.columns].to_numpy() + 1)
+    assert list(ours.columns) == list(filtered.columns)
+    np.testing.assert_allclose(ours.to_numpy(), expected, rtol=1e-12)

@@ -16,7 +16,7 @@ Extension points
     one per sample, what kind of counts it gives, and whether it supplies gene lengths.
 :data:`NORMALIZERS`
     ``normalization.method`` (edgeR factors) and ``normalization.size_factor_type``
-    (DESeq2 size factors): per-sample factors, or (for a transform) a matrix.
+    (DESeq2 size factors): per-sample factors; ``normalization.transforms``: matrices.
 :data:`BATCH_CORRECTORS`
     ``batch_correction.method``: the function, what it reads (logCPM or counts) and
     the files it writes.
@@ -138,10 +138,11 @@ class Normalizer:
         **parameters)`` on the genes × samples float counts.
     selects
         The ``normalization`` config key whose value names this entry: ``method``
-        (edgeR ``calcNormFactors``, column ``norm_factor`` of size_factors.tsv) or
-        ``size_factor_type`` (DESeq2, column ``size_factor``).
+        (edgeR ``calcNormFactors``, column ``norm_factor`` of size_factors.tsv),
+        ``size_factor_type`` (DESeq2, column ``size_factor``) or ``transforms`` (a list:
+        each named transform writes ``normalization/<name>``).
     argument
-        The function's keyword that receives the entry's name.
+        The function's keyword that receives the entry's name (``""``: none).
     parameters
         Function keyword → ``normalization`` config key, passed on every call.
     output
@@ -151,11 +152,12 @@ class Normalizer:
         The R function reproduced (cited in docs/methods.md).
     data
         Keywords of data the workflow passes besides the counts: ``lib_size`` (the
-        filtered counts' column sums, edgeR's ``lib.size``).
+        filtered counts' column sums, edgeR's ``lib.size``) and, for transforms,
+        ``size_factors`` (DESeq2's, column ``size_factor`` of size_factors.tsv).
     """
 
     function: str
-    selects: Literal["method", "size_factor_type"]
+    selects: Literal["method", "size_factor_type", "transforms"]
     argument: str
     parameters: dict[str, str]
     output: Literal["factor", "matrix"]
@@ -203,6 +205,15 @@ NORMALIZERS: dict[str, Normalizer] = {
     "none": _edger("none"),
     "ratio": _deseq2("ratio"),
     "poscounts": _deseq2("poscounts"),
+    "norm_transform": Normalizer(
+        "cohortnorm.deseq2:norm_transform",
+        "transforms",
+        "",
+        {},
+        "matrix",
+        "DESeq2::normTransform(dds, f = log2, pc = 1)",
+        data=("size_factors",),
+    ),
 }
 
 
