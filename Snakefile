@@ -4,8 +4,14 @@ Run `snakemake --cores 2 --configfile my.yaml`; see README.md. There is no defau
 your config alone decides a run (`make demo` runs the bundled one, config/config.yaml).
 """
 
+from snakemake.utils import min_version
 
-include: "rules/common.smk"
+min_version("8.0")
+
+
+include: "rules/config.smk"
+include: "rules/paths.smk"
+include: "rules/resources.smk"
 include: "rules/import.smk"
 include: "rules/filter.smk"
 include: "rules/normalize.smk"
@@ -19,7 +25,7 @@ report: "report/workflow.rst"
 
 
 # One run at a time per output directory, whatever directory snakemake runs in
-# (rules/common.smk: acquire_locks).
+# (rules/config.smk: acquire_locks).
 onstart:
     acquire_locks()
 

@@ -131,21 +131,19 @@ def simulate_cohort(
     de_up_fraction
         Fraction of DE genes that go up in B (asymmetry makes DE compositional).
     n_hog_genes, hog_sample_fraction, hog_share
-        The hog block: ``n_hog_genes`` genes take ``hog_share`` of the reads in a
-        random ``hog_sample_fraction`` of the samples.
+        ``n_hog_genes`` genes take ``hog_share`` of the reads in ``hog_sample_fraction``.
     depth, depth_range
         Median sequencing depth and the max/min ratio of depths (log-uniform).
     batch_shift_sd
         SD of the per-gene, per-batch additive shift on the natural-log scale.
     batch_dispersion_inflation
-        Per-batch multiplier of the NB dispersion (recycled when ``k`` is larger).
+        Per-batch NB dispersion multiplier (recycled for larger ``k``).
     seed
-        Seed of :class:`numpy.random.Generator`; the result is deterministic.
+        Seed of the generators; the result is deterministic.
 
     Returns
     -------
     Cohort
-        Counts and truth.
     """
     seq = np.random.SeedSequence(seed)
     design_seed, *block_seeds = seq.spawn(1 + (n_samples + BLOCK_SAMPLES - 1) // BLOCK_SAMPLES)
@@ -187,29 +185,23 @@ def simulate_cohort(
     phi = np.minimum(0.1 + 1.0 / base_mean, 10.0) * rng.lognormal(0.0, 0.3, n_genes)
     de_mult = np.exp2(log2_fc)
 
-    counts = np.empty((n_genes, n_samples), dtype=np.int32, order="F")
-    true_sf = np.empty(n_samples)
-    for block, block_seed in enumerate(block_seeds):
-        cols = np.arange(block * BLOCK_SAMPLES, min((block + 1) * BLOCK_SAMPLES, n_samples))
-        brng = np.random.default_rng(block_seed)
-        rel = abundance[:, None] * np.exp(batch_shift[:, batch_index[cols]])
-        rel[:, condition_b[cols]] *= de_mult[:, None]
-        hog_cols = hog_samples[cols]
-        rel[np.ix_(hog, hog_cols)] *= hog_weight
-        z = rel.sum(axis=0)
-        s = lib_size[cols] / z
-        true_sf[cols] = s
-        mu = rel * s
-        disp = phi[:, None] * inflation[batch_index[cols]]
-        # Gamma-Poisson mixture = NB(mean mu, dispersion disp).
-        lam = brng.gamma(shape=1.0 / disp, scale=mu * disp)
-        counts[:, cols] = brng.poisson(lam).clip(max=np.iinfo(np.int32).max)
-
+    counts, true_sf = _draw_counts(
+        abundance,
+        batch_shift,
+        batch_index,
+        condition_b,
+        de_mult,
+        hog,
+        hog_samples,
+        hog_weight,
+        lib_size,
+        phi,
+        inflation,
+        block_seeds,
+    )
     true_sf /= np.exp(np.mean(np.log(true_sf)))
-    width = len(str(n_genes))
-    gene_ids = [f"G{i:0{width}d}" for i in range(1, n_genes + 1)]
-    width_s = len(str(n_samples))
-    sample_ids = [f"S{j:0{width_s}d}" for j in range(1, n_samples + 1)]
+    gene_ids = [f"G{i:0{len(str(n_genes))}d}" for i in range(1, n_genes + 1)]
+    sample_ids = [f"S{j:0{len(str(n_samples))}d}" for j in range(1, n_samples + 1)]
     samples = pd.DataFrame(
         {
             "sample": sample_ids,
@@ -229,6 +221,43 @@ def simulate_cohort(
         log2_fold_change=log2_fc,
         hog=hog,
     )
+
+
+def _draw_counts(
+    abundance: np.ndarray,
+    batch_shift: np.ndarray,
+    batch_index: np.ndarray,
+    condition_b: np.ndarray,
+    de_mult: np.ndarray,
+    hog: np.ndarray,
+    hog_samples: np.ndarray,
+    hog_weight: float,
+    lib_size: np.ndarray,
+    phi: np.ndarray,
+    inflation: np.ndarray,
+    block_seeds: list[np.random.SeedSequence],
+) -> tuple[np.ndarray, np.ndarray]:
+    """The counts, drawn in blocks of samples (one generator each), and true size factors."""
+    n_genes, n_samples = abundance.size, batch_index.size
+    counts = np.empty((n_genes, n_samples), dtype=np.int32, order="F")
+    true_sf = np.empty(n_samples)
+    for block, block_seed in enumerate(block_seeds):
+        cols = np.arange(block * BLOCK_SAMPLES, min((block + 1) * BLOCK_SAMPLES, n_samples))
+        brng = np.random.default_rng(block_seed)
+        rel = abundance[:, None] * np.exp(batch_shift[:, batch_index[cols]])
+        rel[:, condition_b[cols]] *= de_mult[:, None]
+        hog_cols = hog_samples[cols]
+        rel[np.ix_(hog, hog_cols)] *= hog_weight
+        z = rel.sum(axis=0)
+        s = lib_size[cols] / z
+        true_sf[cols] = s
+        mu = rel * s
+        disp = phi[:, None] * inflation[batch_index[cols]]
+        # Gamma-Poisson mixture = NB(mean mu, dispersion disp).
+        lam = brng.gamma(shape=1.0 / disp, scale=mu * disp)
+        counts[:, cols] = brng.poisson(lam).clip(max=np.iinfo(np.int32).max)
+
+    return counts, true_sf
 
 
 def write_cohort(cohort: Cohort, outdir: str | Path) -> dict[str, Path]:

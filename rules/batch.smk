@@ -1,21 +1,20 @@
-# One rule per method, so both can write the documented batch/combat_params.tsv.
-for method, source in [
-    ("combat", "normalization/logcpm"),
-    ("combat_seq", "counts/filtered_counts"),
-]:
+# One rule per batch corrector of the registry (cohortnorm.registry.BATCH_CORRECTORS),
+# named batch_correction_<method>: its input, outputs and function come from the entry,
+# and a cohort's jobs go to the rule of the method it configures.
+for method in BATCH_CORRECTORS:
 
     rule:
         name:
             f"batch_correction_{method}"
         input:
-            values=out_matrix(source),
+            values=batch_input(method),
             samples=setting("samples"),
             settings=settings_files("batch_correction"),
         output:
-            corrected=out(batch_output({"batch_correction": {"method": method}})),
+            corrected=f"{{outdir}}/{matrix_file(BATCH_CORRECTORS[method].output)}",
             params=report(
-                out("batch/combat_params.tsv"),
-                caption="../report/combat_params.rst",
+                f"{{outdir}}/{batch_params(method)}",
+                caption=f"../{BATCH_CORRECTORS[method].caption}",
                 category="Batch correction",
                 labels={"cohort": "{outdir}", "table": f"{method} parameters"},
             ),
@@ -33,5 +32,6 @@ for method, source in [
             runtime=job_runtime(f"batch_correction_{method}"),
         params:
             batch_correction=setting("batch_correction"),
+            method=method,
         script:
             "../scripts/batch_correction.py"

@@ -1,12 +1,12 @@
 rule filter_counts:
     input:
-        counts=out_matrix("counts/raw_counts"),
+        counts=out("raw_counts"),
         samples=setting("samples"),
         settings=settings_files("filter"),
     output:
-        counts=out_matrix("counts/filtered_counts"),
+        counts=out("filtered_counts"),
         report=report(
-            out("counts/filter_report.tsv"),
+            out("filter_report"),
             caption="../report/filter_report.rst",
             category="Counts",
             labels={"cohort": "{outdir}", "table": "filter report"},

@@ -3,11 +3,11 @@ rule import_counts:
         unpack(cohort_inputs),
         settings=settings_files("import"),
     output:
-        counts=out_matrix("counts/raw_counts"),
-        lengths=out("counts/gene_lengths.tsv"),
-        sample_columns=out("counts/sample_columns.tsv"),
-        length_report=out("counts/length_report.tsv"),
-        abundance=out_matrix("counts/abundance_tpm"),
+        counts=out("raw_counts"),
+        lengths=out("gene_lengths"),
+        sample_columns=out("sample_columns"),
+        length_report=out("length_report"),
+        abundance=out("abundance_tpm"),
     log:
         log("import_counts"),
     benchmark:

@@ -1,10 +1,10 @@
 rule size_factors:
     input:
-        counts=out_matrix("counts/filtered_counts"),
+        counts=out("filtered_counts"),
         settings=settings_files("normalization"),
     output:
         report(
-            out("normalization/size_factors.tsv"),
+            out("size_factors"),
             caption="../report/size_factors.rst",
             category="Normalization",
             labels={"cohort": "{outdir}", "table": "size factors"},
@@ -27,13 +27,13 @@ rule size_factors:
 
 rule normalized_values:
     input:
-        counts=out_matrix("counts/filtered_counts"),
-        size_factors=out("normalization/size_factors.tsv"),
+        counts=out("filtered_counts"),
+        size_factors=out("size_factors"),
         settings=settings_files("normalization"),
     output:
-        logcpm=out_matrix("normalization/logcpm"),
-        cpm=out_matrix("normalization/cpm"),
-        normalized_counts=out_matrix("normalization/normalized_counts"),
+        logcpm=out("logcpm"),
+        cpm=out("cpm"),
+        normalized_counts=out("normalized_counts"),
     log:
         log("normalized_values"),
     benchmark:
@@ -55,7 +55,7 @@ rule write_h5ad:
         unpack(h5ad_inputs),
         settings=settings_files("io"),
     output:
-        out("normalization/normalized.h5ad"),
+        out("h5ad"),
     log:
         log("write_h5ad"),
     benchmark:
@@ -68,3 +68,29 @@ rule write_h5ad:
         runtime=job_runtime("write_h5ad"),
     script:
         "../scripts/write_h5ad.py"
+
+
+# One rule for every transform of the registry (normalizers with output "matrix").
+rule transform:
+    input:
+        counts=out("filtered_counts"),
+        size_factors=out("size_factors"),
+        settings=settings_files("normalization"),
+    output:
+        f"{{outdir}}/normalization/{{transform}}.{MATRIX_FORMAT}",
+    log:
+        log("transform_{transform}"),
+    benchmark:
+        benchmark_file("transform_{transform}")
+    wildcard_constraints:
+        transform=TRANSFORM_NAMES,
+    conda:
+        "../envs/core.yaml"
+    threads: 1
+    resources:
+        mem_mb=job_mem_mb("transform"),
+        runtime=job_runtime("transform"),
+    params:
+        normalization=setting("normalization"),
+    script:
+        "../scripts/transform.py"

@@ -3,7 +3,7 @@ rule provenance:
         unpack(provenance_inputs),
         settings=settings_files(*SETTINGS_SECTIONS),
     output:
-        out("provenance.json"),
+        out("provenance"),
     log:
         log("provenance"),
     conda:

@@ -1,11 +1,11 @@
 rule tpm:
     input:
         counts=tpm_counts_input,
-        lengths=out("counts/gene_lengths.tsv"),
-        abundance=out_matrix("counts/abundance_tpm"),
+        lengths=out("gene_lengths"),
+        abundance=out("abundance_tpm"),
         settings=settings_files("tpm"),
     output:
-        out_matrix("tpm/tpm"),
+        out("tpm"),
     log:
         log("tpm"),
     benchmark:

@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 
 from cohortnorm import edger
-from cohortnorm.io.runner import run
 from cohortnorm.io.tables import read_matrix, read_table, write_matrix, write_table
+from cohortnorm.runner import run
 from cohortnorm.validation import sheet_column
 
 

@@ -5,18 +5,19 @@ import pandas as pd
 
 from cohortnorm.io.gtf import read_gene_lengths
 from cohortnorm.io.importers import import_counts, read_tx2gene, validate_count_matrix
-from cohortnorm.io.runner import run
 from cohortnorm.io.tables import write_matrix, write_table
 from cohortnorm.lengths import match_lengths
+from cohortnorm.registry import FORMATS
+from cohortnorm.runner import run
 from cohortnorm.validation import reconcile_samples
 
-QUANTIFIERS = {"salmon", "kallisto", "rsem"}
 LOGGED = 500  # sample → source lines in the log; all of them are in sample_columns.tsv
 
 
 def main(smk, logger):
     settings = smk.params.counts_config
     fmt = settings["format"]
+    quantifier = FORMATS[fmt].kind == "quantifier"
     files = list(smk.input.counts)
     sheet_samples = list(smk.params.sample_names)
     per_sample = "{sample}" in settings["path"]
@@ -57,7 +58,7 @@ def main(smk, logger):
         )
     if keep != list(counts.columns):  # selecting columns copies the whole matrix
         counts = counts[keep]
-    if fmt in QUANTIFIERS:
+    if quantifier:
         # DESeqDataSetFromTximport rounds estimated counts; round half to even as R does.
         fractional = int(np.count_nonzero(counts.to_numpy() % 1))
         counts = counts.round(0)
@@ -71,7 +72,7 @@ def main(smk, logger):
     # quantifier input; other formats get a table without rows.
     abundance = (
         result.abundance.reindex(index=counts.index)[keep]
-        if fmt in QUANTIFIERS
+        if quantifier
         else pd.DataFrame(np.empty((0, len(keep))), columns=keep)
     )
     write_matrix(abundance.to_numpy(), abundance.index, keep, smk.output.abundance)

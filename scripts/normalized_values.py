@@ -8,8 +8,8 @@ scaled to a geometric mean of 1 (normalization.normalized_counts_factors: method
 import numpy as np
 
 from cohortnorm import edger
-from cohortnorm.io.runner import run
 from cohortnorm.io.tables import matrix_writer, read_matrix, read_table, row_blocks
+from cohortnorm.runner import run
 
 
 def main(smk, logger):

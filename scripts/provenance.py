@@ -5,8 +5,8 @@ import json
 import platform
 from importlib import metadata
 
-from cohortnorm.io.runner import run
 from cohortnorm.io.tables import atomic_output
+from cohortnorm.runner import run
 
 PACKAGES = [
     "cohortnorm",

@@ -4,8 +4,8 @@ import numpy as np
 
 from cohortnorm import edger, plots, qc
 from cohortnorm.errors import InputError
-from cohortnorm.io.runner import run
 from cohortnorm.io.tables import read_matrix, read_table, write_table
+from cohortnorm.runner import run
 
 TITLES = {
     "raw": "raw logCPM (library sizes only)",

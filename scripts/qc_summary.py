@@ -4,8 +4,8 @@ import pandas as pd
 
 from cohortnorm import plots, qc
 from cohortnorm.errors import InputError
-from cohortnorm.io.runner import run
 from cohortnorm.io.tables import read_matrix, read_table, write_table
+from cohortnorm.runner import run
 
 
 def filter_counts(path):

@@ -5,10 +5,11 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pandas as pd
 
-from cohortnorm import deseq2, edger, expression
+from cohortnorm import edger, expression
 from cohortnorm.errors import InputError
-from cohortnorm.io.runner import run
 from cohortnorm.io.tables import read_matrix, write_table
+from cohortnorm.registry import NORMALIZERS, load
+from cohortnorm.runner import run
 
 
 def main(smk, logger):
@@ -33,18 +34,8 @@ def main(smk, logger):
     # edgeR's factors and DESeq2's are independent: one thread each (numpy releases the
     # GIL), so that a large cohort uses both of the rule's threads.
     with ThreadPoolExecutor(max_workers=max(1, min(2, smk.threads))) as pool:
-        edger_job = pool.submit(
-            edger.calc_norm_factors,
-            values,
-            method=settings["method"],
-            lib_size=lib_size,
-            logratio_trim=settings["logratio_trim"],
-            sum_trim=settings["sum_trim"],
-            do_weighting=settings["do_weighting"],
-            a_cutoff=settings["a_cutoff"],
-            p=settings["p"],
-        )
-        deseq2_job = pool.submit(deseq2.size_factors, values, type=settings["size_factor_type"])
+        edger_job = pool.submit(factors, settings["method"], values, settings, lib_size)
+        deseq2_job = pool.submit(factors, settings["size_factor_type"], values, settings, lib_size)
     try:
         norm_factor = edger_job.result()
         size_factor = deseq2_job.result()
@@ -95,6 +86,15 @@ def main(smk, logger):
         size_factor.max(),
     )
     write_table(table, smk.output[0], finite=True)
+
+
+def factors(name, values, settings, lib_size):
+    """The per-sample factors of registered normalizer `name` (cohortnorm.registry)."""
+    entry = NORMALIZERS[name]
+    options = {keyword: settings[key] for keyword, key in entry.parameters.items()}
+    data = {"lib_size": lib_size}
+    options |= {keyword: data[keyword] for keyword in entry.data}
+    return load(entry.function)(values, **{entry.argument: name}, **options)
 
 
 run(main, snakemake)

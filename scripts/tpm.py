@@ -12,15 +12,14 @@ import numpy as np
 from cohortnorm import expression
 from cohortnorm.errors import InputError
 from cohortnorm.io.gtf import read_gene_lengths
-from cohortnorm.io.runner import run
 from cohortnorm.io.tables import read_matrix, write_matrix
-
-QUANTIFIERS = {"salmon", "kallisto", "rsem"}
+from cohortnorm.registry import FORMATS
+from cohortnorm.runner import run
 
 
 def main(smk, logger):
     dtype = np.float32 if smk.params.dtype == "float32" else np.float64
-    if smk.params.counts_format in QUANTIFIERS:
+    if FORMATS[smk.params.counts_format].kind == "quantifier":
         quantifier_values(smk, logger, dtype)
     else:
         values_from_counts(smk, logger, dtype)

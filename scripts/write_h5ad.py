@@ -9,8 +9,8 @@ the size factors, ``var`` the gene IDs. Layers are written one at a time.
 import numpy as np
 
 from cohortnorm.io.h5ad import write_h5ad_layers
-from cohortnorm.io.runner import run
 from cohortnorm.io.tables import read_matrix, read_table
+from cohortnorm.runner import run
 
 
 def main(smk, logger):

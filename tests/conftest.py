@@ -14,7 +14,7 @@ import pytest
 DATA = Path(__file__).parent / "data"
 REPO = Path(__file__).resolve().parents[1]
 
-# Datasets with edgeR/DESeq2 reference outputs (shared/reference, copied here).
+# Datasets with edgeR/DESeq2 reference outputs (copied into tests/data with their R outputs).
 COUNT_DATASETS = ["marioni", "pasilla", "airway", "gtex_lung_chr21"]
 
 

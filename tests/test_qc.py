@@ -728,7 +728,7 @@ def test_scripts_hold_thread_pools_to_the_rule_threads() -> None:
     """runner.limit_threads (called by every script) sets BLAS, pyarrow and child env."""
     code = (
         "import os, numpy, pyarrow, threadpoolctl\n"
-        "from cohortnorm.io.runner import limit_threads\n"
+        "from cohortnorm.runner import limit_threads\n"
         "assert limit_threads(1) == 1\n"
         "info = threadpoolctl.threadpool_info()\n"
         "assert info and all(pool['num_threads'] == 1 for pool in info), info\n"

@@ -25,6 +25,8 @@ import pytest
 from conftest import DATA
 from test_workflow import run_snakemake
 
+from cohortnorm import registry
+
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 pytestmark = [
@@ -35,14 +37,7 @@ pytestmark = [
     ),
 ]
 
-STAGE_FIGURES = [
-    "per-sample distribution",
-    "density",
-    "PCA",
-    "RLE",
-    "correlation heatmap",
-    "MA plots",
-]
+STAGE_FIGURES = [figure.label for figure in registry.STAGE_FIGURES.values()]
 
 CLICKER = """
 <script>

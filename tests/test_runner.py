@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cohortnorm.io import runner, tables
+from cohortnorm import runner
+from cohortnorm.io import tables
 
 
 def fake_snakemake(tmp_path: Path) -> SimpleNamespace:

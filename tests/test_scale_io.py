@@ -1,4 +1,4 @@
-"""Issue 5 I/O: Parquet matrices, AnnData .h5ad input/output and blocked processing.
+"""Scale I/O: Parquet matrices, AnnData .h5ad input/output and blocked processing.
 
 The Parquet path must give the same numbers as the TSV path, the blocked code the
 same numbers as the unblocked one (block sizes are shrunk so that a small matrix is
@@ -18,8 +18,8 @@ import pytest
 from conftest import DATA, load_dataset
 from test_workflow import base_config, run_snakemake
 
-from cohortnorm import edger
-from cohortnorm.io import runner, tables
+from cohortnorm import edger, runner
+from cohortnorm.io import tables
 from cohortnorm.io.h5ad import write_h5ad_layers
 from cohortnorm.io.importers import import_counts
 

@@ -12,12 +12,23 @@ tximport
     Transcript-to-gene summarisation the way tximport does it.
 combat, combat_seq
     sva ``ComBat`` and ``ComBat_seq``.
-qc
-    QC metrics.
-validation
-    Checks on count matrices and sample sheets that raise :class:`InputError`.
+model_matrix
+    R's factor order and ``model.matrix``, and sva's design checks, for every batch method.
+batch
+    The batch correctors as the workflow calls them (one signature, one parameter table).
+edger_glm
+    edgeR's NB GLM and dispersion estimation, as ComBat-seq uses them.
+qc, plots
+    QC metrics and figures.
+design, validation
+    Checks on sample sheets and count matrices that raise :class:`InputError`.
+registry
+    Every format, normalizer, batch corrector and QC figure the workflow offers.
 io
-    Readers and writers for count files (the only module that touches paths).
+    Readers and writers for count files (with ``plots.save_figure`` and ``runner``, the
+    only modules that touch paths).
+runner
+    The glue every workflow script runs through (logging, clean errors, threads).
 """
 
 from cohortnorm.errors import InputError

@@ -1,7 +1,7 @@
 """Empirical-Bayes batch correction of continuous expression data (ComBat).
 
 Reproduces sva 3.46.0 ``ComBat(dat, batch, mod, par.prior, mean.only, ref.batch)``
-number for number (ALGORITHMS.md §5), with three kinds of departure, all reported in
+number for number (docs/methods.md §5), with three kinds of departure, all reported in
 :attr:`CombatResult.messages` or as :class:`~cohortnorm.errors.InputError`:
 
 * where sva stops with a terse error (confounded design, a single batch, a gene with
@@ -20,6 +20,14 @@ temporaries is alive. The shrinkage steps only need per-gene, per-batch sufficie
 statistics of the standardised data ``s`` (count ``n``, mean ``m`` and centred sum of
 squares ``S``), because ``sum((s - g)^2) = S + n (m - g)^2`` exactly; this centred form
 is also numerically safer than ``sum(s^2) - 2 g sum(s) + n g^2``.
+
+Underflow in the non-parametric prior: sva evaluates
+``LH_j = (2π d_j)^(-n/2) exp(-Σ(x - g_j)²/(2 d_j))`` in linear space. When every ``LH_j``
+of a gene underflows to 0 (large batches, outlying genes) sva returns NaN for that gene's
+whole batch, and when the largest ``LH_j`` is subnormal sva's weights lose precision. A
+log-sum-exp evaluation would give finite, more accurate numbers there, i.e. *different*
+numbers from sva, so :func:`combat` evaluates in linear space like sva (same NaNs, same
+values to rounding) and adds a message counting the NaN genes.
 """
 
 from __future__ import annotations
@@ -30,22 +38,29 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
-import pandas as pd
 
 from cohortnorm.blocks import CACHE_BLOCK_CELLS, available_cpus, cell_slices, slices
 from cohortnorm.errors import InputError
+from cohortnorm.model_matrix import (
+    batch_factor,
+    check_confounding,
+    check_residual_df,
+    design_column_names,
+    design_matrix,
+    factor_levels,
+)
 
 __all__ = [
     "CombatResult",
+    "check_residual_df",
     "combat",
     "design_column_names",
     "design_matrix",
+    "factor_levels",
 ]
 
 # sva it.sol convergence threshold on the (signed) relative change.
 _CONV = 1e-4
-# R's qr() (LINPACK dqrdc2) declares a column dependent below this relative tolerance.
-_RANK_TOL = 1e-7
 # Target size of one float64 temporary in the non-parametric G×G computation.
 _NONPAR_BLOCK_BYTES = 32 * 2**20
 
@@ -81,260 +96,6 @@ class CombatResult:
     batch_levels: list[str]
     zero_variance_genes: np.ndarray
     messages: list[str] = field(default_factory=list)
-
-
-# --------------------------------------------------------------------------- design
-
-
-def _r_sort_key(value: object) -> object:
-    # R's factor() sorts character levels with the locale collation; the references were
-    # made with ICU collation, which cohortnorm.tximport.r_sort_key reproduces for ASCII.
-    from cohortnorm.tximport import r_sort_key
-
-    return r_sort_key(str(value))
-
-
-def factor_levels(values: Sequence[object] | pd.Series) -> list[object]:
-    """The levels R's ``factor(values)`` (and ``as.factor``) gives, in R's order.
-
-    A categorical keeps its category order (unused categories dropped); booleans are
-    ``False, True``; anything else is sorted as R sorts it (ICU collation, see
-    :func:`cohortnorm.tximport.r_sort_key`). The first level is the reference level of
-    treatment contrasts.
-    """
-    return _factor_levels(values if isinstance(values, pd.Series) else pd.Series(list(values)))
-
-
-def _factor_levels(values: pd.Series) -> list[object]:
-    if isinstance(values.dtype, pd.CategoricalDtype):
-        present = set(values.dropna())
-        return [level for level in values.cat.categories if level in present]
-    if pd.api.types.is_bool_dtype(values):
-        return [level for level in (False, True) if (values == level).any()]
-    return sorted(pd.unique(values.dropna()), key=_r_sort_key)
-
-
-def _design(samples: pd.DataFrame, covariates: Sequence[str]) -> tuple[np.ndarray, list[str]]:
-    names = (
-        samples["sample"].astype(str).tolist()
-        if "sample" in samples.columns
-        else [str(i) for i in samples.index]
-    )
-    columns: list[np.ndarray] = [np.ones(len(samples))]
-    labels = ["(Intercept)"]
-    for covariate in covariates:
-        if covariate not in samples.columns:
-            raise InputError(
-                f"Covariate {covariate!r} is not a column of the sample sheet "
-                f"(columns: {', '.join(map(str, samples.columns))})."
-            )
-        values = samples[covariate]
-        missing = values.isna().to_numpy()
-        if isinstance(values.dtype, pd.StringDtype) or values.dtype == object:
-            missing |= values.astype(str).str.strip().isin(["", "NA", "nan", "NaN"]).to_numpy()
-        if missing.any():
-            bad = [names[i] for i in np.flatnonzero(missing)]
-            raise InputError(
-                f"Covariate {covariate!r} is missing for sample(s) {', '.join(bad)}. "
-                "Fill in a value for every sample, or drop the covariate."
-            )
-        is_numeric = pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(
-            values
-        )
-        if is_numeric:
-            columns.append(values.to_numpy(dtype=float))
-            labels.append(covariate)
-            continue
-        # Treatment contrasts: the first level is the baseline absorbed by the intercept.
-        levels = _factor_levels(values)
-        for level in levels[1:]:
-            columns.append((values == level).to_numpy(dtype=float))
-            # R prints logical levels as TRUE/FALSE in column names.
-            text = str(level).upper() if isinstance(level, bool | np.bool_) else str(level)
-            labels.append(f"{covariate}{text}")
-    return np.column_stack(columns), labels
-
-
-def design_matrix(samples: pd.DataFrame, covariates: Sequence[str]) -> np.ndarray:
-    """Build the ``mod`` design matrix as R's ``model.matrix(~cov1 + cov2 + ...)`` does.
-
-    Parameters
-    ----------
-    samples
-        Sample sheet, one row per sample in the column order of the data. Sample names
-        (for messages) come from a ``sample`` column if present, else from the index.
-    covariates
-        Column names, in formula order.
-
-    Returns
-    -------
-    numpy.ndarray
-        samples × p: an intercept column, then per covariate either the numeric column
-        itself (numeric dtypes) or treatment-contrast indicators for every level but the
-        first (strings, booleans, categoricals).
-
-    Notes
-    -----
-    Factor levels: a ``pandas.Categorical`` keeps its category order (R's
-    ``factor(x, levels=...)``; unused categories are dropped); booleans are ordered
-    ``False, True``; anything else is sorted as R's ``factor()`` sorts it under ICU
-    collation (case-insensitive first, see :func:`cohortnorm.tximport.r_sort_key`) — under
-    a ``C`` locale R would sort by code point instead. Strings are never parsed as numbers:
-    convert numeric covariates read as text before calling. ComBat's output does not
-    depend on the level order (the column space is the same), only column names do.
-
-    Raises
-    ------
-    InputError
-        A covariate column is absent, or a sample has no value for it (R would silently
-        drop the sample).
-    """
-    return _design(samples, covariates)[0]
-
-
-def design_column_names(samples: pd.DataFrame, covariates: Sequence[str]) -> list[str]:
-    """Column names of :func:`design_matrix`, as R's ``colnames(model.matrix(...))``."""
-    return _design(samples, covariates)[1]
-
-
-def _rank(matrix: np.ndarray) -> int:
-    if matrix.shape[1] == 0:
-        return 0
-    norms = np.linalg.norm(matrix, axis=0)
-    scaled = matrix / np.where(norms > 0, norms, 1.0)
-    singular = np.linalg.svd(scaled, compute_uv=False)
-    return int(np.sum(singular > _RANK_TOL * max(singular[0], 1e-300)))
-
-
-def _null_vectors(matrix: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(matrix, axis=0)
-    scaled = matrix / np.where(norms > 0, norms, 1.0)
-    _, singular, vt = np.linalg.svd(scaled)
-    rank = int(np.sum(singular > _RANK_TOL * max(singular[0], 1e-300)))
-    return vt[rank:]
-
-
-def _check_design(
-    design: np.ndarray,
-    n_batch: int,
-    levels: list[str],
-    batch_idx: np.ndarray,
-    cov_names: list[str],
-) -> None:
-    """Raise sva's rank-deficiency errors, naming the covariates and batches involved."""
-    if _rank(design) == design.shape[1]:
-        return
-    covs = design[:, n_batch:]
-    if covs.shape[1] > 1 and _rank(covs) < covs.shape[1]:
-        null = _null_vectors(covs)
-        involved = sorted({cov_names[k] for v in null for k in np.flatnonzero(np.abs(v) > 1e-6)})
-        raise InputError(
-            "The covariates are confounded with each other (sva: 'The covariates are "
-            f"confounded!'): {', '.join(involved)} are linearly dependent. Remove one of "
-            "them, or merge levels, so the design has full rank."
-        )
-    null = _null_vectors(design)
-    details = []
-    for k in sorted({k for v in null for k in np.flatnonzero(np.abs(v[n_batch:]) > 1e-6)}):
-        column = covs[:, k]
-        nonzero = sorted({levels[b] for b in batch_idx[column != 0]}, key=levels.index)
-        if all(np.ptp(column[batch_idx == b]) == 0 for b in range(n_batch)):
-            how = "takes a single value within each batch"
-        else:
-            how = "is a linear combination of batch indicators and other covariates"
-        where = (
-            f"; it is non-zero only in batch(es) {', '.join(nonzero)}"
-            if len(nonzero) < n_batch
-            else ""
-        )
-        details.append(f"covariate column {cov_names[k]!r} {how}{where}")
-    raise InputError(
-        "A covariate is confounded with batch (sva: 'The covariate is confounded with "
-        "batch!'), so batch and covariate effects cannot be separated: "
-        + "; ".join(details)
-        + ". Typical cause: a covariate level present in one batch only, making up that "
-        "whole batch. Remove the covariate, merge the batches, or add samples."
-    )
-
-
-def check_residual_df(
-    batch: Sequence[object],
-    covariates: np.ndarray | None = None,
-    *,
-    method: str = "ComBat",
-    covariate_names: Sequence[str] | None = None,
-) -> int:
-    """Refuse a design that leaves no residual degrees of freedom.
-
-    ComBat's pooled variance is the mean squared residual of the fit ``~ batch + mod``
-    (sva's ``var.pooled``), and ComBat-seq's dispersions and GLM need residuals too. With
-    as many independent design columns as samples every residual is zero: sva divides by
-    that zero and returns NaN for every gene without an error. This check needs only the
-    sample sheet, so it can run before any data are read.
-
-    Parameters
-    ----------
-    batch
-        Batch label of each sample.
-    covariates
-        The covariate design, samples × p (as :func:`design_matrix` gives it, with or
-        without the intercept; all-ones columns are dropped as sva drops them). For
-        ComBat-seq pass the ``group`` indicators and ``covar_mod`` columns together.
-    method
-        Name used in the message (``"ComBat"`` or ``"ComBat-seq"``).
-    covariate_names
-        Names of the covariate columns, for the message.
-
-    Returns
-    -------
-    int
-        The residual degrees of freedom, ``n - rank([batch indicators, covariates])``.
-
-    Raises
-    ------
-    InputError
-        When the residual degrees of freedom are 0, with the numbers of samples, batch
-        columns and covariate columns and what to change.
-    """
-    labels = [str(value) for value in batch]
-    n_samples = len(labels)
-    levels = sorted(set(labels), key=_r_sort_key)
-    batch_idx = np.array([levels.index(label) for label in labels], dtype=np.intp)
-    batchmod = np.zeros((n_samples, len(levels)))
-    batchmod[np.arange(n_samples), batch_idx] = 1.0
-    mod = np.empty((n_samples, 0)) if covariates is None else np.asarray(covariates, float)
-    if mod.ndim == 1:
-        mod = mod[:, None]
-    names = (
-        list(covariate_names)
-        if covariate_names is not None
-        else [f"column {k + 1}" for k in range(mod.shape[1])]
-    )
-    not_ones = ~np.all(mod == 1.0, axis=0)
-    mod = mod[:, not_ones]
-    names = [name for name, kept in zip(names, not_ones, strict=True) if kept]
-    design = np.column_stack([batchmod, mod])
-    residual_df = n_samples - _rank(design)
-    if residual_df > 0:
-        return residual_df
-    covariate_text = (
-        f"{mod.shape[1]} covariate column(s) ({', '.join(names)})" if names else "no covariates"
-    )
-    if method == "ComBat":
-        consequence = (
-            "every batch variance would be 0/0 and every corrected value NaN (sva returns "
-            "NaN without an error)"
-        )
-        keys = "batch_correction.covariates"
-    else:
-        consequence = "the fit reproduces every count exactly and no dispersion can be estimated"
-        keys = "batch_correction.covariates (or batch_correction.combat_seq.group/covariates)"
-    raise InputError(
-        f"{method} cannot estimate batch effects from this design: {n_samples} samples, "
-        f"{len(levels)} batch(es) ({', '.join(levels)}) and {covariate_text} make "
-        f"{design.shape[1]} design columns, which leaves 0 residual degrees of freedom: "
-        f"{consequence}. Add samples, or drop covariates from {keys}."
-    )
 
 
 # --------------------------------------------------------------------------- fitting
@@ -541,33 +302,6 @@ def _int_eprior(
 # --------------------------------------------------------------------------- ComBat
 
 
-def _batch_factor(batch: Sequence[object], n_samples: int) -> tuple[list[str], np.ndarray]:
-    values = pd.Series(list(batch) if not isinstance(batch, pd.Series) else batch.to_numpy())
-    if isinstance(batch, pd.Series) and isinstance(batch.dtype, pd.CategoricalDtype):
-        values = batch.reset_index(drop=True)
-    if len(values) != n_samples:
-        raise InputError(
-            f"The batch vector has {len(values)} entries but the data have {n_samples} "
-            "samples (columns); give one batch label per sample, in column order."
-        )
-    missing = np.flatnonzero(values.isna().to_numpy())
-    if missing.size:
-        raise InputError(
-            f"Batch label missing for sample column(s) {', '.join(map(str, missing + 1))}; "
-            "every sample needs a batch."
-        )
-    if isinstance(values.dtype, pd.CategoricalDtype):
-        levels_obj = _factor_levels(values)
-    elif pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
-        levels_obj = sorted(pd.unique(values))
-    else:
-        levels_obj = _factor_levels(values.astype(str))
-        values = values.astype(str)
-    lookup = {level: i for i, level in enumerate(levels_obj)}
-    idx = np.array([lookup[v] for v in values], dtype=np.intp)
-    return [str(level) for level in levels_obj], idx
-
-
 def combat(
     data: np.ndarray,
     batch: Sequence[object],
@@ -584,7 +318,7 @@ def combat(
     """Adjust continuous data (e.g. log-CPM) for batch with empirical Bayes ComBat.
 
     Reproduces sva 3.46.0 ``ComBat(dat, batch, mod, par.prior, prior.plots=FALSE,
-    mean.only, ref.batch)`` (ALGORITHMS.md §5), to ~1e-12 on the references.
+    mean.only, ref.batch)`` (docs/methods.md §5), to ~1e-12 on the references.
 
     Parameters
     ----------
@@ -606,15 +340,12 @@ def combat(
         Label of a reference batch whose samples are returned unchanged and to which the
         other batches are adjusted.
     block_size
-        Genes per block. The default gives the fit and adjustment passes blocks of about
-        128k cells (whatever the sample count), and keeps each block × genes float64
-        temporary of the non-parametric step at ~32 MB (two alive at once with two
-        threads).
+        Genes per block. Default: blocks of ~128k cells in the fit and adjustment, and
+        ~32 MB block × genes temporaries in the non-parametric step.
     gene_names, covariate_names
         Only used to name genes/covariate columns in error messages.
     threads
-        Worker threads of the non-parametric step (default: the CPUs this process may
-        use).
+        Worker threads of the non-parametric step (default: this process's CPUs).
 
     Returns
     -------
@@ -629,18 +360,77 @@ def combat(
         batch); a gene with fewer than two non-missing values in a batch (sva: an NA
         variance and a ``BiocParallel`` error), or too few to fit the design; a NaN in
         the parametric iteration; non-finite covariates.
-
-    Notes
-    -----
-    Underflow in the non-parametric prior: sva evaluates
-    ``LH_j = (2π d_j)^(-n/2) exp(-Σ(x - g_j)²/(2 d_j))`` in linear space. When every
-    ``LH_j`` of a gene underflows to 0 (large batches, outlying genes) sva returns NaN for
-    that gene's whole batch, and when the largest ``LH_j`` is subnormal sva's weights lose
-    precision. A log-sum-exp evaluation would give finite, more accurate numbers there,
-    i.e. *different* numbers from sva, so this function evaluates in linear space like
-    sva (same NaNs, same values to rounding) and adds a message counting the NaN genes.
     """
     messages: list[str] = []
+    dat, names, levels, batch_idx = _combat_input(data, batch, gene_names)
+    n_genes, n_samples = dat.shape
+    n_batch = len(levels)
+    n_per_batch = np.bincount(batch_idx, minlength=n_batch)
+    zero, has_nan = _zero_variance_genes(dat, batch_idx, n_per_batch, messages)
+    keep = np.flatnonzero(~zero)
+    mean_only = _mean_only(levels, n_per_batch, mean_only, messages)
+    design, ref = _combat_design(
+        levels, batch_idx, n_per_batch, covariates, covariate_names, ref_batch, messages
+    )
+    # Rows are gathered block by block (dat[keep[rows]]) rather than copying dat[keep].
+    work_names = np.asarray(names, dtype=object)[keep]
+    has_na = _check_missing_values(dat, keep, has_nan, work_names, levels, batch_idx, mean_only)
+    if has_na:
+        messages.append(_missing_values_message(dat, keep[has_nan[keep]]))
+    batch_design = design[:, :n_batch]
+    model = _Model(
+        design=design,
+        n_batch=n_batch,
+        batch_idx=batch_idx,
+        n_per_batch=n_per_batch,
+        ref=ref,
+        has_na=has_na,
+        xtx=design.T @ design,
+        batch_design=batch_design,
+        btb=batch_design.T @ batch_design,
+    )
+    block = max(1, block_size or CACHE_BLOCK_CELLS // n_samples)
+    # Without zero-variance genes the kept genes are all genes: a slice is a view, where an
+    # index array would gather a copy of every block.
+    genes = slice(None) if keep.size == n_genes else keep
+    gamma_hat, cnt, mean, ss = _batch_statistics(dat, genes, keep.size, model, block, work_names)
+    delta_hat, gamma_star, delta_star, nan_genes = _shrink(
+        cnt, mean, ss, gamma_hat, ref, parametric, mean_only, block_size, threads
+    )
+    if nan_genes.any():
+        shown = ", ".join(str(v) for v in work_names[nan_genes][:5])
+        messages.append(
+            f"Non-parametric ComBat: for {int(nan_genes.sum())} gene(s) ({shown}"
+            f"{', ...' if nan_genes.sum() > 5 else ''}) the prior likelihood of every other "
+            "gene underflowed to 0 in some batch, so (as in sva) all their adjusted values "
+            "are NaN. Use parametric=True, or remove these outlying genes."
+        )
+    adjusted = _adjust(dat, zero, genes, model, gamma_star, delta_star, block, work_names)
+
+    def widen(values: np.ndarray) -> np.ndarray:
+        out = np.full((n_batch, n_genes), np.nan)
+        out[:, keep] = values
+        return out
+
+    return CombatResult(
+        adjusted=adjusted,
+        gamma_star=widen(gamma_star),
+        delta_star=widen(delta_star),
+        gamma_hat=widen(gamma_hat),
+        delta_hat=widen(delta_hat),
+        batch_levels=levels,
+        zero_variance_genes=zero,
+        messages=messages,
+    )
+
+
+# The steps of combat(), in order.
+
+
+def _combat_input(
+    data: np.ndarray, batch: Sequence[object], gene_names: Sequence[str] | None
+) -> tuple[np.ndarray, Sequence[str], list[str], np.ndarray]:
+    """The data as float, gene names for messages, the batch levels and indices."""
     dat = np.asarray(data, dtype=float)
     if dat.ndim != 2:
         raise InputError(f"ComBat needs a genes × samples matrix; got {dat.ndim} dimension(s).")
@@ -648,52 +438,78 @@ def combat(
     names: Sequence[str] = (
         list(gene_names) if gene_names is not None else [f"row {i + 1}" for i in range(n_genes)]
     )
-    gene_blocks = cell_slices(n_genes, n_samples, CACHE_BLOCK_CELLS)
     # Block by block: a whole-matrix boolean temporary is an eighth of the data each time.
-    if any(np.isinf(dat[rows]).any() for rows in gene_blocks):
+    if any(
+        np.isinf(dat[rows]).any() for rows in cell_slices(n_genes, n_samples, CACHE_BLOCK_CELLS)
+    ):
         raise InputError("The data contain infinite values; ComBat needs finite values or NaN.")
-    levels, batch_idx = _batch_factor(batch, n_samples)
-    n_batch = len(levels)
-    if n_batch < 2:
+    levels, batch_idx = batch_factor(batch, n_samples)
+    if len(levels) < 2:
         raise InputError(
             f"ComBat needs at least two batches; all samples are in batch {levels[0]!r} "
             "(sva stops with 'contrasts can be applied only to factors with 2 or more "
             "levels'). Nothing to correct: skip batch correction."
         )
-    n_per_batch = np.bincount(batch_idx, minlength=n_batch)
+    return dat, names, levels, batch_idx
 
-    # Zero-variance rows: sva's var(x) == 0 within any batch of ≥2 samples. var() of a
-    # vector with NA is NA, which which() ignores, so genes with NaN are never flagged.
-    zero = np.zeros(n_genes, dtype=bool)
-    has_nan = np.zeros(n_genes, dtype=bool)  # found in the same pass, used further down
-    for rows in gene_blocks:
-        has_nan[rows] = np.isnan(dat[rows]).any(axis=1)
-        for b in range(n_batch):
-            if n_per_batch[b] > 1:
-                sub = dat[rows][:, batch_idx == b]
-                zero[rows] |= sub.max(axis=1) == sub.min(axis=1)
-    keep = np.flatnonzero(~zero)
-    if zero.any():
-        messages.append(
-            f"Found {int(zero.sum())} genes with uniform expression within a single batch "
-            "(all zeros); these will not be adjusted for batch."
-        )
-    if keep.size < 2:
-        raise InputError(
-            "Fewer than two genes vary within every batch; ComBat needs many genes to "
-            "estimate its priors."
-        )
 
+def _mean_only(
+    levels: list[str], n_per_batch: np.ndarray, mean_only: bool, messages: list[str]
+) -> bool:
+    """``mean.only``, forced on (as sva does) when a batch has a single sample."""
     if (n_per_batch == 1).any() and not mean_only:
         single = [levels[b] for b in np.flatnonzero(n_per_batch == 1)]
         messages.append(
             f"Batch(es) {', '.join(single)} have a single sample, so only batch means are "
             "adjusted (sva switches to mean.only=TRUE)."
         )
-        mean_only = True
-    elif mean_only:
+        return True
+    if mean_only:
         messages.append("Using the 'mean only' version of ComBat.")
+    return mean_only
 
+
+def _zero_variance_genes(
+    dat: np.ndarray, batch_idx: np.ndarray, n_per_batch: np.ndarray, messages: list[str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """sva's zero-variance genes (constant in a batch of two or more), and genes with NaN.
+
+    var() of a vector with NA is NA, which which() ignores, so genes with NaN are never
+    flagged. Both masks come from one pass over the data.
+    """
+    n_genes, n_samples = dat.shape
+    zero = np.zeros(n_genes, dtype=bool)
+    has_nan = np.zeros(n_genes, dtype=bool)
+    for rows in cell_slices(n_genes, n_samples, CACHE_BLOCK_CELLS):
+        has_nan[rows] = np.isnan(dat[rows]).any(axis=1)
+        for b in range(len(n_per_batch)):
+            if n_per_batch[b] > 1:
+                sub = dat[rows][:, batch_idx == b]
+                zero[rows] |= sub.max(axis=1) == sub.min(axis=1)
+    if zero.any():
+        messages.append(
+            f"Found {int(zero.sum())} genes with uniform expression within a single batch "
+            "(all zeros); these will not be adjusted for batch."
+        )
+    if n_genes - int(zero.sum()) < 2:
+        raise InputError(
+            "Fewer than two genes vary within every batch; ComBat needs many genes to "
+            "estimate its priors."
+        )
+    return zero, has_nan
+
+
+def _combat_design(
+    levels: list[str],
+    batch_idx: np.ndarray,
+    n_per_batch: np.ndarray,
+    covariates: np.ndarray | None,
+    covariate_names: Sequence[str] | None,
+    ref_batch: str | None,
+    messages: list[str],
+) -> tuple[np.ndarray, int | None]:
+    """sva's design ``cbind(batchmod, mod)`` without all-ones columns, checked for rank."""
+    n_samples, n_batch = len(batch_idx), len(levels)
     batchmod = np.zeros((n_samples, n_batch))
     batchmod[np.arange(n_samples), batch_idx] = 1.0
     ref: int | None = None
@@ -709,7 +525,6 @@ def combat(
             "returned unchanged and the other batches are adjusted towards it (the pooled "
             "variance is taken from the reference batch only)."
         )
-
     if covariates is None:
         mod = np.empty((n_samples, 0))
     else:
@@ -735,83 +550,107 @@ def combat(
         all_ones[ref] = False
     design = design[:, ~all_ones]
     labels = [label for label, drop in zip(labels, all_ones, strict=True) if not drop]
-    _check_design(design, n_batch, levels, batch_idx, labels[n_batch:])
+    check_confounding(design, n_batch, levels, batch_idx, labels[n_batch:], method="ComBat")
     if n_samples - design.shape[1] <= 0:
         check_residual_df(
             [levels[b] for b in batch_idx], design[:, n_batch:], covariate_names=labels[n_batch:]
         )
+    return design, ref
 
-    # Rows are gathered block by block (dat[keep[rows]]) rather than copying dat[keep].
-    work_names = np.asarray(names, dtype=object)[keep]
+
+def _check_missing_values(
+    dat: np.ndarray,
+    keep: np.ndarray,
+    has_nan: np.ndarray,
+    work_names: np.ndarray,
+    levels: list[str],
+    batch_idx: np.ndarray,
+    mean_only: bool,
+) -> bool:
+    """Whether a kept gene has a missing value; refuse genes too sparse in a batch."""
     na_genes = has_nan[keep]
-    has_na = bool(na_genes.any())
-    if has_na:
-        with_na = dat[keep[na_genes]]
-        messages.append(
-            f"Found {int(np.isnan(with_na).sum())} missing values in {int(na_genes.sum())} "
-            "genes. As sva does, every gene is then fitted on its non-missing values and the "
-            "pooled variance becomes the centred variance with divisor n−1 (not the mean "
-            "squared residual), for complete genes too. Missing values stay missing."
-        )
-        need = 1 if mean_only else 2
-        for b in range(n_batch):
-            counts = np.sum(~np.isnan(with_na[:, batch_idx == b]), axis=1)
-            bad = np.flatnonzero(counts < need)
-            if bad.size:
-                shown = ", ".join(str(v) for v in work_names[na_genes][bad[:5]])
-                raise InputError(
-                    f"{bad.size} gene(s) ({shown}{', ...' if bad.size > 5 else ''}) have fewer "
-                    f"than {need} non-missing value(s) in batch {levels[b]}, so their batch "
-                    "variance is undefined (sva fails with a BiocParallel error). Remove these "
-                    "genes or impute their missing values."
-                )
+    if not na_genes.any():
+        return False
+    with_na = dat[keep[na_genes]]
+    need = 1 if mean_only else 2
+    for b in range(len(levels)):
+        counts = np.sum(~np.isnan(with_na[:, batch_idx == b]), axis=1)
+        bad = np.flatnonzero(counts < need)
+        if bad.size:
+            shown = ", ".join(str(v) for v in work_names[na_genes][bad[:5]])
+            raise InputError(
+                f"{bad.size} gene(s) ({shown}{', ...' if bad.size > 5 else ''}) have fewer "
+                f"than {need} non-missing value(s) in batch {levels[b]}, so their batch "
+                "variance is undefined (sva fails with a BiocParallel error). Remove these "
+                "genes or impute their missing values."
+            )
+    return True
 
-    batch_design = design[:, :n_batch]
-    model = _Model(
-        design=design,
-        n_batch=n_batch,
-        batch_idx=batch_idx,
-        n_per_batch=n_per_batch,
-        ref=ref,
-        has_na=has_na,
-        xtx=design.T @ design,
-        batch_design=batch_design,
-        btb=batch_design.T @ batch_design,
+
+def _missing_values_message(dat: np.ndarray, genes_with_na: np.ndarray) -> str:
+    return (
+        f"Found {int(np.isnan(dat[genes_with_na]).sum())} missing values in "
+        f"{int(genes_with_na.size)} genes. As sva does, every gene is then fitted on its "
+        "non-missing values and the pooled variance becomes the centred variance with "
+        "divisor n−1 (not the mean squared residual), for complete genes too. Missing values "
+        "stay missing."
     )
-    n_keep = keep.size
-    block = max(1, block_size or CACHE_BLOCK_CELLS // n_samples)
-    ids = np.arange(n_keep)
 
-    # Pass 1: fit, standardise, and keep per-gene per-batch sufficient statistics of s.
+
+def _batch_statistics(
+    dat: np.ndarray,
+    genes: slice | np.ndarray,
+    n_keep: int,
+    model: _Model,
+    block: int,
+    work_names: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Pass 1: fit, standardise, and keep per-gene per-batch sufficient statistics of s.
+
+    Returns ``gamma_hat`` and the count, mean and centred sum of squares of the
+    standardised data per batch (each batches × kept genes).
+    """
+    n_batch, batch_idx = model.n_batch, model.batch_idx
+    ids = np.arange(n_keep)
     gamma_hat = np.empty((n_batch, n_keep))
     cnt = np.empty((n_batch, n_keep))
     mean = np.empty((n_batch, n_keep))
     ss = np.empty((n_batch, n_keep))
-
-    def genes_of(rows: slice) -> slice | np.ndarray:
-        # Without zero-variance genes the kept genes are all genes: a slice is a view,
-        # where an index array would gather a copy of every block.
-        return rows if keep.size == n_genes else keep[rows]
-
     for rows in slices(n_keep, block):
-        s, _, _ = _standardise(dat[genes_of(rows)], model, ids[rows], work_names)
-        if has_na:
-            gamma_hat[:, rows] = _ls_fit_na(s, batch_design, ids[rows], work_names)
+        gene_rows = rows if isinstance(genes, slice) else genes[rows]
+        s, _, _ = _standardise(dat[gene_rows], model, ids[rows], work_names)
+        if model.has_na:
+            gamma_hat[:, rows] = _ls_fit_na(s, model.batch_design, ids[rows], work_names)
         else:
-            gamma_hat[:, rows] = _ls_fit(s, batch_design, model.btb)
+            gamma_hat[:, rows] = _ls_fit(s, model.batch_design, model.btb)
         for b in range(n_batch):
             sb = s[:, batch_idx == b]
-            if has_na:
+            if model.has_na:
                 c = np.sum(~np.isnan(sb), axis=1).astype(float)
                 m = np.nansum(sb, axis=1) / c
             else:  # the same sums without nansum's copy
-                c = np.full(sb.shape[0], float(n_per_batch[b]))
+                c = np.full(sb.shape[0], float(model.n_per_batch[b]))
                 m = np.sum(sb, axis=1) / c
             dev = sb - m[:, None]
             dev *= dev
             cnt[b, rows], mean[b, rows] = c, m
-            ss[b, rows] = np.nansum(dev, axis=1) if has_na else np.sum(dev, axis=1)
+            ss[b, rows] = np.nansum(dev, axis=1) if model.has_na else np.sum(dev, axis=1)
+    return gamma_hat, cnt, mean, ss
 
+
+def _shrink(
+    cnt: np.ndarray,
+    mean: np.ndarray,
+    ss: np.ndarray,
+    gamma_hat: np.ndarray,
+    ref: int | None,
+    parametric: bool,
+    mean_only: bool,
+    block_size: int | None,
+    threads: int | None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The priors and the empirical Bayes estimates: delta_hat, gamma*, delta*, NaN genes."""
+    n_batch, n_keep = gamma_hat.shape
     with np.errstate(divide="ignore", invalid="ignore"):
         # genefilter rowVars: NA (here NaN) when n <= 1.
         delta_hat = np.where(cnt > 1, ss / (cnt - 1), np.nan)
@@ -824,7 +663,6 @@ def combat(
     with np.errstate(divide="ignore", invalid="ignore"):
         a_prior = (2 * s2_d + m_d**2) / s2_d
         b_prior = (m_d * s2_d + m_d**3) / s2_d
-
     gamma_star = np.empty((n_batch, n_keep))
     delta_star = np.empty((n_batch, n_keep))
     nan_genes = np.zeros(n_keep, dtype=bool)
@@ -854,44 +692,36 @@ def combat(
                 cnt[b], mean[b], ss[b], gamma_hat[b], delta_hat[b], block_size, threads
             )
             nan_genes |= np.isnan(gamma_star[b])
-    if nan_genes.any():
-        shown = ", ".join(str(v) for v in work_names[nan_genes][:5])
-        messages.append(
-            f"Non-parametric ComBat: for {int(nan_genes.sum())} gene(s) ({shown}"
-            f"{', ...' if nan_genes.sum() > 5 else ''}) the prior likelihood of every other "
-            "gene underflowed to 0 in some batch, so (as in sva) all their adjusted values "
-            "are NaN. Use parametric=True, or remove these outlying genes."
-        )
+    return delta_hat, gamma_star, delta_star, nan_genes
 
-    # Pass 2: adjust. sva's expression, in its order of operations.
+
+def _adjust(
+    dat: np.ndarray,
+    zero: np.ndarray,
+    genes: slice | np.ndarray,
+    model: _Model,
+    gamma_star: np.ndarray,
+    delta_star: np.ndarray,
+    block: int,
+    work_names: np.ndarray,
+) -> np.ndarray:
+    """Pass 2: adjust. sva's expression, in its order of operations."""
+    n_keep = gamma_star.shape[1]
+    ids = np.arange(n_keep)
     # Every kept gene is overwritten below; only the others are copied now.
     adjusted = np.empty_like(dat)
     adjusted[zero] = dat[zero]
     sqrt_dstar = np.sqrt(delta_star)
     for rows in slices(n_keep, block):
-        block_data = dat[genes_of(rows)]
+        gene_rows = rows if isinstance(genes, slice) else genes[rows]
+        block_data = dat[gene_rows]
         s, stand_mean, var_pooled = _standardise(block_data, model, ids[rows], work_names)
-        s -= gamma_star[:, rows].T @ batch_design.T
-        s /= np.take(sqrt_dstar[:, rows].T, batch_idx, axis=1)
+        s -= gamma_star[:, rows].T @ model.batch_design.T
+        s /= np.take(sqrt_dstar[:, rows].T, model.batch_idx, axis=1)
         s *= np.sqrt(var_pooled)[:, None]
         s += stand_mean
-        if ref is not None:
-            cols = batch_idx == ref
+        if model.ref is not None:
+            cols = model.batch_idx == model.ref
             s[:, cols] = block_data[:, cols]
-        adjusted[genes_of(rows)] = s
-
-    def widen(values: np.ndarray) -> np.ndarray:
-        out = np.full((n_batch, n_genes), np.nan)
-        out[:, keep] = values
-        return out
-
-    return CombatResult(
-        adjusted=adjusted,
-        gamma_star=widen(gamma_star),
-        delta_star=widen(delta_star),
-        gamma_hat=widen(gamma_hat),
-        delta_hat=widen(delta_hat),
-        batch_levels=levels,
-        zero_variance_genes=zero,
-        messages=messages,
-    )
+        adjusted[gene_rows] = s
+    return adjusted

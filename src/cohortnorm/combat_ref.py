@@ -53,9 +53,10 @@ from scipy.special import gammaln
 
 from cohortnorm.blocks import available_cpus
 from cohortnorm.combat import check_residual_df
-from cohortnorm.combat_seq import _factor, _qnbinom, _rank, pnbinom
+from cohortnorm.combat_seq import factor_codes, pnbinom, qnbinom
 from cohortnorm.edger_glm import estimate_glm_common_disp, estimate_glm_tagwise_disp, glm_fit
 from cohortnorm.errors import InputError
+from cohortnorm.model_matrix import rank
 
 FloatArray = NDArray[np.float64]
 
@@ -159,7 +160,7 @@ def _match_to_reference(
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         scale = np.sqrt((mn + mn * mn / sn) / (mo + mo * mo / so))
         start = np.rint(mn + (counts[move] - mo) * scale)
-    out[move] = _qnbinom(pm, sn, mn, start, gammaln(sn))
+    out[move] = qnbinom(pm, sn, mn, start, gammaln(sn))
     return out
 
 
@@ -214,7 +215,7 @@ def combat_ref(
     if len(batch) != nsamples:
         raise InputError(f"batch has {len(batch)} labels for {nsamples} samples")
     # Unused categories of a Categorical are dropped, as R's droplevels would.
-    bcode, blevels = _factor(_used(batch), "batch")
+    bcode, blevels = factor_codes(_used(batch), "batch")
     n_batch = len(blevels)
     n_per = np.bincount(bcode, minlength=n_batch)
     small = [f"{lv} ({n})" for lv, n in zip(blevels, n_per, strict=True) if n <= 1]
@@ -241,7 +242,7 @@ def combat_ref(
     if group is not None:
         if len(group) != nsamples:
             raise InputError(f"group has {len(group)} labels for {nsamples} samples")
-        gcode, glevels = _factor(_used(group), "group")
+        gcode, glevels = factor_codes(_used(group), "group")
     full = full_mod and len(glevels) > 1
     if full:
         messages.append("Using full model in ComBat-ref.")
@@ -261,7 +262,7 @@ def combat_ref(
     disp_design: list[FloatArray | None] = []
     for k, ind in enumerate(batches_ind):
         mod_b = mod[ind]
-        use = None if (n_per[k] <= n_mod or _rank(mod_b) < mod.shape[1]) else mod_b
+        use = None if (n_per[k] <= n_mod or rank(mod_b) < mod.shape[1]) else mod_b
         disp_design.append(use)
         common[k] = estimate_glm_common_disp(yk[:, ind], use, subset=None, threads=n_threads)
         messages.append(f"Batch {blevels[k]} dispersion = {common[k]:.7g}")
@@ -288,7 +289,7 @@ def combat_ref(
     batch_cols = np.column_stack([(bcode == k).astype(float) for k in others])
     design = np.column_stack([batch_cols, mod])
     names = [f"batch{blevels[k]}" for k in others] + mod_names
-    if _rank(design) < design.shape[1]:
+    if rank(design) < design.shape[1]:
         raise InputError(
             "The condition is confounded with batch: some condition occurs in one batch only "
             f"and coincides with it (design columns {', '.join(names)}). ComBat-ref cannot "

@@ -2,13 +2,30 @@
 
 The negative-binomial GLM fits and Cox-Reid dispersions come from
 :mod:`cohortnorm.edger_glm`, a port of the edgeR 3.40 routines ``ComBat_seq`` calls.
+
+Steps follow sva: genes all-zero within any batch are left as they are; per-batch
+dispersions are edgeR ``estimateGLMCommonDisp`` then ``estimateGLMTagwiseDisp``
+(``prior.df=0``) with the batch's model (a single common dispersion when the batch has
+too few samples or the model is rank deficient within it); the NB GLM
+``~ batch + model`` is fitted twice (``glmFit``, ``prior.count=1e-4``), the second time
+with the size-weighted batch effect in the offset; each count is mapped by
+``1 + qnbinom(pnbinom(count - 1, mu_hat, phi_b), mu_hat·exp(-gamma_b), mean phi)``.
+
+Genes that are zero in every sample of a ``group`` level (or of a 0/1 covariate)
+have an infinite maximum-likelihood coefficient, so sva's ``glmFit`` diverges and
+stops at edgeR's limits (``mglmLevenberg``: ``maxit=200``, ``tol=1e-6``;
+``mglmOneGroup``: ``maxit=50``, ``tol=1e-10``). This port follows the same
+iterations and so returns sva's counts for them too; they are listed in
+:attr:`CombatSeqResult.divergent` and summarized in its ``warnings``. Their
+corrected counts depend on the reference level of ``group``: with the all-zero
+level as reference sva's result for the other samples differs (about 3× on
+pasilla) from the result with another reference, because the fit stops elsewhere.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import cache
 
 import numpy as np
 import pandas as pd
@@ -17,16 +34,23 @@ from scipy.special import betainc, gammaln, ndtri
 from scipy.stats import nbinom
 
 from cohortnorm.blocks import available_cpus
-from cohortnorm.combat import check_residual_df
 from cohortnorm.edger_glm import (
-    _gene_blocks,
-    _map_blocks,
     estimate_glm_common_disp,
     estimate_glm_tagwise_disp,
+    gene_blocks,
     glm_coefficients,
     glm_fit,
+    lgamma_counts,
+    map_blocks,
 )
 from cohortnorm.errors import InputError
+from cohortnorm.model_matrix import (
+    batch_factor,
+    check_confounding,
+    check_residual_df,
+    factor_levels,
+    rank,
+)
 
 FloatArray = NDArray[np.float64]
 
@@ -232,7 +256,13 @@ _WALK_STEPS = 64
 _NEWTON_JUMPS = 4
 
 
-def qnbinom(p: ArrayLike, size: ArrayLike, mu: ArrayLike) -> FloatArray:
+def qnbinom(
+    p: ArrayLike,
+    size: ArrayLike,
+    mu: ArrayLike,
+    start: ArrayLike | None = None,
+    lgamma_size: ArrayLike | None = None,
+) -> FloatArray:
     """R 4.2 ``qnbinom(p, size=size, mu=mu)`` (lower tail, not log).
 
     R (``qDiscrete_search.h``) multiplies ``p`` by ``1 - 8·DBL_EPSILON`` (left-continuity
@@ -244,19 +274,9 @@ def qnbinom(p: ArrayLike, size: ArrayLike, mu: ArrayLike) -> FloatArray:
     its margin exceeds a bound on the accumulated rounding error; the few cells that fail
     (near-ties, far tails, long walks) are redone with ``betainc`` at every probe, so the
     answer is the one R's criterion gives on ``betainc``. ``p == 0`` gives 0 and
-    ``p == 1`` gives ``inf`` (R's boundaries).
+    ``p == 1`` gives ``inf`` (R's boundaries). ``start`` (a guess of the answer) and
+    ``lgamma_size`` (``gammaln(size)``) only save time; the answer is the same.
     """
-    return _qnbinom(p, size, mu, None)
-
-
-def _qnbinom(
-    p: ArrayLike,
-    size: ArrayLike,
-    mu: ArrayLike,
-    start: ArrayLike | None,
-    lgamma_size: ArrayLike | None = None,
-) -> FloatArray:
-    """:func:`qnbinom` with an optional starting guess and ``gammaln(size)`` (speed only)."""
     p, size, mu = np.broadcast_arrays(
         np.asarray(p, dtype=np.float64),
         np.asarray(size, dtype=np.float64),
@@ -330,22 +350,6 @@ def _qnbinom_interior(
     return result
 
 
-@cache
-def _lgamma_int_table() -> FloatArray:
-    """``lgamma(k + 1)`` for ``k = 0 … 65535`` (the same doubles as ``gammaln``)."""
-    return gammaln(np.arange(1 << 16, dtype=np.float64) + 1)
-
-
-def _lgamma_count(y: FloatArray) -> FloatArray:
-    """``gammaln(y + 1)`` for non-negative integer-valued ``y``, small ones from a table."""
-    table = _lgamma_int_table()
-    small = y < table.size
-    out = table[np.where(small, y, 0).astype(np.intp)]
-    if not small.all():
-        out[~small] = gammaln(y[~small] + 1)
-    return out
-
-
 def _nb_cdf_pmf(
     y: FloatArray,
     size: FloatArray,
@@ -362,7 +366,7 @@ def _nb_cdf_pmf(
     """
     with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
         cdf = betainc(size, y + 1, prob)
-        lg_ys, lg_s, lg_y1 = gammaln(y + size), lgamma_size, _lgamma_count(y)
+        lg_ys, lg_s, lg_y1 = gammaln(y + size), lgamma_size, lgamma_counts(y)
         size_term = -size * np.log1p(mu / size)
         y_term = y * np.log(q)
         logf = np.where(y > 0, lg_ys - lg_s - lg_y1 + y_term, 0.0) + size_term
@@ -435,28 +439,23 @@ def _walk(
 # ----------------------------------------------------------------------- helpers
 
 
-def _factor(values: Sequence[object], what: str) -> tuple[NDArray[np.intp], list[str]]:
+def factor_codes(values: Sequence[object], what: str) -> tuple[NDArray[np.intp], list[str]]:
     """Codes and levels like R's ``as.factor``.
 
     A pandas ``Categorical`` (or categorical Series) keeps its category order, as an R
-    factor keeps its levels; anything else gets sorted levels. Unused levels are dropped
-    for batch-like use only by the caller.
+    factor keeps its levels; anything else gets R's sorted levels
+    (:func:`cohortnorm.model_matrix.factor_levels`), the order ComBat uses too.
     """
     if isinstance(values, pd.Series) and isinstance(values.dtype, pd.CategoricalDtype):
         cat = pd.Categorical(values)
     elif isinstance(values, pd.Categorical):
         cat = values
     else:
-        cat = pd.Categorical(pd.Series(list(values)))
+        series = pd.Series(list(values))
+        cat = pd.Categorical(series, categories=factor_levels(series))
     if (cat.codes < 0).any():
         raise InputError(f"{what} has missing values; give every sample a {what} label")
     return np.asarray(cat.codes, dtype=np.intp), [str(level) for level in cat.categories]
-
-
-def _rank(x: FloatArray) -> int:
-    if x.size == 0:
-        return 0
-    return int(np.linalg.matrix_rank(x))
 
 
 def _match_quantiles(
@@ -509,10 +508,10 @@ def _match_quantiles(
                 (mu_new + mu_new * mu_new / size_new) / (mu_old + mu_old * mu_old / size_old)
             )
             start = np.rint(mu_new + (c[move] - 1 - mu_old) * scale)
-        c[move] = 1 + _qnbinom(tmp_p[move], size_new, mu_new, start, gammaln(gene_size)[gene])
+        c[move] = 1 + qnbinom(tmp_p[move], size_new, mu_new, start, gammaln(gene_size)[gene])
         out[rows][cells] = c
 
-    _map_blocks(block, _gene_blocks(*counts.shape), threads)
+    map_blocks(block, gene_blocks(*counts.shape), threads)
     return out
 
 
@@ -588,12 +587,13 @@ def combat_seq(
     counts : array_like, genes × samples
         Non-negative integer counts.
     batch : sequence
-        Batch label per sample. Levels are sorted, as R's ``as.factor``, unless a pandas
-        ``Categorical`` is given, whose category order is kept (an R factor's levels).
+        Batch label per sample. Levels are sorted as R's ``as.factor`` sorts them
+        (:func:`cohortnorm.model_matrix.batch_factor`), unless a pandas ``Categorical``
+        is given, whose category order is kept (an R factor's levels).
     group : sequence, optional
         Biological condition per sample; modelled (``model.matrix(~group)``) when
         ``full_mod`` and it has more than one level. The first level is the reference
-        (category order for a ``Categorical``, else sorted); the level order changes the
+        (category order for a ``Categorical``, else R's order); the level order changes the
         fit for genes whose likelihood is flat, such as genes absent from a whole group.
     covariates : array_like, samples × k, optional
         Numeric covariate design columns without intercept (sva ``covar_mod``);
@@ -601,14 +601,12 @@ def combat_seq(
     full_mod : bool
         Include ``group`` in the model.
     shrink, shrink_disp : bool
-        Empirical-Bayes shrinkage of gamma (and the dispersions) by sva's
-        ``monte_carlo_int_NB`` over all other genes (deterministic).
+        sva's ``monte_carlo_int_NB`` shrinkage of gamma (and the dispersions).
     gene_subset_n : int, optional
         With ``shrink``, integrate over this many random genes. sva draws them with R's
         ``sample``; here numpy's generator (seed 0) draws them, so results differ from R.
     threads : int, optional
-        Threads for the gene-block work (GLM fits, dispersion grids, quantile matching);
-        default: the CPUs this process may use. The result does not depend on it.
+        Threads for the gene blocks (default this process's CPUs); results do not change.
     covariate_names : sequence of str, optional
         Names of the ``covariates`` columns, for messages.
 
@@ -621,143 +619,33 @@ def combat_seq(
     InputError
         Malformed counts, a batch with fewer than 2 samples, a design confounded with
         batch (sva's messages), or a design with as many columns as samples (no residual
-        degrees of freedom; see :func:`cohortnorm.combat.check_residual_df`).
-
-    Notes
-    -----
-    Steps follow sva: genes all-zero within any batch are left as they are; per-batch
-    dispersions are edgeR ``estimateGLMCommonDisp`` then ``estimateGLMTagwiseDisp``
-    (``prior.df=0``) with the batch's model (a single common dispersion when the batch has
-    too few samples or the model is rank deficient within it); the NB GLM
-    ``~ batch + model`` is fitted twice (``glmFit``, ``prior.count=1e-4``), the second time
-    with the size-weighted batch effect in the offset; each count is mapped by
-    ``1 + qnbinom(pnbinom(count - 1, mu_hat, phi_b), mu_hat·exp(-gamma_b), mean phi)``.
-
-    Genes that are zero in every sample of a ``group`` level (or of a 0/1 covariate)
-    have an infinite maximum-likelihood coefficient, so sva's ``glmFit`` diverges and
-    stops at edgeR's limits (``mglmLevenberg``: ``maxit=200``, ``tol=1e-6``;
-    ``mglmOneGroup``: ``maxit=50``, ``tol=1e-10``). This port follows the same
-    iterations and so returns sva's counts for them too; they are listed in
-    :attr:`CombatSeqResult.divergent` and summarized in its ``warnings``. Their
-    corrected counts depend on the reference level of ``group``: with the all-zero
-    level as reference sva's result for the other samples differs (about 3× on
-    pasilla) from the result with another reference, because the fit stops elsewhere.
+        degrees of freedom; see :func:`cohortnorm.model_matrix.check_residual_df`).
     """
-    y = np.asarray(counts, dtype=np.float64)
-    if y.ndim != 2:
-        raise InputError("counts must be a genes × samples matrix")
-    ngenes, nsamples = y.shape
-    if not np.all(np.isfinite(y)):
-        bad = np.argwhere(~np.isfinite(y))[0]
-        raise InputError(
-            f"counts has a missing or infinite value (gene row {bad[0]}, sample column "
-            f"{bad[1]}); ComBat-seq needs complete integer counts"
-        )
-    if np.any(y < 0) or np.any(y != np.round(y)):
-        bad = np.argwhere((y < 0) | (y != np.round(y)))[0]
-        raise InputError(
-            f"counts must be non-negative integers; gene row {bad[0]}, sample column "
-            f"{bad[1]} is {y[bad[0], bad[1]]}. Round estimated counts before ComBat-seq."
-        )
-    if len(batch) != nsamples:
-        raise InputError(f"batch has {len(batch)} labels for {nsamples} samples")
-    bcode, blevels = _factor(batch, "batch")
+    y = _checked_counts(counts)
+    nsamples = y.shape[1]
+    blevels, bcode, n_batches = _batches(batch, nsamples)
     n_batch = len(blevels)
-    n_batches = np.bincount(bcode, minlength=n_batch)
-    for level, size in zip(blevels, n_batches, strict=True):
-        if size <= 1:
-            raise InputError(
-                f"ComBat-seq needs at least 2 samples per batch; batch {level} has {size}"
-            )
-    if n_batch < 2:
-        raise InputError(f"ComBat-seq needs at least 2 batches; all samples are in {blevels[0]}")
     batches_ind = [np.flatnonzero(bcode == k) for k in range(n_batch)]
 
-    keep = np.ones(ngenes, dtype=bool)
-    for ind in batches_ind:
-        keep &= np.any(y[:, ind] != 0, axis=1)
+    # sva leaves genes all-zero within any batch as they are.
+    keep = np.logical_and.reduce([np.any(y[:, ind] != 0, axis=1) for ind in batches_ind])
     yk = y[keep]
     messages = [f"Found {n_batch} batches"]
-
-    batchmod = np.zeros((nsamples, n_batch))
-    batchmod[np.arange(nsamples), bcode] = 1.0
     glevels: list[str] = []
+    gcode = np.zeros(nsamples, dtype=np.intp)
     if group is not None:
         if len(group) != nsamples:
             raise InputError(f"group has {len(group)} labels for {nsamples} samples")
-        gcode, glevels = _factor(group, "group")
-    if full_mod and len(glevels) > 1:
-        messages.append("Using full model in ComBat-seq.")
-        mod = np.column_stack(
-            [np.ones(nsamples)] + [(gcode == k).astype(float) for k in range(1, len(glevels))]
-        )
-        mod_names = ["(Intercept)"] + [f"group{lv}" for lv in glevels[1:]]
-    else:
-        messages.append("Using null model in ComBat-seq.")
-        mod = np.ones((nsamples, 1))
-        mod_names = ["(Intercept)"]
-    if covariates is not None:
-        cov = np.asarray(covariates, dtype=np.float64)
-        if cov.ndim == 1:
-            cov = cov[:, None]
-        if cov.shape[0] != nsamples:
-            raise InputError(f"covariates has {cov.shape[0]} rows for {nsamples} samples")
-        if not np.all(np.isfinite(cov)):
-            raise InputError("covariates must be finite numbers for every sample")
-        cov_keep = ~np.all(cov == 1, axis=0)
-        mod = np.column_stack([mod, cov[:, cov_keep]])
-        mod_names += [
-            covariate_names[j] if covariate_names is not None else f"covariate{j + 1}"
-            for j in np.flatnonzero(cov_keep)
-        ]
-    design = np.column_stack([batchmod, mod])
-    names = [f"batch{lv}" for lv in blevels] + mod_names
-    not_ones = ~np.all(design == 1, axis=0)
-    design = design[:, not_ones]
-    names = [n for n, k in zip(names, not_ones, strict=True) if k]
-    messages.append(f"Adjusting for {design.shape[1] - n_batch} covariate(s) or covariate level(s)")
-    if _rank(design) < design.shape[1]:
-        extra = ", ".join(names[n_batch:])
-        if design.shape[1] == n_batch + 1:
-            raise InputError(
-                f"The covariate is confounded with batch! Remove the covariate and rerun "
-                f"ComBat-Seq (covariate: {extra})"
-            )
-        if _rank(design[:, n_batch:]) < design.shape[1] - n_batch:
-            raise InputError(
-                "The covariates are confounded! Please remove one or more of the covariates "
-                f"so the design is not confounded (covariates: {extra})"
-            )
-        raise InputError(
-            "At least one covariate is confounded with batch! Please remove confounded "
-            f"covariates and rerun ComBat-Seq (a level of {extra} occurs in one batch only "
-            "and coincides with it)"
-        )
-
-    if design.shape[1] >= nsamples:
-        # A saturated fit: zero residuals, so the dispersions are not estimable.
-        check_residual_df(
-            [blevels[b] for b in bcode],
-            design[:, n_batch:],
-            method="ComBat-seq",
-            covariate_names=names[n_batch:],
-        )
+        gcode, glevels = factor_codes(group, "group")
+    full = full_mod and len(glevels) > 1
+    cov = None if covariates is None else _checked_covariates(covariates, nsamples)
+    design, mod = _seq_design(
+        blevels, bcode, gcode if full else None, glevels, cov, covariate_names, messages
+    )
 
     messages.append("Estimating dispersions")
     n_threads = available_cpus() if threads is None else max(1, int(threads))
-    n_cov = design.shape[1] - n_batch
-    phi_hat = np.empty((yk.shape[0], n_batch))
-    for k, ind in enumerate(batches_ind):
-        mod_b = mod[ind]
-        y_b = yk[:, ind]
-        if n_batches[k] <= n_cov + 1 or _rank(mod_b) < mod.shape[1]:
-            common = estimate_glm_common_disp(y_b, None, subset=None, threads=n_threads)
-            phi_hat[:, k] = common
-        else:
-            common = estimate_glm_common_disp(y_b, mod_b, subset=None, threads=n_threads)
-            phi_hat[:, k] = estimate_glm_tagwise_disp(
-                y_b, mod_b, common, prior_df=0, threads=n_threads
-            )
+    phi_hat = _batch_dispersions(yk, mod, batches_ind, design.shape[1] - n_batch, n_threads)
     phi_matrix = phi_hat[:, bcode]
 
     messages.append("Fitting the GLM model")
@@ -771,24 +659,9 @@ def combat_seq(
     mu_hat = fit2.fitted_values
 
     if shrink:
-        messages.append("Apply shrinkage - computing posterior estimates for parameters")
-        if gene_subset_n is not None:
-            messages.append(f"Using {gene_subset_n} random genes for Monte Carlo integration")
-        else:
-            messages.append(
-                "Using all genes for Monte Carlo integration; the function runs very slow "
-                "for large number of genes"
-            )
-        rng = np.random.default_rng(0)
-        gamma_star = np.empty_like(gamma_hat)
-        phi_star_mat = np.empty_like(phi_hat)
-        for k, ind in enumerate(batches_ind):
-            gamma_star[:, k], phi_star_mat[:, k] = _monte_carlo_int_nb(
-                yk[:, ind], mu_hat[:, ind], gamma_hat[:, k], phi_hat[:, k], gene_subset_n, rng
-            )
-        if not shrink_disp:
-            messages.append("Apply shrinkage to mean only")
-            phi_star_mat = phi_hat
+        gamma_star, phi_star_mat = _shrink_estimates(
+            yk, mu_hat, gamma_hat, phi_hat, batches_ind, gene_subset_n, shrink_disp, messages
+        )
     else:
         messages.append("Shrinkage off - using GLM estimates for parameters")
         gamma_star = gamma_hat
@@ -797,32 +670,13 @@ def combat_seq(
     with np.errstate(divide="ignore"):
         mu_star = np.exp(np.log(mu_hat) - gamma_star[:, bcode])
     phi_star = phi_star_mat.mean(axis=1)
-
     messages.append("Adjusting the data")
     adjusted_kept = _match_quantiles(yk, mu_hat, phi_matrix, mu_star, phi_star, n_threads)
     adjusted = y.copy()
     adjusted[keep] = adjusted_kept
     divergent = divergent_levels(
-        yk,
-        [glevels[c] for c in gcode] if full_mod and len(glevels) > 1 else None,
-        None if covariates is None else cov,
-        covariate_names,
+        yk, [glevels[c] for c in gcode] if full else None, cov, covariate_names
     )
-    warnings: list[str] = []
-    n_divergent = sum(1 for levels in divergent if levels)
-    if n_divergent:
-        examples = [
-            f"{int(np.flatnonzero(keep)[i]) + 1} ({levels})"
-            for i, levels in enumerate(divergent)
-            if levels
-        ][:5]
-        warnings.append(
-            f"{n_divergent} gene(s) are zero in every sample of a model level (gene rows "
-            f"{', '.join(examples)}{', ...' if n_divergent > 5 else ''}): their GLM "
-            "coefficient is infinite, so the fit stops at edgeR's iteration limits, as in "
-            "sva. Their corrected counts equal sva's but depend on which group level is "
-            "the reference (the first in R's sorted order); treat them with caution."
-        )
     return CombatSeqResult(
         adjusted=adjusted.astype(np.int64),
         gamma_hat=gamma_hat,
@@ -832,5 +686,180 @@ def combat_seq(
         batches=blevels,
         messages=messages,
         divergent=divergent,
-        warnings=warnings,
+        warnings=_divergent_warnings(divergent, keep),
     )
+
+
+# The steps of combat_seq(), in order.
+
+
+def _checked_counts(counts: ArrayLike) -> FloatArray:
+    """The counts as float, refused unless a complete matrix of non-negative integers."""
+    y = np.asarray(counts, dtype=np.float64)
+    if y.ndim != 2:
+        raise InputError("counts must be a genes × samples matrix")
+    if not np.all(np.isfinite(y)):
+        bad = np.argwhere(~np.isfinite(y))[0]
+        raise InputError(
+            f"counts has a missing or infinite value (gene row {bad[0]}, sample column "
+            f"{bad[1]}); ComBat-seq needs complete integer counts"
+        )
+    if np.any(y < 0) or np.any(y != np.round(y)):
+        bad = np.argwhere((y < 0) | (y != np.round(y)))[0]
+        raise InputError(
+            f"counts must be non-negative integers; gene row {bad[0]}, sample column "
+            f"{bad[1]} is {y[bad[0], bad[1]]}. Round estimated counts before ComBat-seq."
+        )
+    return y
+
+
+def _batches(
+    batch: Sequence[object], nsamples: int
+) -> tuple[list[str], NDArray[np.intp], NDArray[np.intp]]:
+    """Batch levels (R's order), each sample's batch and the batch sizes; two or more each."""
+    blevels, bcode = batch_factor(batch, nsamples)
+    n_batches = np.bincount(bcode, minlength=len(blevels))
+    for level, size in zip(blevels, n_batches, strict=True):
+        if size <= 1:
+            raise InputError(
+                f"ComBat-seq needs at least 2 samples per batch; batch {level} has {size}"
+            )
+    if len(blevels) < 2:
+        raise InputError(f"ComBat-seq needs at least 2 batches; all samples are in {blevels[0]}")
+    return blevels, bcode, n_batches
+
+
+def _checked_covariates(covariates: ArrayLike, nsamples: int) -> FloatArray:
+    cov = np.asarray(covariates, dtype=np.float64)
+    if cov.ndim == 1:
+        cov = cov[:, None]
+    if cov.shape[0] != nsamples:
+        raise InputError(f"covariates has {cov.shape[0]} rows for {nsamples} samples")
+    if not np.all(np.isfinite(cov)):
+        raise InputError("covariates must be finite numbers for every sample")
+    return cov
+
+
+def _seq_design(
+    blevels: list[str],
+    bcode: NDArray[np.intp],
+    gcode: NDArray[np.intp] | None,
+    glevels: list[str],
+    cov: FloatArray | None,
+    covariate_names: Sequence[str] | None,
+    messages: list[str],
+) -> tuple[FloatArray, FloatArray]:
+    """sva's ``cbind(batchmod, mod)`` (all-ones columns dropped), checked; and ``mod``.
+
+    ``gcode`` is None for the null model (``full_mod = FALSE`` or one group level).
+    """
+    nsamples, n_batch = len(bcode), len(blevels)
+    batchmod = np.zeros((nsamples, n_batch))
+    batchmod[np.arange(nsamples), bcode] = 1.0
+    if gcode is not None:
+        messages.append("Using full model in ComBat-seq.")
+        mod = np.column_stack(
+            [np.ones(nsamples)] + [(gcode == k).astype(float) for k in range(1, len(glevels))]
+        )
+        mod_names = ["(Intercept)"] + [f"group{lv}" for lv in glevels[1:]]
+    else:
+        messages.append("Using null model in ComBat-seq.")
+        mod = np.ones((nsamples, 1))
+        mod_names = ["(Intercept)"]
+    if cov is not None:
+        cov_keep = ~np.all(cov == 1, axis=0)
+        mod = np.column_stack([mod, cov[:, cov_keep]])
+        mod_names += [
+            covariate_names[j] if covariate_names is not None else f"covariate{j + 1}"
+            for j in np.flatnonzero(cov_keep)
+        ]
+    design = np.column_stack([batchmod, mod])
+    names = [f"batch{lv}" for lv in blevels] + mod_names
+    not_ones = ~np.all(design == 1, axis=0)
+    design = design[:, not_ones]
+    names = [n for n, k in zip(names, not_ones, strict=True) if k]
+    messages.append(f"Adjusting for {design.shape[1] - n_batch} covariate(s) or covariate level(s)")
+    check_confounding(design, n_batch, blevels, bcode, names[n_batch:], method="ComBat-Seq")
+    if design.shape[1] >= nsamples:
+        # A saturated fit: zero residuals, so the dispersions are not estimable.
+        check_residual_df(
+            [blevels[b] for b in bcode],
+            design[:, n_batch:],
+            method="ComBat-seq",
+            covariate_names=names[n_batch:],
+        )
+    return design, mod
+
+
+def _batch_dispersions(
+    yk: FloatArray,
+    mod: FloatArray,
+    batches_ind: list[NDArray[np.intp]],
+    n_cov: int,
+    n_threads: int,
+) -> FloatArray:
+    """Genes × batches NB dispersions: tagwise with ``mod``, or common where too few samples."""
+    phi_hat = np.empty((yk.shape[0], len(batches_ind)))
+    for k, ind in enumerate(batches_ind):
+        mod_b = mod[ind]
+        y_b = yk[:, ind]
+        if len(ind) <= n_cov + 1 or rank(mod_b) < mod.shape[1]:
+            common = estimate_glm_common_disp(y_b, None, subset=None, threads=n_threads)
+            phi_hat[:, k] = common
+        else:
+            common = estimate_glm_common_disp(y_b, mod_b, subset=None, threads=n_threads)
+            phi_hat[:, k] = estimate_glm_tagwise_disp(
+                y_b, mod_b, common, prior_df=0, threads=n_threads
+            )
+    return phi_hat
+
+
+def _shrink_estimates(
+    yk: FloatArray,
+    mu_hat: FloatArray,
+    gamma_hat: FloatArray,
+    phi_hat: FloatArray,
+    batches_ind: list[NDArray[np.intp]],
+    gene_subset_n: int | None,
+    shrink_disp: bool,
+    messages: list[str],
+) -> tuple[FloatArray, FloatArray]:
+    """``shrink = TRUE``: Monte-Carlo empirical Bayes gamma* (and phi* with shrink_disp)."""
+    messages.append("Apply shrinkage - computing posterior estimates for parameters")
+    if gene_subset_n is not None:
+        messages.append(f"Using {gene_subset_n} random genes for Monte Carlo integration")
+    else:
+        messages.append(
+            "Using all genes for Monte Carlo integration; the function runs very slow "
+            "for large number of genes"
+        )
+    rng = np.random.default_rng(0)
+    gamma_star = np.empty_like(gamma_hat)
+    phi_star_mat = np.empty_like(phi_hat)
+    for k, ind in enumerate(batches_ind):
+        gamma_star[:, k], phi_star_mat[:, k] = _monte_carlo_int_nb(
+            yk[:, ind], mu_hat[:, ind], gamma_hat[:, k], phi_hat[:, k], gene_subset_n, rng
+        )
+    if not shrink_disp:
+        messages.append("Apply shrinkage to mean only")
+        phi_star_mat = phi_hat
+    return gamma_star, phi_star_mat
+
+
+def _divergent_warnings(divergent: list[str], keep: NDArray[np.bool_]) -> list[str]:
+    """A warning listing the genes zero in a whole model level (infinite coefficient)."""
+    n_divergent = sum(1 for levels in divergent if levels)
+    if not n_divergent:
+        return []
+    examples = [
+        f"{int(np.flatnonzero(keep)[i]) + 1} ({levels})"
+        for i, levels in enumerate(divergent)
+        if levels
+    ][:5]
+    return [
+        f"{n_divergent} gene(s) are zero in every sample of a model level (gene rows "
+        f"{', '.join(examples)}{', ...' if n_divergent > 5 else ''}): their GLM "
+        "coefficient is infinite, so the fit stops at edgeR's iteration limits, as in "
+        "sva. Their corrected counts equal sva's but depend on which group level is "
+        "the reference (the first in R's sorted order); treat them with caution."
+    ]

@@ -1,7 +1,7 @@
 """DESeq2's median-of-ratios size factors (``estimateSizeFactorsForMatrix``, DESeq2 1.38).
 
 The ``ratio`` type takes its log geometric means from PyDESeq2 (``deseq2_norm_fit``),
-which agrees with DESeq2 (``shared/reference/ALGORITHMS.md`` §3), and the median of log
+which agrees with DESeq2 (``docs/methods.md`` §3), and the median of log
 ratios of ``deseq2_norm_transform`` without the normalized counts that function also
 computes; both run in blocks so that a consortium-sized matrix is never copied whole.
 ``poscounts`` is ours: PyDESeq2 keeps only genes whose positive-count geometric mean
@@ -125,3 +125,33 @@ def size_factors(
     if type == "poscounts":
         factors = factors / np.exp(np.mean(np.log(factors)))
     return factors
+
+
+def norm_transform(
+    counts: npt.ArrayLike, size_factors: npt.ArrayLike, pc: float = 1.0
+) -> FloatArray:
+    """``log2(counts / size_factor + pc)``, ``DESeq2::normTransform(dds, f = log2, pc = 1)``.
+
+    The shifted log of DESeq2's normalized counts (``counts(dds, normalized = TRUE)``):
+    the baseline the DESeq2 vignette compares its variance-stabilizing transforms with
+    (``docs/methods.md`` §3). For plots and clustering, not for testing.
+
+    Parameters
+    ----------
+    counts
+        Genes × samples counts.
+    size_factors
+        One DESeq2 size factor per sample (normalization/size_factors.tsv ``size_factor``).
+    pc
+        The pseudocount added before the log.
+
+    Returns
+    -------
+    numpy.ndarray
+        Genes × samples, log2 scale.
+    """
+    values = np.asarray(counts, dtype=np.float64)
+    factors = np.asarray(size_factors, dtype=np.float64)
+    if factors.shape != (values.shape[1],) or not np.all(np.isfinite(factors) & (factors > 0)):
+        raise ValueError("one positive, finite size factor per sample is needed")
+    return np.log2(values / factors + pc)

@@ -18,8 +18,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cohortnorm.combat import check_residual_df
-from cohortnorm.errors import InputError
+from cohortnorm.errors import InputError, preview
+from cohortnorm.model_matrix import check_residual_df, rank
+from cohortnorm.registry import BATCH_CORRECTORS
 
 #: Cell values taken as "missing" in every sample-sheet column the config uses. Empty
 #: cells and the spellings spreadsheet programs, R and pandas write for a missing value.
@@ -34,11 +35,6 @@ _FORBIDDEN = {
     "}": "a curly brace (it marks a wildcard in file patterns)",
     '"': "a double quote (it breaks quoting in tables)",
 }
-
-
-def _preview(names: Sequence[object], limit: int = 10) -> str:
-    shown = ", ".join(repr(str(n)) for n in list(names)[:limit])
-    return shown + (f" … ({len(names)} in all)" if len(names) > limit else "")
 
 
 def is_missing(values: pd.Series) -> pd.Series:
@@ -161,12 +157,6 @@ def _column_names(values: Mapping[str, pd.Series]) -> list[str]:
     return names
 
 
-def _rank(matrix: np.ndarray) -> int:
-    if matrix.size == 0:
-        return 0
-    return int(np.linalg.matrix_rank(matrix))
-
-
 def _indicators(values: pd.Series) -> np.ndarray:
     return np.column_stack([(values == lv).to_numpy(dtype=float) for lv in pd.unique(values)])
 
@@ -214,6 +204,35 @@ def check_design(sheet: pd.DataFrame, settings: Mapping[str, Any], *, source: st
     cell in any used column stops the run, on purpose: a sample silently leaving the
     group count or becoming a batch of its own changes the results without a word.
     """
+    _check_used_columns(sheet, settings, source)
+    batch_settings = settings.get("batch_correction", {})
+    method = batch_settings.get("method", "none")
+    if method == "none":
+        return []
+    batch_name = batch_settings.get("batch")
+    if not batch_name:
+        raise InputError(
+            f"batch_correction.method is {method} but batch_correction.batch names no column. "
+            "Name the sheet column holding the batch, or set batch_correction.method: none."
+        )
+    batch = sheet[batch_name].astype(str).str.strip().reset_index(drop=True)
+    notes = _check_batch_sizes(batch, batch_name, method, source)
+    kept = kept_covariates(settings)
+    values = {name: sheet[name].astype(str).str.strip().reset_index(drop=True) for name in kept}
+    _check_covariates(values, batch_name, source)
+    tool = BATCH_CORRECTORS[method].label
+    cov_design = _check_confounding(batch, batch_name, values, tool, source)
+    # One residual-df rule for the sheet check and the method itself (its message gives
+    # the samples, batches and design columns).
+    try:
+        check_residual_df(batch, cov_design, method=tool, covariate_names=_column_names(values))
+    except InputError as error:
+        raise InputError(f"{source}: {error}") from None
+    return notes
+
+
+def _check_used_columns(sheet: pd.DataFrame, settings: Mapping[str, Any], source: str) -> None:
+    """Every column the config names exists and has a value for every sample."""
     columns = list(sheet.columns)
     used = used_columns(settings, columns)
     for key, names in used.items():
@@ -230,29 +249,21 @@ def check_design(sheet: pd.DataFrame, settings: Mapping[str, Any], *, source: st
             if missing.any():
                 raise InputError(
                     f"{source}: column {name!r} (used for {key}) has no value for sample(s) "
-                    f"{_preview(samples[missing].tolist())} (empty, NA, NaN or N/A). Fill in "
+                    f"{preview(samples[missing].tolist(), 10, quoted=True)} (empty, NA, NaN "
+                    "or N/A). Fill in "
                     "the value, or remove those samples from the sheet (and, for a count "
                     "matrix, set counts.subset_samples: true)."
                 )
-    batch_settings = settings.get("batch_correction", {})
-    method = batch_settings.get("method", "none")
-    if method == "none":
-        return []
-    tool = {"combat": "ComBat", "combat_seq": "ComBat-seq"}[method]
-    batch_name = batch_settings.get("batch")
-    if not batch_name:
-        raise InputError(
-            f"batch_correction.method is {method} but batch_correction.batch names no column. "
-            "Name the sheet column holding the batch, or set batch_correction.method: none."
-        )
-    batch = sheet[batch_name].astype(str).str.strip().reset_index(drop=True)
+
+
+def _check_batch_sizes(batch: pd.Series, batch_name: str, method: str, source: str) -> list[str]:
+    """At least two batches; a one-sample batch only where the method can take it."""
     sizes = batch.value_counts(sort=False)
     if len(sizes) < 2:
         raise InputError(
             f"{source}: every sample is in batch {batch.iloc[0]!r} (column {batch_name!r}), so "
             f"there is no batch effect to correct. Set batch_correction.method: none."
         )
-    notes: list[str] = []
     single = [str(level) for level, n in sizes.items() if n == 1]
     if single and method == "combat_seq":
         raise InputError(
@@ -263,12 +274,16 @@ def check_design(sheet: pd.DataFrame, settings: Mapping[str, Any], *, source: st
             "only (as sva does)."
         )
     if single:
-        notes.append(
+        return [
             f"batch(es) {', '.join(single)} hold a single sample: ComBat corrects them for "
             "their mean only (sva switches to mean.only=TRUE)."
-        )
-    kept = kept_covariates(settings)
-    values = {name: sheet[name].astype(str).str.strip().reset_index(drop=True) for name in kept}
+        ]
+    return []
+
+
+def _check_covariates(values: Mapping[str, pd.Series], batch_name: str, source: str) -> None:
+    """No covariate is the batch itself, constant, or a copy of another."""
+    kept = list(values)
     if batch_name in kept:
         raise InputError(
             f"the batch column {batch_name!r} is also listed as a covariate to keep. A column "
@@ -288,13 +303,20 @@ def check_design(sheet: pd.DataFrame, settings: Mapping[str, Any], *, source: st
                     f"{source}: covariates {first!r} and {second!r} group the samples in exactly "
                     "the same way (a copied column?). Keep one of them in the covariates."
                 )
+
+
+def _check_confounding(
+    batch: pd.Series, batch_name: str, values: Mapping[str, pd.Series], tool: str, source: str
+) -> np.ndarray:
+    """Covariates independent of each other and of batch; returns their design columns."""
+    kept = list(values)
     cov_design = (
         np.column_stack([_columns_of(values[name]) for name in kept])
         if kept
         else np.empty((len(batch), 0))
     )
     with_intercept = np.column_stack([np.ones(len(batch)), cov_design])
-    if _rank(with_intercept) < with_intercept.shape[1]:
+    if rank(with_intercept) < with_intercept.shape[1]:
         raise InputError(
             f"{source}: the covariates {', '.join(map(repr, kept))} are confounded with each "
             "other (one is determined by the others), so their effects cannot be told apart. "
@@ -302,11 +324,11 @@ def check_design(sheet: pd.DataFrame, settings: Mapping[str, Any], *, source: st
         )
     batch_design = _indicators(batch)
     full = np.column_stack([batch_design, cov_design])
-    if _rank(full) < full.shape[1]:
+    if rank(full) < full.shape[1]:
         involved = [
             name
             for name in kept
-            if _rank(np.column_stack([batch_design, _columns_of(values[name])]))
+            if rank(np.column_stack([batch_design, _columns_of(values[name])]))
             < batch_design.shape[1] + _columns_of(values[name]).shape[1]
         ]
         names = involved or kept
@@ -319,10 +341,4 @@ def check_design(sheet: pd.DataFrame, settings: Mapping[str, Any], *, source: st
             "batch_correction.method: none. To correct, the design needs samples of each "
             "covariate level in more than one batch."
         )
-    # One residual-df rule for the sheet check and the method itself (its message gives
-    # the samples, batches and design columns).
-    try:
-        check_residual_df(batch, cov_design, method=tool, covariate_names=_column_names(values))
-    except InputError as error:
-        raise InputError(f"{source}: {error}") from None
-    return notes
+    return cov_design

@@ -1,7 +1,7 @@
 """edgeR's library-size normalization, expression filter and counts per million.
 
-Reproduces edgeR 3.40 (``calcNormFactors``, ``filterByExpr``, ``cpm``) as specified in
-``shared/reference/ALGORITHMS.md`` §1–2. Every function takes a genes × samples array of
+Reproduces edgeR 3.40 (``calcNormFactors``, ``filterByExpr``, ``cpm``) as described in
+``docs/methods.md`` §1–2. Every function takes a genes × samples array of
 counts and returns plain numpy arrays; nothing here reads files or knows about Snakemake.
 """
 
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -17,7 +16,8 @@ import pandas as pd
 
 from cohortnorm.blocks import CACHE_BLOCK_CELLS, cell_slices
 
-NormMethod = Literal["TMM", "TMMwsp", "RLE", "upperquartile", "none"]
+#: The methods calc_norm_factors implements (tests/test_registry.py checks that the
+#: registry's edgeR entries are exactly these).
 NORM_METHODS: tuple[str, ...] = ("TMM", "TMMwsp", "RLE", "upperquartile", "none")
 
 FloatArray = npt.NDArray[np.float64]
@@ -438,7 +438,7 @@ def _tmmwsp_factors(
 
 def calc_norm_factors(
     counts: npt.ArrayLike,
-    method: NormMethod = "TMM",
+    method: str = "TMM",
     *,
     lib_size: npt.ArrayLike | None = None,
     ref_column: int | None = None,
@@ -456,7 +456,8 @@ def calc_norm_factors(
         Genes × samples counts. NaN is an error.
     method
         ``"TMM"`` (edgeR's default), ``"TMMwsp"``, ``"RLE"``, ``"upperquartile"`` or
-        ``"none"``. ``"TMMwzp"`` is accepted as the old name of ``"TMMwsp"``.
+        ``"none"`` (:data:`NORM_METHODS`; the workflow's list is
+        :data:`cohortnorm.registry.NORMALIZERS`).
     lib_size
         Library sizes; default the column sums. They are not recomputed after
         all-zero genes are dropped, exactly as in edgeR.
@@ -487,8 +488,6 @@ def calc_norm_factors(
     """
     values = _as_counts(counts)
     sizes = _library_sizes(values, lib_size)
-    if method == "TMMwzp":
-        method = "TMMwsp"
     if method not in NORM_METHODS:
         raise ValueError(f"unknown normalization method {method!r}; use one of {NORM_METHODS}")
     if not (0 <= logratio_trim < 0.5 and 0 <= sum_trim < 0.5):

@@ -26,6 +26,7 @@ import math
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import cache
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -120,12 +121,31 @@ _BLOCK_CELLS = 1 << 17
 _LGAMMA_TABLE = 1 << 16
 
 
-def _gene_blocks(ngenes: int, nlibs: int) -> list[slice]:
+@cache
+def _lgamma_int_table() -> FloatArray:
+    """``lgamma(k + 1)`` for ``k = 0 … 65535`` (the same doubles as ``gammaln``)."""
+    return gammaln(np.arange(_LGAMMA_TABLE, dtype=np.float64) + 1)
+
+
+def lgamma_counts(y: FloatArray) -> FloatArray:
+    """``gammaln(y + 1)`` for non-negative integer-valued ``y``, small ones from a table.
+
+    The same doubles as ``gammaln``; the look-up replaces one lgamma call per cell.
+    """
+    table = _lgamma_int_table()
+    small = y < table.size
+    out = table[np.where(small, y, 0).astype(np.intp)]
+    if not small.all():
+        out[~small] = gammaln(y[~small] + 1)
+    return out
+
+
+def gene_blocks(ngenes: int, nlibs: int) -> list[slice]:
     """Consecutive row slices of about :data:`_BLOCK_CELLS` cells each."""
     return cell_slices(ngenes, nlibs, _BLOCK_CELLS)
 
 
-def _map_blocks(fn: Callable[[slice], None], blocks: list[slice], threads: int) -> None:
+def map_blocks(fn: Callable[[slice], None], blocks: list[slice], threads: int) -> None:
     """Run ``fn`` on every block, on up to ``threads`` threads.
 
     The blocks are independent and ``fn`` writes only its own rows, so the result does not
@@ -179,6 +199,15 @@ class _NbDeviance:
 
     def __call__(self, mu: FloatArray) -> FloatArray:
         """Deviance of every gene at fitted means ``mu`` (same shape as ``y``)."""
+        return 2 * self.half_unit(mu).sum(axis=1)
+
+    def half_unit(self, mu: FloatArray) -> FloatArray:
+        """Half the unit deviance of every cell, edgeR C++ ``compute_unit_nb_deviance``/2.
+
+        The one copy of the formula: its three branches (negative binomial, the gamma
+        limit for ``mu * phi > 1e6``, Poisson for ``phi < 1e-4``). The Poisson branch keeps
+        edgeR's ``2/3*resid`` term, which C integer division makes 0.
+        """
         y = self.y
         mu = mu + _MILDLY_LOW_VALUE
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
@@ -208,41 +237,21 @@ class _NbDeviance:
                     - resid
                     - 0.5 * resid * resid * pp * (1 + pp * (0 * resid - yp))
                 )
-        return 2 * half.sum(axis=1)
+        return half
 
 
 def nb_unit_deviance(y: FloatArray, mu: FloatArray, phi: FloatArray) -> FloatArray:
-    """Unit NB deviance, edgeR C++ ``compute_unit_nb_deviance``.
+    """Unit NB deviance, edgeR C++ ``compute_unit_nb_deviance`` (see _NbDeviance.half_unit).
 
-    The Poisson branch keeps edgeR's ``2/3*resid`` term, which C integer division makes 0.
+    Twice the half deviance, which is exact, so a gene's sum equals :func:`nb_deviance`.
     """
-    y = y + _MILDLY_LOW_VALUE
-    mu = mu + _MILDLY_LOW_VALUE
-    out = np.empty(np.broadcast(y, mu, phi).shape)
-    y, mu, phi = np.broadcast_arrays(y, mu, phi)
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        pois = phi < _ONE_TENTHOUSANDTH
-        product = mu * phi
-        gamma = ~pois & (product > _ONE_MILLION)
-        nb = ~pois & ~gamma
-        if pois.any():
-            yp, mp, pp = y[pois], mu[pois], phi[pois]
-            resid = yp - mp
-            out[pois] = 2 * (
-                yp * np.log(yp / mp)
-                - resid
-                - 0.5 * resid * resid * pp * (1 + pp * (0 * resid - yp))
-            )
-        if gamma.any():
-            yg, mg = y[gamma], mu[gamma]
-            out[gamma] = 2 * ((yg - mg) / mg - np.log(yg / mg)) * mg / (1 + product[gamma])
-        if nb.any():
-            yn, mn = y[nb], mu[nb]
-            invphi = 1 / phi[nb]
-            out[nb] = 2 * (
-                yn * np.log(yn / mn) + (yn + invphi) * np.log((mn + invphi) / (yn + invphi))
-            )
-    return out
+    y, mu, phi = np.broadcast_arrays(
+        np.asarray(y, dtype=np.float64),
+        np.asarray(mu, dtype=np.float64),
+        np.asarray(phi, dtype=np.float64),
+    )
+    deviance = _NbDeviance(np.ascontiguousarray(y), np.ascontiguousarray(phi))
+    return 2 * deviance.half_unit(np.ascontiguousarray(mu))
 
 
 def nb_deviance(y: FloatArray, mu: FloatArray, phi: FloatArray) -> FloatArray:
@@ -335,7 +344,7 @@ def _fit_one_group(
         yb, ob = y[rows], offset[rows]
         beta[rows] = _one_group_newton(yb, ob, disp[rows], _one_group_start(yb, ob), maxit, tol)
 
-    _map_blocks(block, _gene_blocks(ngenes, nlibs), threads)
+    map_blocks(block, gene_blocks(ngenes, nlibs), threads)
     return beta
 
 
@@ -480,7 +489,7 @@ def mglm_levenberg(
 ) -> tuple[FloatArray, FloatArray, FloatArray, NDArray[np.int64], NDArray[np.bool_]]:
     """Levenberg-damped NB GLM fit, edgeR ``mglmLevenberg`` / C++ ``glm_levenberg::fit``.
 
-    Genes are fitted in blocks (:func:`_gene_blocks`, on up to ``threads`` threads);
+    Genes are fitted in blocks (:func:`gene_blocks`, on up to ``threads`` threads);
     within a block all genes iterate together and a gene leaves the working arrays when
     its own stopping rule fires, so each gene follows the per-gene C++ iteration. As in
     edgeR, lambda grows tenfold until ``XᵀWX + λI`` has a Cholesky factor; the damped
@@ -517,7 +526,7 @@ def mglm_levenberg(
             tol,
         )
 
-    _map_blocks(block, _gene_blocks(ngenes, nlibs), threads)
+    map_blocks(block, gene_blocks(ngenes, nlibs), threads)
     return beta, mu, dev, iters, failed
 
 
@@ -863,6 +872,26 @@ def _cox_reid_adjustment(design: FloatArray, w: FloatArray) -> FloatArray:
     return out
 
 
+def _nb_loglik(
+    y: FloatArray, mu: FloatArray, r: FloatArray, lgamma_yr: FloatArray, lgamma_y1: FloatArray
+) -> FloatArray:
+    """The NB log-likelihood of each cell, C++ ``compute_apl``'s terms left to right.
+
+    ``r`` is ``1 / dispersion``; ``lgamma_yr`` and ``lgamma_y1`` are ``lgamma(y + r)``
+    and ``lgamma(y + 1)``, which the callers take from tables where they can.
+    """
+    logmur = np.log(mu + r)
+    nb = y * np.log(mu)
+    nb -= y * logmur
+    nb += r * np.log(r)
+    logmur *= r
+    nb -= logmur
+    nb += lgamma_yr
+    nb -= lgamma_y1
+    nb -= gammaln(r)
+    return nb
+
+
 class _AplData:
     """The dispersion-free parts of ``adjustedProfileLik`` for one (y, design, offset).
 
@@ -893,7 +922,7 @@ class _AplData:
         self.design = design
         self.offset = np.ascontiguousarray(offset, dtype=np.float64)
         ngenes, nlibs = self.y.shape
-        self.blocks = _gene_blocks(ngenes, nlibs)
+        self.blocks = gene_blocks(ngenes, nlibs)
         self.codes = design_as_factor(design)
         ngroups = int(self.codes.max()) + 1 if nlibs else 0
         self.oneway = ngroups == design.shape[1]
@@ -916,13 +945,7 @@ class _AplData:
             self.table_size = int(min(self.y.max(), _LGAMMA_TABLE - 1)) + 1
             self.table_index = np.minimum(self.y, self.table_size - 1).astype(np.intp)
         if self.table_size:
-            # lgamma(y + 1) from a table too; counts beyond it directly.
-            self.lgamma_y1 = gammaln(np.arange(self.table_size, dtype=np.float64) + 1)[
-                self.table_index
-            ]
-            beyond = self.y >= self.table_size
-            if beyond.any():
-                self.lgamma_y1[beyond] = gammaln(self.y[beyond] + 1)
+            self.lgamma_y1 = lgamma_counts(self.y)
         else:
             self.lgamma_y1 = gammaln(self.y + 1)
 
@@ -964,7 +987,7 @@ class _AplData:
             for k, d in enumerate(disps):
                 out[rows, k] = self._block(rows, d[rows], tables[k])
 
-        _map_blocks(block, self.blocks, self.threads)
+        map_blocks(block, self.blocks, self.threads)
         return out
 
     def _block(self, rows: slice, disp: FloatArray, table: FloatArray | None) -> FloatArray:
@@ -986,7 +1009,6 @@ class _AplData:
             _, mu, _, _, _ = mglm_levenberg(yb, self.design, disp_matrix, ob, maxit=250)
         with np.errstate(divide="ignore", invalid="ignore"):
             r = 1 / d
-            logmur = np.log(mu + r)
             if table is None:
                 values, gene, where = self._distinct_counts(rows)
                 lgamma_yr = gammaln(values + r[gene, 0])[where]
@@ -995,15 +1017,7 @@ class _AplData:
                 beyond = yb >= self.table_size
                 if beyond.any():
                     lgamma_yr[beyond] = gammaln(yb[beyond] + r[0, 0])
-            # The terms in compute_apl's order (left to right, as the full-matrix code).
-            nb = yb * np.log(mu)
-            nb -= yb * logmur
-            nb += r * np.log(r)
-            logmur *= r
-            nb -= logmur
-            nb += lgamma_yr
-            nb -= self.lgamma_y1[rows]
-            nb -= gammaln(r)
+            nb = _nb_loglik(yb, mu, r, lgamma_yr, self.lgamma_y1[rows])
             nb[mu == 0] = 0.0
             apl = nb.sum(axis=1)
             w = d * mu
@@ -1063,17 +1077,9 @@ def _apl_matrices(
     nonzero = mu != 0
     with np.errstate(divide="ignore", invalid="ignore"):
         r = 1 / disp
-        logmur = np.log(mu + r)
-        nb = (
-            yy * np.log(mu)
-            - yy * logmur
-            + r * np.log(r)
-            - r * logmur
-            + gammaln(yy + r)
-            - gammaln(yy + 1)
-            - gammaln(r)
-        )
-        pois = yy * np.log(mu) - mu - gammaln(yy + 1)
+        lgamma_y1 = gammaln(yy + 1)
+        nb = _nb_loglik(yy, mu, r, gammaln(yy + r), lgamma_y1)
+        pois = yy * np.log(mu) - mu - lgamma_y1
         loglik = np.where(disp > 0, nb, pois)
     apl = np.where(nonzero, loglik, 0.0).sum(axis=1)
     if not adjust:

@@ -1,4 +1,4 @@
-"""Length-normalized expression for visualization: TPM and FPKM (ALGORITHMS.md §4).
+"""Length-normalized expression for visualization: TPM and FPKM (docs/methods.md §4).
 
 Neither is for differential-expression testing: TPM removes library size entirely and
 both divide by a gene length that the counting model does not use. For quantifier input

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import functools
 import os
-import tempfile
 import textwrap
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ParamSpec, TypeVar
 
@@ -33,6 +33,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from scipy.cluster import hierarchy
 
+from cohortnorm.io.tables import atomic_output
 from cohortnorm.qc import MAHistograms, PCAResult, StageQC
 
 #: rcParams of every figure: fixed fonts, sizes and hash salt for reproducible files.
@@ -118,25 +119,15 @@ def save_figure(fig: Figure, path: str | os.PathLike[str]) -> None:
     path
         Target file; the format follows its suffix (png, svg or pdf).
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fmt = path.suffix.lstrip(".").lower() or "png"
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
-        with matplotlib.rc_context(STYLE):
-            fig.savefig(
-                temporary,
-                format=fmt,
-                metadata=METADATA.get(fmt),
-                bbox_inches="tight",
-                pad_inches=0.1,
-            )
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    fmt = Path(path).suffix.lstrip(".").lower() or "png"
+    with atomic_output(path) as temporary, matplotlib.rc_context(STYLE):
+        fig.savefig(
+            temporary,
+            format=fmt,
+            metadata=METADATA.get(fmt),
+            bbox_inches="tight",
+            pad_inches=0.1,
+        )
 
 
 def _levels(labels: Sequence[object] | None) -> list[str]:
@@ -721,11 +712,81 @@ def verdict_figure(metrics: pd.DataFrame, *, title: str = "") -> Figure:
     return fig
 
 
-#: The per-stage figures, in the order the report lists them.
-STAGE_FIGURES = ("boxplot", "density", "pca", "rle", "correlation", "ma")
+@dataclass(frozen=True)
+class FigureLabels:
+    """The words a stage figure writes: the sheet's column names and the title."""
+
+    condition_name: str = "condition"
+    batch_name: str = "batch"
+    title: str = ""
 
 
-@styled
+# The per-stage figures, one function each taking (StageQC, FigureLabels); the registry
+# (cohortnorm.registry.STAGE_FIGURES) lists them, with their report labels and captions.
+
+
+def stage_boxplot(result: StageQC, labels: FigureLabels) -> Figure:
+    """Per-sample logCPM distributions, grouped by batch."""
+    return boxplot_figure(
+        result.distribution, groups=result.batch, group_name=labels.batch_name, title=labels.title
+    )
+
+
+def stage_density(result: StageQC, labels: FigureLabels) -> Figure:
+    """Per-sample logCPM densities, coloured by batch."""
+    return density_figure(
+        result.density_edges,
+        result.density,
+        groups=result.batch,
+        group_name=labels.batch_name,
+        title=labels.title,
+    )
+
+
+def stage_pca(result: StageQC, labels: FigureLabels) -> Figure:
+    """PCA of the most variable genes, marked by condition and batch."""
+    return pca_figure(
+        result.pca,
+        condition=result.condition,
+        batch=result.batch,
+        title=labels.title,
+        condition_name=labels.condition_name,
+        batch_name=labels.batch_name,
+    )
+
+
+def stage_rle(result: StageQC, labels: FigureLabels) -> Figure:
+    """Relative log expression per sample, grouped by batch."""
+    return rle_figure(
+        result.rle, groups=result.batch, group_name=labels.batch_name, title=labels.title
+    )
+
+
+def stage_correlation(result: StageQC, labels: FigureLabels) -> Figure:
+    """Sample correlation heatmap (the shown subset for many samples), with both factors."""
+    shown = (
+        np.arange(len(result.samples))
+        if result.correlation_samples is None
+        else result.correlation_samples
+    )
+    return correlation_figure(
+        result.correlation,
+        result.linkage,
+        [result.samples[i] for i in shown],
+        condition=None if result.condition is None else result.condition[shown],
+        batch=None if result.batch is None else result.batch[shown],
+        title=labels.title,
+        n_samples=len(result.samples),
+        condition_name=labels.condition_name,
+        batch_name=labels.batch_name,
+    )
+
+
+def stage_ma(result: StageQC, labels: FigureLabels) -> Figure:
+    """MA plots of the first samples against the pseudo-reference."""
+    return ma_figure(result.ma, title=labels.title)
+
+
 def stage_figures(
     result: StageQC,
     *,
@@ -733,38 +794,12 @@ def stage_figures(
     batch_name: str = "batch",
     title: str = "",
 ) -> dict[str, Figure]:
-    """The six figures of one QC stage (:data:`STAGE_FIGURES`), keyed by name.
+    """Every registered figure of one QC stage (registry.STAGE_FIGURES), keyed by name.
 
     Boxes, densities and RLE are grouped by batch; the PCA and the correlation heatmap
     show both the condition and the batch of each sample.
     """
-    batch = result.batch
-    names = {"condition_name": condition_name, "batch_name": batch_name}
-    shown = (
-        np.arange(len(result.samples))
-        if result.correlation_samples is None
-        else result.correlation_samples
-    )
-    return {
-        "boxplot": boxplot_figure(
-            result.distribution, groups=batch, group_name=batch_name, title=title
-        ),
-        "density": density_figure(
-            result.density_edges, result.density, groups=batch, group_name=batch_name, title=title
-        ),
-        "pca": pca_figure(
-            result.pca, condition=result.condition, batch=batch, title=title, **names
-        ),
-        "rle": rle_figure(result.rle, groups=batch, group_name=batch_name, title=title),
-        "correlation": correlation_figure(
-            result.correlation,
-            result.linkage,
-            [result.samples[i] for i in shown],
-            condition=None if result.condition is None else result.condition[shown],
-            batch=None if batch is None else batch[shown],
-            title=title,
-            n_samples=len(result.samples),
-            **names,
-        ),
-        "ma": ma_figure(result.ma, title=title),
-    }
+    from cohortnorm.registry import STAGE_FIGURES, load
+
+    labels = FigureLabels(condition_name, batch_name, title)
+    return {name: load(entry.draw)(result, labels) for name, entry in STAGE_FIGURES.items()}

@@ -701,6 +701,52 @@ def verdict(batch_r2: float, condition_r2: float, association: float = float("na
     return "condition" if condition_r2 > batch_r2 else "batch"
 
 
+def _stage_metrics(
+    stage: str,
+    shape: tuple[int, int],
+    pca_result: PCAResult,
+    distribution: pd.DataFrame,
+    rle: pd.DataFrame,
+    batch_array: np.ndarray | None,
+    condition_array: np.ndarray | None,
+) -> dict[str, object]:
+    """The metrics row of one stage: variance explained, silhouettes, verdict."""
+    scores, weights = pca_result.scores, pca_result.variance
+    nan = float("nan")
+    batch_r2 = factor_r2(scores, batch_array, weights) if batch_array is not None else nan
+    condition_r2 = (
+        factor_r2(scores, condition_array, weights) if condition_array is not None else nan
+    )
+    known = [labels for labels in (batch_array, condition_array) if labels is not None]
+    widths = iter(silhouettes(scores, known))
+    batch_silhouette = next(widths) if batch_array is not None else nan
+    condition_silhouette = next(widths) if condition_array is not None else nan
+    association = (
+        cramers_v(batch_array, condition_array)
+        if batch_array is not None and condition_array is not None
+        else nan
+    )
+    metrics: dict[str, object] = {
+        "stage": stage,
+        "n_genes": shape[0],
+        "n_samples": shape[1],
+        "top_genes_used": len(pca_result.genes),
+        "n_pcs_used": scores.shape[1],
+        "pcs_variance_fraction": float(pca_result.variance_ratio.sum()),
+        "pc1_variance_fraction": float(pca_result.variance_ratio[0]) if scores.shape[1] else nan,
+        "batch_r2": batch_r2,
+        "condition_r2": condition_r2,
+        "batch_silhouette": batch_silhouette,
+        "condition_silhouette": condition_silhouette,
+        "median_iqr": float(distribution["iqr"].median()),
+        "median_abs_rle": float(np.median(np.abs(rle["median"]))),
+        "batch_condition_cramers_v": association,
+        "verdict": verdict(batch_r2, condition_r2, association),
+        "verdict_rule": VERDICT_RULE,
+    }
+    return metrics
+
+
 def stage_qc(
     values: np.ndarray,
     samples: Sequence[str],
@@ -768,40 +814,10 @@ def stage_qc(
     correlation, linkage = correlation_clustering(values[np.ix_(pca_result.genes, shown)])
     ma = ma_histograms(values, samples, max_panels=max_ma_panels)
 
-    scores, weights = pca_result.scores, pca_result.variance
-    nan = float("nan")
-    batch_r2 = factor_r2(scores, batch_array, weights) if batch_array is not None else nan
-    condition_r2 = (
-        factor_r2(scores, condition_array, weights) if condition_array is not None else nan
+    metrics = _stage_metrics(
+        stage, values.shape, pca_result, distribution, rle, batch_array, condition_array
     )
-    known = [labels for labels in (batch_array, condition_array) if labels is not None]
-    widths = iter(silhouettes(scores, known))
-    batch_silhouette = next(widths) if batch_array is not None else nan
-    condition_silhouette = next(widths) if condition_array is not None else nan
-    association = (
-        cramers_v(batch_array, condition_array)
-        if batch_array is not None and condition_array is not None
-        else nan
-    )
-    metrics: dict[str, object] = {
-        "stage": stage,
-        "n_genes": values.shape[0],
-        "n_samples": values.shape[1],
-        "top_genes_used": len(pca_result.genes),
-        "n_pcs_used": scores.shape[1],
-        "pcs_variance_fraction": float(pca_result.variance_ratio.sum()),
-        "pc1_variance_fraction": float(pca_result.variance_ratio[0]) if scores.shape[1] else nan,
-        "batch_r2": batch_r2,
-        "condition_r2": condition_r2,
-        "batch_silhouette": batch_silhouette,
-        "condition_silhouette": condition_silhouette,
-        "median_iqr": float(distribution["iqr"].median()),
-        "median_abs_rle": float(np.median(np.abs(rle["median"]))),
-        "batch_condition_cramers_v": association,
-        "verdict": verdict(batch_r2, condition_r2, association),
-        "verdict_rule": VERDICT_RULE,
-        "heatmap_samples": len(shown),
-    }
+    metrics["heatmap_samples"] = len(shown)
     distance = pca_distance(pca_result)
     per_sample = pd.DataFrame(
         {
@@ -814,8 +830,8 @@ def stage_qc(
         },
         index=pd.Index(samples, name="sample"),
     )
-    for k in range(scores.shape[1]):
-        per_sample[f"PC{k + 1}"] = scores[:, k]
+    for k in range(pca_result.scores.shape[1]):
+        per_sample[f"PC{k + 1}"] = pca_result.scores[:, k]
     return StageQC(
         samples=samples,
         distribution=distribution,

@@ -68,6 +68,9 @@ RULE_COSTS: dict[str, RuleCost] = {
     "filter_counts": RuleCost(1.90, 0.112),
     "size_factors": RuleCost(2.00, 0.132),
     "normalized_values": RuleCost(2.28, 0.75),
+    # Not measured: one elementwise pass over the filtered counts writing one matrix, so
+    # normalized_values' cost (the same pass writing three) bounds it.
+    "transform_norm_transform": RuleCost(2.28, 0.75),
     "tpm": RuleCost(1.83, 0.315),
     "write_h5ad": RuleCost(3.0, 0.8),
     "batch_correction_combat": RuleCost(3.05, 0.50),

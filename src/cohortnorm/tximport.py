@@ -20,7 +20,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from cohortnorm.errors import InputError
+from cohortnorm.errors import InputError, preview
 
 CountsFromAbundance = Literal["no", "scaledTPM", "lengthScaledTPM"]
 COUNTS_FROM_ABUNDANCE: tuple[str, ...] = ("no", "scaledTPM", "lengthScaledTPM")
@@ -44,12 +44,6 @@ def r_sort_key(identifier: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
     primary = tuple(_PRIMARY.get(char, 1000 + ord(char)) for char in identifier)
     tertiary = tuple(1 if char.isupper() else 0 for char in identifier)
     return primary, tertiary
-
-
-def _preview(names: list[str] | np.ndarray, limit: int = 5) -> str:
-    names = list(names)
-    shown = ", ".join(map(str, names[:limit]))
-    return shown + (f", … ({len(names)} in all)" if len(names) > limit else "")
 
 
 def make_counts_from_abundance(
@@ -201,8 +195,8 @@ def summarize_to_genes(
     if missing.all():
         raise InputError(
             "none of the quantified transcripts are in the tx2gene table. Example IDs "
-            f"(quantification): {_preview(list(tx_ids[:3]), 3)}; example IDs (tx2gene): "
-            f"{_preview(list(tx2gene.index[:3]), 3)}. Use the tx2gene table of the annotation "
+            f"(quantification): {preview(list(tx_ids[:3]), 3)}; example IDs (tx2gene): "
+            f"{preview(list(tx2gene.index[:3]), 3)}. Use the tx2gene table of the annotation "
             "the quantifier index was built from (check transcript version suffixes)."
         )
     keep = ~missing
@@ -210,7 +204,7 @@ def summarize_to_genes(
         if not ignore_missing:
             raise InputError(
                 f"{int(missing.sum())} quantified transcript(s) have no gene in the tx2gene "
-                f"table: {_preview(list(tx_ids[missing]))}. Use the tx2gene table of the "
+                f"table: {preview(list(tx_ids[missing]))}. Use the tx2gene table of the "
                 "annotation the quantifier index was built from."
             )
         gene_of_tx = gene_of_tx[keep]

@@ -11,13 +11,7 @@ from collections.abc import Mapping, Sequence
 import pandas as pd
 
 from cohortnorm.design import is_missing
-from cohortnorm.errors import InputError
-
-
-def _preview(names: Sequence[str], limit: int = 10) -> str:
-    shown = ", ".join(map(str, list(names)[:limit]))
-    return shown + (f" … ({len(names)} in all)" if len(names) > limit else "")
-
+from cohortnorm.errors import InputError, preview
 
 _NO_COLUMN = "(no column)"
 _NO_ROW = "(no sheet row)"
@@ -124,13 +118,13 @@ def reconcile_samples(
     if missing:
         raise InputError(
             f"{sheet_source}: {len(missing)} sample(s) in the sample sheet have no column in "
-            f"{counts_source}: {_preview(missing)}. Fix the names, or remove those rows. "
+            f"{counts_source}: {preview(missing, 10)}. Fix the names, or remove those rows. "
             "Names must match exactly (case, spaces and punctuation count):\n" + table
         )
     if extra and not subset:
         raise InputError(
             f"{counts_source}: {len(extra)} count column(s) have no row in {sheet_source}: "
-            f"{_preview(extra)}. Add them to the sample sheet, or set "
+            f"{preview(extra, 10)}. Add them to the sample sheet, or set "
             "counts.subset_samples: true to analyse only the samples in the sheet:\n" + table
         )
     return list(sheet_samples), extra
@@ -166,22 +160,7 @@ def sheet_column(
     if empty.any():
         raise InputError(
             f"{sheet_source}: column {column!r} (used for {purpose}) is empty or NA for "
-            f"sample(s) {_preview(values.index[empty].tolist())}. Fill in a value for each "
+            f"sample(s) {preview(values.index[empty].tolist(), 10)}. Fill in a value for each "
             "sample, or remove those samples."
         )
     return values.astype(str).str.strip()
-
-
-def check_min_group_size(
-    values: pd.Series, minimum: int, *, column: str, sheet_source: str, purpose: str
-) -> None:
-    """Raise when a level of ``values`` has fewer than ``minimum`` samples."""
-    sizes = values.value_counts()
-    small = sizes[sizes < minimum]
-    if len(small):
-        listing = ", ".join(f"{level!r} ({n})" for level, n in small.items())
-        raise InputError(
-            f"{sheet_source}: column {column!r} has level(s) with fewer than {minimum} "
-            f"sample(s): {listing}; {purpose} needs at least {minimum} per level. "
-            "Merge or drop those samples."
-        )

@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cohortnorm.errors import InputError
+from cohortnorm.errors import InputError, preview
 from cohortnorm.io.tables import (
     check_input_file,
     explain_read_errors,
@@ -53,6 +53,7 @@ from cohortnorm.io.tables import (
     split_line,
     split_thousands,
 )
+from cohortnorm.registry import FORMATS, load
 from cohortnorm.tximport import (
     COUNTS_FROM_ABUNDANCE,
     make_counts_from_abundance,
@@ -60,28 +61,11 @@ from cohortnorm.tximport import (
 )
 from cohortnorm.validation import side_by_side
 
-FORMATS: tuple[str, ...] = (
-    "matrix",
-    "featurecounts",
-    "htseq",
-    "star",
-    "salmon",
-    "kallisto",
-    "rsem",
-    "h5ad",
-)
-GENE_COUNT_FORMATS: frozenset[str] = frozenset({"matrix", "featurecounts", "htseq", "star", "h5ad"})
-QUANTIFIER_FORMATS: frozenset[str] = frozenset({"salmon", "kallisto", "rsem"})
-
 # Counts are int64: 2**63 and above do not fit (float64 holds 2**63 - 1 as 2**63).
 _INT64_LIMIT = 2**63
 # STAR ReadsPerGene.out.tab columns 2-4: unstranded; reads whose 1st read strand matches
 # the gene (htseq-count -s yes); reads whose 2nd read strand matches (htseq-count -s reverse).
-STAR_STRAND_COLUMNS: dict[str, str] = {
-    "unstranded": "unstranded",
-    "forward": "forward",
-    "reverse": "reverse",
-}
+STAR_STRANDS: tuple[str, ...] = ("unstranded", "forward", "reverse")
 _STAR_SUMMARY_ROWS = ("N_unmapped", "N_multimapping", "N_noFeature", "N_ambiguous")
 # dexseq_count.py ends its files with these four rows instead of htseq-count's __ rows.
 _DEXSEQ_SUMMARY_ROWS = ("_ambiguous", "_empty", "_lowaqual", "_notaligned")
@@ -196,12 +180,6 @@ class ImportResult:
 # --------------------------------------------------------------------------- helpers
 
 
-def _preview(names: Sequence[object], limit: int = 5) -> str:
-    names = list(names)
-    shown = ", ".join(map(str, names[:limit]))
-    return shown + (f", … ({len(names)} in all)" if len(names) > limit else "")
-
-
 def _require_file(path: Path, what: str, *, text: bool = True) -> Path:
     return check_input_file(path, what, text=text)
 
@@ -234,14 +212,14 @@ def _check_labels(genes: pd.Index, samples: Sequence[object], source: str) -> No
     if sample_index.duplicated().any():
         duplicates = list(dict.fromkeys(sample_index[sample_index.duplicated()]))
         raise InputError(
-            f"{source}: sample column name(s) appear more than once: {_preview(duplicates)}. "
+            f"{source}: sample column name(s) appear more than once: {preview(duplicates)}. "
             "Give every sample a unique column name."
         )
     if genes.has_duplicates:
         duplicates = list(dict.fromkeys(genes[genes.duplicated()]))
         raise InputError(
             f"{source}: {len(duplicates)} gene ID(s) appear on more than one row: "
-            f"{_preview(duplicates)}. Sum or remove the duplicate rows so each gene appears once."
+            f"{preview(duplicates)}. Sum or remove the duplicate rows so each gene appears once."
         )
     text = genes.astype(str)
     empty = text.str.strip() == ""
@@ -365,7 +343,7 @@ def _check_count_values(
         if zero.any():
             names = [samples[i] for i in np.flatnonzero(zero)]
             raise InputError(
-                f"{source}: sample(s) {_preview(names)} have 0 for every gene. Remove them "
+                f"{source}: sample(s) {preview(names)} have 0 for every gene. Remove them "
                 "from the sample sheet or check the counting step."
             )
 
@@ -377,7 +355,7 @@ def validate_count_matrix(frame: pd.DataFrame, source: str, *, require_integer: 
     non-empty gene IDs; every cell a number; no missing or infinite cell; no negative
     count; whole numbers when ``require_integer``; no sample whose counts are all zero.
     The R references accept some of these (edgeR takes non-integers and duplicate
-    genes) or fail later with a less precise message; see ALGORITHMS.md §7.
+    genes) or fail later with a less precise message; see docs/methods.md §7.
 
     Parameters
     ----------
@@ -505,7 +483,7 @@ def import_matrix(path: str | Path) -> ImportResult:
         duplicates = list(dict.fromkeys(seen[seen.duplicated()]))
         raise InputError(
             f"{source}: column name(s) appear more than once in the header: "
-            f"{_preview(duplicates)}. Give every sample a unique column name."
+            f"{preview(duplicates)}. Give every sample a unique column name."
         )
     misplaced = [name for name in header[1:] if name.lower() in _GENE_ID_NAMES]
     if misplaced:
@@ -597,7 +575,7 @@ def _match_to_sheet(
     if missing:
         raise InputError(
             f"{source}: {len(missing)} sample(s) of the sample sheet match no BAM column: "
-            f"{_preview(missing)}. A BAM column gives the sample name of its file, without "
+            f"{preview(missing)}. A BAM column gives the sample name of its file, without "
             "the directory and the aligner ending (.bam, _Aligned.sortedByCoord.out.bam, "
             ".sorted.bam, …), and that name must equal the sheet's exactly (S1 is not "
             "S10). Rename the samples in the sheet to the names on the right, or fix the "
@@ -639,7 +617,7 @@ def import_featurecounts(path: str | Path, *, samples: Sequence[str] | None = No
         index = pd.Index(bam_columns)
         raise InputError(
             f"{source}: BAM column(s) appear more than once: "
-            f"{_preview(list(dict.fromkeys(index[index.duplicated()])))}. Count each BAM once."
+            f"{preview(list(dict.fromkeys(index[index.duplicated()])))}. Count each BAM once."
         )
     names = _name_bam_columns(bam_columns, source)
     sources = dict(zip(names, bam_columns, strict=True))
@@ -654,7 +632,7 @@ def import_featurecounts(path: str | Path, *, samples: Sequence[str] | None = No
     notes += frame.attrs.get("notes", [])
     genes = pd.Index(frame["Geneid"].astype(str), name="gene_id")
     if names != bam_columns:
-        notes.append(f"{source}: sample names taken from the BAM file names ({_preview(names)})")
+        notes.append(f"{source}: sample names taken from the BAM file names ({preview(names)})")
     counts = _sample_block(frame, list(frame.columns[6:]), genes)
     counts.columns = names
     validate_count_matrix(counts, source, require_integer=True)
@@ -786,7 +764,7 @@ def import_htseq(paths: Mapping[str, Path] | Path | str) -> ImportResult:
     notes = []
     if dropped:
         notes.append(
-            f"dropped {len(dropped)} HTSeq/DEXSeq summary rows ({_preview(list(dropped))}) "
+            f"dropped {len(dropped)} HTSeq/DEXSeq summary rows ({preview(list(dropped))}) "
             "from each file"
         )
     counts = _as_int64(counts, notes, "HTSeq files")
@@ -811,12 +789,12 @@ def import_star(
         Unknown ``star_strand``, missing file, not four columns, different genes across
         samples, or a bad count.
     """
-    if star_strand not in STAR_STRAND_COLUMNS:
+    if star_strand not in STAR_STRANDS:
         raise InputError(
-            f"star_strand={star_strand!r} is not one of {', '.join(STAR_STRAND_COLUMNS)} "
+            f"star_strand={star_strand!r} is not one of {', '.join(STAR_STRANDS)} "
             "(STAR ReadsPerGene.out.tab columns 2, 3, 4)."
         )
-    column = STAR_STRAND_COLUMNS[star_strand]
+    column = star_strand  # the name of its column in the frame read below
     sample_paths = _as_sample_paths(paths, "star")
 
     def read_one(sample: str, path: Path) -> tuple[pd.Index, dict[str, np.ndarray]]:
@@ -848,7 +826,7 @@ def import_star(
     )
     notes = [
         f"STAR: used the {star_strand} counts (ReadsPerGene.out.tab column "
-        f"{2 + list(STAR_STRAND_COLUMNS).index(star_strand)}); dropped the "
+        f"{2 + STAR_STRANDS.index(star_strand)}); dropped the "
         f"{', '.join(_STAR_SUMMARY_ROWS)} rows"
     ]
     counts = _as_int64(counts, notes, "STAR files")
@@ -957,6 +935,87 @@ def _rsem_layout(path: Path) -> _QuantifierLayout:
     )
 
 
+def _read_quantifier_files(
+    format_name: str, sample_paths: dict[str, Path], layout: _QuantifierLayout, level: str
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict[str, pd.Series]]:
+    """Counts, abundance and lengths (features × samples) of a quantifier's files.
+
+    The fourth value maps ``"rsem"`` to the isoforms files' gene of each transcript.
+    """
+    gene_of_transcript: dict[str, pd.Series] = {}
+
+    def read_one(sample: str, path: Path) -> tuple[pd.Index, dict[str, np.ndarray]]:
+        _require_file(path, f"{format_name} output of sample {sample}")
+        text_columns = [layout.id_column] + ([layout.gene_column] if layout.gene_column else [])
+        lines = _first_lines(path, n=1)
+        header = lines[0] if lines else []
+        wanted = [layout.id_column, layout.counts, layout.abundance, layout.length]
+        absent = [name for name in wanted if name not in header]
+        if absent:
+            raise InputError(
+                f"{path} (sample {sample}): not a {format_name} {layout.default_file} file: "
+                f"column(s) {', '.join(absent)} missing; the header is {' '.join(header)!r}."
+            )
+        frame = _read_or_explain(
+            path,
+            f"A {format_name} {layout.default_file} has the same number of tab-separated "
+            "fields on every line.",
+            string_columns=text_columns,
+        )
+        index = pd.Index(frame[layout.id_column], name=f"{level}_id")
+        _check_labels(index, [sample], f"{path} (sample {sample})")
+        values = {}
+        for column in (layout.counts, layout.abundance, layout.length):
+            data = _column_values(frame, column, index, path).astype(float)
+            _check_count_values(
+                data.reshape(-1, 1),
+                index,
+                [sample],
+                f"{path} (column {column})",
+                require_integer=False,
+                what=column,
+                allow_all_zero=column != layout.counts,
+            )
+            values[column] = data
+        if layout.gene_column and not gene_of_transcript:
+            gene_of_transcript["rsem"] = pd.Series(
+                frame[layout.gene_column].astype(str).to_numpy(), index=index
+            )
+        return index, values
+
+    features, columns = _stack_samples(sample_paths, read_one, f"{level} ID")
+
+    def matrix(column: str) -> pd.DataFrame:
+        return pd.DataFrame(
+            {sample: values[column] for sample, values in columns.items()}, index=features
+        )
+
+    counts, abundance, length = (
+        matrix(layout.counts),
+        matrix(layout.abundance),
+        matrix(layout.length),
+    )
+    return counts, abundance, length, gene_of_transcript
+
+
+def _rsem_gene_level_warnings(counts_from_abundance: str, tx2gene: object) -> list[str]:
+    """Which transcript-level options RSEM genes.results files do not use."""
+    warnings = []
+    if counts_from_abundance != "no":
+        warnings.append(
+            f"counts.counts_from_abundance is {counts_from_abundance!r}, but RSEM "
+            "genes.results files are gene level and rebuilding counts from abundance "
+            "needs transcript-level input (tximport ignores it too): it was not applied. "
+            "Give the isoforms.results files to use it, or set it to 'no'."
+        )
+    if tx2gene is not None:
+        warnings.append(
+            "counts.tx2gene is set, but RSEM genes.results files are already gene level: "
+            "the table was not used."
+        )
+    return warnings
+
+
 def import_quantifier(
     format_name: str,
     paths: Mapping[str, Path] | Path | str,
@@ -1015,58 +1074,8 @@ def import_quantifier(
     first_path = _require_file(next(iter(sample_paths.values())), f"{format_name} output")
     layout = _rsem_layout(first_path) if format_name == "rsem" else _QUANTIFIERS[format_name]
     level = "gene" if layout is _QUANTIFIERS["rsem_genes"] else "transcript"
-    gene_of_transcript: dict[str, pd.Series] = {}
-
-    def read_one(sample: str, path: Path) -> tuple[pd.Index, dict[str, np.ndarray]]:
-        _require_file(path, f"{format_name} output of sample {sample}")
-        text_columns = [layout.id_column] + ([layout.gene_column] if layout.gene_column else [])
-        lines = _first_lines(path, n=1)
-        header = lines[0] if lines else []
-        wanted = [layout.id_column, layout.counts, layout.abundance, layout.length]
-        absent = [name for name in wanted if name not in header]
-        if absent:
-            raise InputError(
-                f"{path} (sample {sample}): not a {format_name} {layout.default_file} file: "
-                f"column(s) {', '.join(absent)} missing; the header is {' '.join(header)!r}."
-            )
-        frame = _read_or_explain(
-            path,
-            f"A {format_name} {layout.default_file} has the same number of tab-separated "
-            "fields on every line.",
-            string_columns=text_columns,
-        )
-        index = pd.Index(frame[layout.id_column], name=f"{level}_id")
-        _check_labels(index, [sample], f"{path} (sample {sample})")
-        values = {}
-        for column in (layout.counts, layout.abundance, layout.length):
-            data = _column_values(frame, column, index, path).astype(float)
-            _check_count_values(
-                data.reshape(-1, 1),
-                index,
-                [sample],
-                f"{path} (column {column})",
-                require_integer=False,
-                what=column,
-                allow_all_zero=column != layout.counts,
-            )
-            values[column] = data
-        if layout.gene_column and not gene_of_transcript:
-            gene_of_transcript["rsem"] = pd.Series(
-                frame[layout.gene_column].astype(str).to_numpy(), index=index
-            )
-        return index, values
-
-    features, columns = _stack_samples(sample_paths, read_one, f"{level} ID")
-
-    def matrix(column: str) -> pd.DataFrame:
-        return pd.DataFrame(
-            {sample: values[column] for sample, values in columns.items()}, index=features
-        )
-
-    counts, abundance, length = (
-        matrix(layout.counts),
-        matrix(layout.abundance),
-        matrix(layout.length),
+    counts, abundance, length, gene_of_transcript = _read_quantifier_files(
+        format_name, sample_paths, layout, level
     )
     notes: list[str] = []
     warnings: list[str] = []
@@ -1074,18 +1083,7 @@ def import_quantifier(
     if np.any(counts.to_numpy() != np.round(counts.to_numpy())):
         notes.append(f"{format_name}: estimated counts are fractional; the workflow rounds them")
     if level == "gene":
-        if counts_from_abundance != "no":
-            warnings.append(
-                f"counts.counts_from_abundance is {counts_from_abundance!r}, but RSEM "
-                "genes.results files are gene level and rebuilding counts from abundance "
-                "needs transcript-level input (tximport ignores it too): it was not applied. "
-                "Give the isoforms.results files to use it, or set it to 'no'."
-            )
-        if tx2gene is not None:
-            warnings.append(
-                "counts.tx2gene is set, but RSEM genes.results files are already gene level: "
-                "the table was not used."
-            )
+        warnings += _rsem_gene_level_warnings(counts_from_abundance, tx2gene)
         counts.index.name = abundance.index.name = length.index.name = "gene_id"
         return ImportResult(
             counts=counts,
@@ -1118,7 +1116,7 @@ def import_quantifier(
     else:
         mapping = _tx2gene_series(tx2gene, "tx2gene")
     _check_characters(pd.Index(mapping.to_numpy()), [], "tx2gene")
-    n_transcripts = len(features)
+    n_transcripts = len(counts)
     gene_counts, gene_abundance, gene_length = summarize_to_genes(
         counts,
         abundance,
@@ -1145,6 +1143,21 @@ def import_quantifier(
 
 # Layer names that usually hold the raw counts, tried first when X is not counts.
 _COUNT_LAYER_NAMES = ("counts", "raw_counts", "raw", "count", "umi_counts", "spliced")
+
+
+def import_salmon(paths: Mapping[str, Path] | Path | str, **options: object) -> ImportResult:
+    """Salmon ``quant.sf`` files: :func:`import_quantifier` with ``"salmon"``."""
+    return import_quantifier("salmon", paths, **options)  # type: ignore[arg-type]
+
+
+def import_kallisto(paths: Mapping[str, Path] | Path | str, **options: object) -> ImportResult:
+    """kallisto ``abundance.tsv`` files: :func:`import_quantifier` with ``"kallisto"``."""
+    return import_quantifier("kallisto", paths, **options)  # type: ignore[arg-type]
+
+
+def import_rsem(paths: Mapping[str, Path] | Path | str, **options: object) -> ImportResult:
+    """RSEM ``*.results`` files: :func:`import_quantifier` with ``"rsem"``."""
+    return import_quantifier("rsem", paths, **options)  # type: ignore[arg-type]
 
 
 def _whole_number_layers(handle, skip: str | None) -> list[str]:  # type: ignore[no-untyped-def]
@@ -1318,19 +1331,26 @@ def import_counts(
     name = str(format).lower()
     if name not in FORMATS:
         raise InputError(f"unknown counts format {format!r}: use one of {', '.join(FORMATS)}.")
-    if name in QUANTIFIER_FORMATS:
-        result = import_quantifier(
-            name,
-            paths,
-            tx2gene=tx2gene,
-            counts_from_abundance=counts_from_abundance,
-            tx_out=tx_out,
-            ignore_missing_transcripts=ignore_missing_transcripts,
-        )
-    else:
-        result = _import_gene_counts(
-            name, paths, samples=samples, star_strand=star_strand, h5ad_layer=h5ad_layer
-        )
+    entry = FORMATS[name]
+    given = {
+        "samples": samples,
+        "star_strand": star_strand,
+        "tx2gene": tx2gene,
+        "counts_from_abundance": counts_from_abundance,
+        "tx_out": tx_out,
+        "ignore_missing_transcripts": ignore_missing_transcripts,
+        "h5ad_layer": h5ad_layer,
+    }
+    if entry.layout == "one_file" and isinstance(paths, Mapping):
+        if len(paths) != 1:
+            raise InputError(
+                f"format {name!r} reads one table holding every sample: give one path, "
+                f"not {len(paths)} files."
+            )
+        paths = next(iter(paths.values()))
+    reader = load(entry.reader)
+    result = reader(paths, **{keyword: given[option] for keyword, option in entry.options.items()})
+    if entry.kind != "quantifier":
         result.warnings += _unused_quantifier_options(name, tx2gene, counts_from_abundance)
     if not result.sources:
         result.sources = {str(column): str(column) for column in result.counts.columns}
@@ -1353,29 +1373,3 @@ def _unused_quantifier_options(name: str, tx2gene: object, counts_from_abundance
             "salmon, kallisto and RSEM isoforms.results). Set it to 'no'."
         )
     return warnings
-
-
-def _import_gene_counts(
-    name: str,
-    paths: Mapping[str, Path] | Path | str,
-    *,
-    samples: Sequence[str] | None,
-    star_strand: str,
-    h5ad_layer: str | None,
-) -> ImportResult:
-    if name in ("matrix", "featurecounts", "h5ad"):
-        if isinstance(paths, Mapping):
-            if len(paths) != 1:
-                raise InputError(
-                    f"format {name!r} reads one table holding every sample: give one path, "
-                    f"not {len(paths)} files."
-                )
-            paths = next(iter(paths.values()))
-        if name == "matrix":
-            return import_matrix(paths)
-        if name == "h5ad":
-            return import_h5ad(paths, layer=h5ad_layer)
-        return import_featurecounts(paths, samples=samples)
-    if name == "htseq":
-        return import_htseq(paths)
-    return import_star(paths, star_strand=star_strand)

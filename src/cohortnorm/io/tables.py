@@ -798,7 +798,7 @@ def _stream_numeric(
     where reading the whole table first would hold the matrix twice. Returns
     ``(gene IDs, column names, values)``, or ``None`` when a column is not numeric.
     """
-    # pyarrow's CPU count: the rule's threads once io.runner.limit_threads has run.
+    # pyarrow's CPU count: the rule's threads once cohortnorm.runner.limit_threads has run.
     workers = min(pa.cpu_count(), 8)
     ranges = None
     if path.suffix != ".gz" and path.stat().st_size >= _PARALLEL_MIN_BYTES and workers > 1:

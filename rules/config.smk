@@ -1,8 +1,9 @@
-"""Shared helpers: config and sample-sheet validation, cohorts, output paths, resources.
+"""Config loading and validation: cohorts, sample sheets, settings fingerprints, locks.
 
-Every output path carries the wildcard ``{outdir}``, the cohort's output directory, so
-one config can hold several cohorts (``cohorts:``) and a change to one cohort's inputs
-reruns only that cohort's jobs. A single-cohort config is the one-cohort case.
+One config can hold several cohorts (``cohorts:``); each cohort's settings are merged,
+validated against config/schemas/ and checked against its sample sheet here, before
+the first job. Output paths are in rules/paths.smk, cluster requests in
+rules/resources.smk.
 """
 
 import atexit
@@ -17,9 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 from snakemake.exceptions import WorkflowError
-from snakemake.utils import min_version, validate
-
-min_version("8.0")
+from snakemake.utils import validate
 
 # Scripts import the numeric core from src/ whichever interpreter or conda env runs them.
 # The workflow's own folder, also when it is used as a module of another workflow (where
@@ -34,7 +33,7 @@ os.environ.update(
 if SRC_DIR not in sys.path:
     sys.path.insert(0, SRC_DIR)
 
-from cohortnorm import design, resources
+from cohortnorm import design
 from cohortnorm.errors import InputError
 
 SCHEMAS = WORKFLOW_DIR / "config" / "schemas"
@@ -405,129 +404,6 @@ if workflow.is_main_process:
     atexit.register(release_locks)
 
 
-# --- matrix file format and dense-size resources (issue 5; io.matrix_format) ----------
-# Every genes × samples matrix path goes through matrix_file(): `.tsv` by default, the
-# same stem with `.parquet` under io.matrix_format: parquet. Tables (size factors,
-# reports, parameters, gene lengths) stay TSV.
-MATRIX_FORMAT = config["io"]["matrix_format"]
-
-
-def matrix_file(stem):
-    """The file name of matrix `stem` (e.g. "counts/raw_counts") in the configured format."""
-    return f"{stem}.{MATRIX_FORMAT}"
-
-
-def out_matrix(stem):
-    """A matrix output path under the cohort's output directory."""
-    return out(matrix_file(stem))
-
-
-# --- cluster requests --------------------------------------------------------------
-# Memory and runtime come from the dimensions of the job's largest input matrix and the
-# per-rule costs measured in bench/ (cohortnorm.resources, documented in docs/slurm.md).
-# Before a matrix exists (a dry run, or a job whose inputs are not made yet) the cohort's
-# imported dimensions stand in: genes from the count file, samples from the sheet, an
-# upper bound for every later matrix.
-_RAW_SHAPES = {}
-
-
-def raw_shape(outdir):
-    """Genes × samples of a cohort's count matrix, estimated from its input file(s)."""
-    if outdir not in _RAW_SHAPES:
-        settings = COHORTS[outdir]
-        pattern = settings["counts"]["path"]
-        n_samples = len(settings["sample_names"])
-        if "{sample}" in pattern:
-            first = pattern.format(sample=settings["sample_names"][0])
-            shape = resources.matrix_shape(first)
-            genes = shape[0] if shape else 0
-        else:
-            shape = resources.matrix_shape(pattern)
-            genes = shape[0] if shape else 0
-            if shape and settings["counts"]["format"] == "h5ad":
-                n_samples = max(n_samples, shape[1])
-        _RAW_SHAPES[outdir] = (genes, n_samples)
-    return _RAW_SHAPES[outdir]
-
-
-def _job_shape(wildcards, input):
-    """The largest existing matrix input of a job, else the cohort's raw dimensions."""
-    genes, samples = raw_shape(wildcards.outdir)
-    matrices = [
-        path
-        for path in input
-        if str(path).endswith((".tsv", ".parquet", ".h5ad", ".gz"))
-        and "/.cohortnorm/" not in str(path)
-        and os.path.isfile(path)
-        and os.path.abspath(path).startswith(os.path.abspath(wildcards.outdir) + os.sep)
-    ]
-    shapes = [s for s in map(resources.matrix_shape, matrices) if s]
-    if shapes:
-        genes, samples = max(shapes, key=lambda s: s[0] * s[1])
-    return genes, samples
-
-
-def _cost(rule_name, wildcards):
-    if rule_name == "batch_correction_combat":
-        if not cohort(wildcards)["batch_correction"]["combat"]["parametric"]:
-            rule_name = "batch_correction_combat_nonparametric"
-    return resources.RULE_COSTS[rule_name]
-
-
-def job_mem_mb(rule_name):
-    """A resources function: memory (MB) for `rule_name`, see cohortnorm.resources."""
-
-    def _mem(wildcards, input, attempt):
-        if rule_name == "import_counts":
-            genes, samples = raw_shape(wildcards.outdir)
-        else:
-            genes, samples = _job_shape(wildcards, input)
-        return resources.mem_mb(_cost(rule_name, wildcards), genes, samples, attempt)
-
-    return _mem
-
-
-def job_runtime(rule_name):
-    """A resources function: runtime (minutes) for `rule_name`, see cohortnorm.resources."""
-
-    def _runtime(wildcards, input, attempt):
-        if rule_name == "import_counts":
-            genes, samples = raw_shape(wildcards.outdir)
-        else:
-            genes, samples = _job_shape(wildcards, input)
-        return resources.runtime_min(
-            _cost(rule_name, wildcards), genes, samples, attempt
-        )
-
-    return _runtime
-
-
-def benchmark_file(name):
-    """The snakemake benchmark (time, peak RSS) of one rule, beside the cohort's outputs."""
-    return f"{{outdir}}/benchmarks/{name}.tsv"
-
-
-def h5ad_inputs(wildcards):
-    """The matrices gathered into normalization/normalized.h5ad (io.write_h5ad)."""
-    settings = cohort(wildcards)
-    outdir = wildcards.outdir
-    inputs = {
-        "samples": settings["samples"],
-        "size_factors": f"{outdir}/normalization/size_factors.tsv",
-        "counts": f"{outdir}/{matrix_file('counts/filtered_counts')}",
-    }
-    for name in ("logcpm", "cpm", "normalized_counts"):
-        inputs[name] = f"{outdir}/{matrix_file(f'normalization/{name}')}"
-    if lengths_available(settings):
-        inputs["tpm"] = f"{outdir}/{matrix_file('tpm/tpm')}"
-    if batch_output(settings):
-        inputs["batch_corrected"] = f"{outdir}/{batch_output(settings)}"
-    return inputs
-
-
-# --- end of matrix file format --------------------------------------------------------
-
-
 wildcard_constraints:
     outdir="|".join(re.escape(outdir) for outdir in COHORTS),
 
@@ -547,198 +423,3 @@ def setting(*keys):
         return value
 
     return _get
-
-
-def out(path):
-    """An output path under the cohort's output directory."""
-    return f"{{outdir}}/{path}"
-
-
-def log(name):
-    """The log file of one rule, beside the cohort's outputs: <outdir>/logs/<name>.log."""
-    return f"{{outdir}}/logs/{name}.log"
-
-
-def count_inputs(wildcards):
-    """The count file(s): one path, or one per sample (sheet order) when it holds {sample}."""
-    settings = cohort(wildcards)
-    pattern = settings["counts"]["path"]
-    if "{sample}" in pattern:
-        return {"counts": [pattern.format(sample=s) for s in settings["sample_names"]]}
-    return {"counts": [pattern]}
-
-
-def cohort_inputs(wildcards):
-    """Counts, sample sheet and, when configured, lengths and tx2gene, as named inputs."""
-    settings = cohort(wildcards)
-    inputs = {**count_inputs(wildcards), "samples": settings["samples"]}
-    if settings.get("lengths"):
-        inputs["lengths"] = settings["lengths"]
-    if settings["counts"].get("tx2gene"):
-        inputs["tx2gene"] = settings["counts"]["tx2gene"]
-    return inputs
-
-
-def batch_output(settings):
-    """The batch-corrected matrix of a cohort, or None without batch correction."""
-    stem = {
-        "combat": "batch/combat_logcpm",
-        "combat_seq": "batch/combat_seq_counts",
-    }.get(settings["batch_correction"]["method"])
-    return matrix_file(stem) if stem else None
-
-
-def lengths_available(settings):
-    """Whether gene lengths exist for TPM: a lengths file, featureCounts or a quantifier."""
-    return bool(settings.get("lengths")) or settings["counts"]["format"] in {
-        "featurecounts",
-        "salmon",
-        "kallisto",
-        "rsem",
-    }
-
-
-def cohort_outputs(settings):
-    """Every table the core steps produce for one cohort (relative to its outdir)."""
-    files = [
-        matrix_file("counts/raw_counts"),
-        "counts/sample_columns.tsv",
-        matrix_file("counts/filtered_counts"),
-        "counts/filter_report.tsv",
-        "normalization/size_factors.tsv",
-        matrix_file("normalization/logcpm"),
-        matrix_file("normalization/cpm"),
-        matrix_file("normalization/normalized_counts"),
-    ]
-    if lengths_available(settings):
-        files.append(matrix_file("tpm/tpm"))
-    files.append("counts/length_report.tsv")
-    if settings["counts"]["format"] in {"salmon", "kallisto", "rsem"}:
-        files.append(matrix_file("counts/abundance_tpm"))
-    if batch_output(settings):
-        files += [batch_output(settings), "batch/combat_params.tsv"]
-    if config["io"]["write_h5ad"]:
-        files.append("normalization/normalized.h5ad")
-    return files
-
-
-def final_outputs():
-    """Every file the workflow produces, over all cohorts."""
-    files = []
-    for outdir, settings in COHORTS.items():
-        files += [f"{outdir}/{name}" for name in cohort_outputs(settings)]
-        files += [f"{outdir}/{name}" for name in qc_outputs(settings)]
-        files.append(f"{outdir}/provenance.json")
-    return files
-
-
-def tpm_counts_input(wildcards):
-    settings = cohort(wildcards)
-    if settings["tpm"]["source"] == "batch_corrected":
-        if settings["batch_correction"]["method"] != "combat_seq":
-            raise WorkflowError(
-                f"{settings['cohort']}: tpm.source is batch_corrected, which needs counts: set "
-                "batch_correction.method to combat_seq or tpm.source to filtered."
-            )
-        if settings["counts"]["format"] in {"salmon", "kallisto", "rsem"}:
-            # For quantifier input TPM is the quantifier's own abundance; recomputing it
-            # from adjusted, rounded counts would be a different and inexact quantity.
-            raise WorkflowError(
-                f"{settings['cohort']}: tpm.source is batch_corrected, but for "
-                f"{settings['counts']['format']} input tpm/tpm is the quantifier's own TPM "
-                "(tximport abundance), which ComBat-seq does not adjust. Set tpm.source to "
-                "filtered, and use batch/combat_seq_counts for batch-adjusted values."
-            )
-        return f"{wildcards.outdir}/{batch_output(settings)}"
-    return f"{wildcards.outdir}/{matrix_file('counts/filtered_counts')}"
-
-
-def provenance_inputs(wildcards):
-    settings = cohort(wildcards)
-    outputs = [f"{wildcards.outdir}/{name}" for name in cohort_outputs(settings)]
-    return {**cohort_inputs(wildcards), "outputs": outputs}
-
-
-def cohorts_using(method):
-    """A regex matching the output directories of the cohorts that use `method`."""
-    outdirs = [
-        re.escape(outdir)
-        for outdir, settings in COHORTS.items()
-        if settings["batch_correction"]["method"] == method
-    ]
-    return "|".join(outdirs) or "(?!)"
-
-
-# --- QC helper functions -------------------------------------------------------------
-QC_PLOTS = {
-    "boxplot": "per-sample distribution",
-    "density": "density",
-    "pca": "PCA",
-    "rle": "RLE",
-    "correlation": "correlation heatmap",
-    "ma": "MA plots",
-}
-
-
-def qc_stages(settings):
-    """The QC stages of a cohort: raw, normalized and, with batch correction, batch_corrected."""
-    return ["raw", "normalized"] + (
-        ["batch_corrected"] if batch_output(settings) else []
-    )
-
-
-def qc_outputs(settings):
-    """Every QC output of one cohort (relative to its outdir)."""
-    files = [
-        "qc/metrics.tsv",
-        "qc/sample_flags.tsv",
-        "qc/library_sizes.png",
-        "qc/batch_vs_condition.png",
-    ]
-    for stage in qc_stages(settings):
-        files += [f"qc/{stage}/{plot}.png" for plot in QC_PLOTS]
-        files += [f"qc/{stage}/samples.tsv", f"qc/{stage}/metrics.tsv"]
-    return files
-
-
-def qc_stage_inputs(wildcards):
-    """The matrix one QC stage reads (plus size factors for ComBat-seq counts)."""
-    settings = cohort(wildcards)
-    outdir = wildcards.outdir
-    inputs = {"samples": settings["samples"]}
-    if wildcards.stage == "raw":
-        inputs["values"] = f"{outdir}/{matrix_file('counts/filtered_counts')}"
-    elif wildcards.stage == "normalized":
-        inputs["values"] = f"{outdir}/{matrix_file('normalization/logcpm')}"
-    else:
-        if not batch_output(settings):
-            raise WorkflowError(
-                f"{settings['cohort']}: QC stage batch_corrected needs batch correction "
-                "(batch_correction.method is none)."
-            )
-        inputs["values"] = f"{outdir}/{batch_output(settings)}"
-        if settings["batch_correction"]["method"] == "combat_seq":
-            inputs["size_factors"] = f"{outdir}/normalization/size_factors.tsv"
-    return inputs
-
-
-def qc_stage_tables(wildcards):
-    """The per-stage metrics rows and the normalized stage's per-sample table."""
-    stages = qc_stages(cohort(wildcards))
-    return {
-        "stage_metrics": [f"{wildcards.outdir}/qc/{s}/metrics.tsv" for s in stages],
-        "stage_samples": f"{wildcards.outdir}/qc/normalized/samples.tsv",
-    }
-
-
-def qc_plot(name):
-    """A per-stage QC figure registered in the report."""
-    return report(
-        out(f"qc/{{stage}}/{name}.png"),
-        caption=f"../report/qc_{name}.rst",
-        category="QC",
-        subcategory="{stage}",
-        labels={"cohort": "{outdir}", "stage": "{stage}", "figure": QC_PLOTS[name]},
-    )
-
-# --- end of QC helper functions -------------------------------------------------------

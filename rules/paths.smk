@@ -1,0 +1,313 @@
+"""Output paths: one table of every output of a cohort, and the rules' input functions.
+
+Every output path carries the wildcard ``{outdir}``, the cohort's output directory, so
+one config can hold several cohorts and a change to one cohort's inputs reruns only
+that cohort's jobs. The rules, the input functions and the list of final outputs all
+take their paths from OUTPUTS (methods' own outputs from cohortnorm.registry), so a
+path is written once.
+"""
+
+from cohortnorm.registry import (
+    BATCH_CORRECTORS,
+    BATCH_INPUTS,
+    FORMATS,
+    STAGE_FIGURES,
+    normalizers,
+)
+
+# Every genes × samples matrix gets the suffix of io.matrix_format (.tsv or .parquet);
+# tables (size factors, reports, parameters, gene lengths) stay TSV.
+MATRIX_FORMAT = config["io"]["matrix_format"]
+
+#: Each output of a cohort by name, relative to its outdir. Stems without a suffix are
+#: matrices, written in MATRIX_FORMAT.
+OUTPUTS = {
+    "raw_counts": "counts/raw_counts",
+    "abundance_tpm": "counts/abundance_tpm",
+    "gene_lengths": "counts/gene_lengths.tsv",
+    "sample_columns": "counts/sample_columns.tsv",
+    "length_report": "counts/length_report.tsv",
+    "filtered_counts": "counts/filtered_counts",
+    "filter_report": "counts/filter_report.tsv",
+    "size_factors": "normalization/size_factors.tsv",
+    "logcpm": "normalization/logcpm",
+    "cpm": "normalization/cpm",
+    "normalized_counts": "normalization/normalized_counts",
+    "h5ad": "normalization/normalized.h5ad",
+    "tpm": "tpm/tpm",
+    "provenance": "provenance.json",
+    "qc_metrics": "qc/metrics.tsv",
+    "qc_verdict": "qc/verdict.tsv",
+    "qc_sample_flags": "qc/sample_flags.tsv",
+    "qc_library_sizes": "qc/library_sizes.png",
+    "qc_batch_vs_condition": "qc/batch_vs_condition.png",
+    "qc_stage_samples": "qc/{stage}/samples.tsv",
+    "qc_stage_metrics": "qc/{stage}/metrics.tsv",
+}
+
+
+def matrix_file(stem):
+    """The file name of matrix `stem` (e.g. "counts/raw_counts") in the configured format."""
+    return f"{stem}.{MATRIX_FORMAT}"
+
+
+def path(name):
+    """The path of output `name` (a key of OUTPUTS) relative to the cohort's outdir."""
+    stem = OUTPUTS[name]
+    return stem if "." in Path(stem).name else matrix_file(stem)
+
+
+def out(name):
+    """A rule's output or input pattern: output `name` under the cohort's outdir."""
+    return f"{{outdir}}/{path(name)}"
+
+
+def at(wildcards, name):
+    """Output `name` of the job's cohort (for input functions)."""
+    return f"{wildcards.outdir}/{path(name)}"
+
+
+def log(name):
+    """The log file of one rule, beside the cohort's outputs: <outdir>/logs/<name>.log."""
+    return f"{{outdir}}/logs/{name}.log"
+
+
+def benchmark_file(name):
+    """The snakemake benchmark (time, peak RSS) of one rule, beside the cohort's outputs."""
+    return f"{{outdir}}/benchmarks/{name}.tsv"
+
+
+# --- methods: paths from the registry ---------------------------------------------------
+
+
+def batch_method(settings):
+    """The cohort's batch corrector (a registry entry), or None without batch correction."""
+    return BATCH_CORRECTORS.get(settings["batch_correction"]["method"])
+
+
+def batch_output(settings):
+    """The batch-corrected matrix of a cohort, or None without batch correction."""
+    method = batch_method(settings)
+    return matrix_file(method.output) if method else None
+
+
+def batch_params(method):
+    """The table of per-batch estimates of batch corrector `method`."""
+    return f"{BATCH_CORRECTORS[method].params}.tsv"
+
+
+def lengths_available(settings):
+    """Whether gene lengths exist for TPM: a lengths file, or a format that supplies them."""
+    return (
+        bool(settings.get("lengths"))
+        or FORMATS[settings["counts"]["format"]].supplies_lengths
+    )
+
+
+def is_quantifier(settings):
+    """Whether the cohort's counts come from a quantifier (salmon, kallisto, RSEM...)."""
+    return FORMATS[settings["counts"]["format"]].kind == "quantifier"
+
+
+def transforms(settings):
+    """The transformed matrices a cohort asks for (normalization.transforms)."""
+    return settings["normalization"].get("transforms", [])
+
+
+def transform_output(name):
+    """The matrix transform `name` writes (relative to the cohort's outdir)."""
+    return matrix_file(f"normalization/{name}")
+
+
+#: A regex for the {transform} wildcard: the registered transforms only.
+TRANSFORM_NAMES = "|".join(map(re.escape, normalizers("transforms"))) or "(?!)"
+
+
+def cohorts_using(method):
+    """A regex matching the output directories of the cohorts that use batch `method`."""
+    outdirs = [
+        re.escape(outdir)
+        for outdir, settings in COHORTS.items()
+        if settings["batch_correction"]["method"] == method
+    ]
+    return "|".join(outdirs) or "(?!)"
+
+
+# --- the outputs of a cohort ------------------------------------------------------------
+
+
+def cohort_outputs(settings):
+    """Every table the core steps produce for one cohort (relative to its outdir)."""
+    names = ["raw_counts", "sample_columns", "filtered_counts", "filter_report"]
+    names += ["size_factors", "logcpm", "cpm", "normalized_counts"]
+    names += ["tpm"] if lengths_available(settings) else []
+    names += ["length_report"]
+    names += ["abundance_tpm"] if is_quantifier(settings) else []
+    files = [path(name) for name in names]
+    files += [transform_output(name) for name in transforms(settings)]
+    if batch_output(settings):
+        files += [
+            batch_output(settings),
+            batch_params(settings["batch_correction"]["method"]),
+        ]
+    if config["io"]["write_h5ad"]:
+        files.append(path("h5ad"))
+    return files
+
+
+def qc_stages(settings):
+    """The QC stages of a cohort: raw, normalized and, with batch correction, batch_corrected."""
+    return ["raw", "normalized"] + (
+        ["batch_corrected"] if batch_output(settings) else []
+    )
+
+
+def qc_outputs(settings):
+    """Every QC output of one cohort (relative to its outdir)."""
+    files = [path(name) for name in ("qc_metrics", "qc_sample_flags")]
+    files += [path(name) for name in ("qc_library_sizes", "qc_batch_vs_condition")]
+    for stage in qc_stages(settings):
+        files += [f"qc/{stage}/{figure}.png" for figure in STAGE_FIGURES]
+        files += [
+            path(name).format(stage=stage)
+            for name in ("qc_stage_samples", "qc_stage_metrics")
+        ]
+    return files
+
+
+def final_outputs():
+    """Every file the workflow produces, over all cohorts."""
+    files = []
+    for outdir, settings in COHORTS.items():
+        files += [f"{outdir}/{name}" for name in cohort_outputs(settings)]
+        files += [f"{outdir}/{name}" for name in qc_outputs(settings)]
+        files.append(f"{outdir}/{path('provenance')}")
+    return files
+
+
+# --- input functions --------------------------------------------------------------------
+
+
+def count_inputs(wildcards):
+    """The count file(s): one path, or one per sample (sheet order) when it holds {sample}."""
+    settings = cohort(wildcards)
+    pattern = settings["counts"]["path"]
+    if "{sample}" in pattern:
+        return {"counts": [pattern.format(sample=s) for s in settings["sample_names"]]}
+    return {"counts": [pattern]}
+
+
+def cohort_inputs(wildcards):
+    """Counts, sample sheet and, when configured, lengths and tx2gene, as named inputs."""
+    settings = cohort(wildcards)
+    inputs = {**count_inputs(wildcards), "samples": settings["samples"]}
+    if settings.get("lengths"):
+        inputs["lengths"] = settings["lengths"]
+    if settings["counts"].get("tx2gene"):
+        inputs["tx2gene"] = settings["counts"]["tx2gene"]
+    return inputs
+
+
+def h5ad_inputs(wildcards):
+    """The matrices gathered into normalization/normalized.h5ad (io.write_h5ad)."""
+    settings = cohort(wildcards)
+    inputs = {"samples": settings["samples"]}
+    for name, output in [
+        ("size_factors", "size_factors"),
+        ("counts", "filtered_counts"),
+    ]:
+        inputs[name] = at(wildcards, output)
+    for name in ("logcpm", "cpm", "normalized_counts"):
+        inputs[name] = at(wildcards, name)
+    if lengths_available(settings):
+        inputs["tpm"] = at(wildcards, "tpm")
+    if batch_output(settings):
+        inputs["batch_corrected"] = f"{wildcards.outdir}/{batch_output(settings)}"
+    return inputs
+
+
+def tpm_counts_input(wildcards):
+    settings = cohort(wildcards)
+    if settings["tpm"]["source"] == "batch_corrected":
+        method = batch_method(settings)
+        if method is None or method.input != "counts":
+            counts_methods = [
+                n for n, m in BATCH_CORRECTORS.items() if m.input == "counts"
+            ]
+            raise WorkflowError(
+                f"{settings['cohort']}: tpm.source is batch_corrected, which needs counts: set "
+                f"batch_correction.method to {' or '.join(counts_methods)} or tpm.source to "
+                "filtered."
+            )
+        if is_quantifier(settings):
+            # For quantifier input TPM is the quantifier's own abundance; recomputing it
+            # from adjusted, rounded counts would be a different and inexact quantity.
+            raise WorkflowError(
+                f"{settings['cohort']}: tpm.source is batch_corrected, but for "
+                f"{settings['counts']['format']} input tpm/tpm is the quantifier's own TPM "
+                f"(tximport abundance), which {method.label} does not adjust. Set tpm.source "
+                f"to filtered, and use {method.output} for batch-adjusted values."
+            )
+        return f"{wildcards.outdir}/{batch_output(settings)}"
+    return at(wildcards, "filtered_counts")
+
+
+def provenance_inputs(wildcards):
+    settings = cohort(wildcards)
+    outputs = [f"{wildcards.outdir}/{name}" for name in cohort_outputs(settings)]
+    return {**cohort_inputs(wildcards), "outputs": outputs}
+
+
+def batch_input(method):
+    """The matrix batch corrector `method` reads (logCPM or filtered counts)."""
+    return out(BATCH_INPUTS[BATCH_CORRECTORS[method].input])
+
+
+def qc_stage_inputs(wildcards):
+    """The matrix one QC stage reads (plus size factors for batch-corrected counts)."""
+    settings = cohort(wildcards)
+    inputs = {"samples": settings["samples"]}
+    if wildcards.stage == "raw":
+        inputs["values"] = at(wildcards, "filtered_counts")
+    elif wildcards.stage == "normalized":
+        inputs["values"] = at(wildcards, "logcpm")
+    else:
+        method = batch_method(settings)
+        if method is None:
+            raise WorkflowError(
+                f"{settings['cohort']}: QC stage batch_corrected needs batch correction "
+                "(batch_correction.method is none)."
+            )
+        inputs["values"] = f"{wildcards.outdir}/{batch_output(settings)}"
+        if method.input == "counts":
+            inputs["size_factors"] = at(wildcards, "size_factors")
+    return inputs
+
+
+def qc_stage_tables(wildcards):
+    """The per-stage metrics rows and the normalized stage's per-sample table."""
+    stages = qc_stages(cohort(wildcards))
+    metrics = path("qc_stage_metrics")
+    return {
+        "stage_metrics": [
+            f"{wildcards.outdir}/{metrics.format(stage=s)}" for s in stages
+        ],
+        "stage_samples": at(wildcards, "qc_stage_samples").format(stage="normalized"),
+    }
+
+
+def qc_plot(name):
+    """A per-stage QC figure registered in the report (label and caption: the registry)."""
+    figure = STAGE_FIGURES[name]
+    return report(
+        f"{{outdir}}/qc/{{stage}}/{name}.png",
+        caption=f"../{figure.caption}",
+        category="QC",
+        subcategory="{stage}",
+        labels={"cohort": "{outdir}", "stage": "{stage}", "figure": figure.label},
+    )
+
+
+def qc_plots():
+    """Every registered per-stage figure as named outputs of the QC stage rule."""
+    return {name: qc_plot(name) for name in STAGE_FIGURES}
