@@ -60,6 +60,7 @@ import datetime
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -82,8 +83,11 @@ from cohortnorm.scran import pooled_size_factors  # noqa: E402
 
 SIZE_METHODS = ["TMM", "TMMwsp", "RLE", "poscounts (DESeq2)", "UQ", "scran", "none"]
 CORRECTIONS = ["none", "ComBat", "ComBat-seq", "ComBat-ref"]
+#: Sequencing depths (log-uniform) and target dropout (uniform) of the low-input setting.
+DEPTH = (1e4, 1e5)
+DROPOUT = (0.6, 0.9)
 #: Sequencing depth of the noise-poor copy that estimates the true batch shifts.
-DEEP = 1e8
+DEEP = (1e8, 1e8)
 
 
 def low_input_cohort(
@@ -92,22 +96,23 @@ def low_input_cohort(
     seed: int,
     *,
     batch_free: bool = False,
-    depth: float = float(np.sqrt(1e4 * 1e5)),
+    depth: tuple[float, float] = DEPTH,
+    dropout: tuple[float, float] = DROPOUT,
 ):
     """A low-input cohort and its truth (see the module docstring)."""
     options = dict(
         n_batches=3,
         n_hog_genes=5,
         hog_share=0.3,
-        depth=depth,
-        depth_range=10.0,
+        depth=float(np.sqrt(depth[0] * depth[1])),
+        depth_range=depth[1] / depth[0],
         seed=seed,
     )
     if batch_free:
         options.update(batch_shift_sd=0.0, batch_dispersion_inflation=(1.0,))
     cohort = simulate_cohort(n_genes, n_samples, **options)
     rng = np.random.default_rng([seed, 7919])
-    target = rng.uniform(0.6, 0.9, n_samples)
+    target = rng.uniform(*dropout, n_samples)
     uniform = rng.random(cohort.counts.shape)
     return cohort, target, uniform
 
@@ -137,9 +142,12 @@ def de_calls(filtered: np.ndarray, eff: np.ndarray, condition: np.ndarray) -> np
     lib = filtered.sum(axis=0)
     eff_lib = eff / np.mean(eff) * np.mean(lib)
     logcpm = _logcpm(filtered, eff_lib)
-    test = stats.ttest_ind(
-        logcpm[:, condition == "B"], logcpm[:, condition == "A"], axis=1, equal_var=False
-    )
+    with warnings.catch_warnings():
+        # Genes with (nearly) identical values in every sample: scipy warns, p is kept.
+        warnings.simplefilter("ignore", RuntimeWarning)
+        test = stats.ttest_ind(
+            logcpm[:, condition == "B"], logcpm[:, condition == "A"], axis=1, equal_var=False
+        )
     padj = stats.false_discovery_control(np.nan_to_num(test.pvalue, nan=1.0))
     return padj < 0.05
 
@@ -168,9 +176,19 @@ def mean_r2(values: np.ndarray, labels: np.ndarray, genes: np.ndarray | None = N
     return float(np.nanmean(r2))
 
 
-def one_cohort(n_genes: int, n_samples: int, seed: int) -> dict[str, object]:
-    cohort, target, uniform = low_input_cohort(n_genes, n_samples, seed)
-    twin, _, _ = low_input_cohort(n_genes, n_samples, seed, batch_free=True)
+def one_cohort(
+    n_genes: int,
+    n_samples: int,
+    seed: int,
+    depth: tuple[float, float] = DEPTH,
+    dropout: tuple[float, float] = DROPOUT,
+) -> dict[str, object]:
+    cohort, target, uniform = low_input_cohort(
+        n_genes, n_samples, seed, depth=depth, dropout=dropout
+    )
+    twin, _, _ = low_input_cohort(
+        n_genes, n_samples, seed, batch_free=True, depth=depth, dropout=dropout
+    )
     counts, kept_share = zero_inflate(cohort.counts, target, uniform)
     twin_counts, _ = zero_inflate(twin.counts, target, uniform)
     truth = cohort.true_size_factors * kept_share
@@ -292,13 +310,21 @@ def _table(frame: pd.DataFrame, order: list[str], columns: dict[str, str]) -> li
     return lines
 
 
-def report(results: list[dict[str, object]], n_genes: int, n_samples: int) -> str:
+def report(
+    results: list[dict[str, object]],
+    n_genes: int,
+    n_samples: int,
+    depth: tuple[float, float] = DEPTH,
+    dropout: tuple[float, float] = DROPOUT,
+) -> str:
     size = pd.DataFrame([row for r in results for row in r["size"]])
     correction = pd.DataFrame([row for r in results for row in r["correction"]])
     meta = pd.DataFrame([r["meta"] for r in results])
     lines = [
         f"{len(results)} simulated cohorts of {n_genes:,} genes × {n_samples} samples "
-        f"(3 sites, 2 conditions); values are mean ± SD over the cohorts. Library sizes "
+        f"(3 sites, 2 conditions); values are mean ± SD over the cohorts. Sequencing depth "
+        f"{depth[0]:,.0f}–{depth[1]:,.0f}, target dropout {dropout[0]:.0%}–{dropout[1]:.0%}; "
+        f"realised library sizes "
         f"{meta['lib_min'].min():,.0f}–{meta['lib_max'].max():,.0f} reads, dropout (share of "
         f"zeros per sample) {meta['dropout_min'].min():.0%}–{meta['dropout_max'].max():.0%}; "
         f"filterByExpr kept {meta['kept'].min()}–{meta['kept'].max()} genes, of which "
@@ -341,11 +367,23 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--samples", type=int, default=24)
     parser.add_argument("--cohorts", type=int, default=3)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--depth", type=float, nargs=2, default=DEPTH, help="library size range (log-uniform)"
+    )
+    parser.add_argument(
+        "--dropout", type=float, nargs=2, default=DROPOUT, help="target dropout range; 0 0: none"
+    )
     parser.add_argument("--write", type=Path, help="also write the markdown here")
+    parser.add_argument("--append", action="store_true", help="add a section to --write")
+    parser.add_argument("--title", help="heading of the section written")
     args = parser.parse_args(argv)
     started = time.process_time()
-    results = [one_cohort(args.genes, args.samples, args.seed + k) for k in range(args.cohorts)]
-    table = report(results, args.genes, args.samples)
+    depth, dropout = tuple(args.depth), tuple(args.dropout)
+    results = [
+        one_cohort(args.genes, args.samples, args.seed + k, depth, dropout)
+        for k in range(args.cohorts)
+    ]
+    table = report(results, args.genes, args.samples, depth, dropout)
     cpu = time.process_time() - started
     print(table)
     print(f"CPU time: {cpu:.0f} s")
@@ -361,12 +399,26 @@ def main(argv: list[str] | None = None) -> str:
         command = "python bench/low_input.py " + " ".join(
             argv if argv is not None else sys.argv[1:]
         )
-        args.write.write_text(
-            "# Low-input cohorts: known-truth comparison\n\n"
-            f"Generated {today} at commit {commit or 'unknown'} by `{command.strip()}` "
-            f"({cpu:.0f} s of CPU). The model and the scores are described in the docstring "
-            "of `bench/low_input.py`.\n\n" + table
+        heading = args.title or (
+            f"{args.genes:,} genes × {args.samples} samples, depth "
+            f"{depth[0]:,.0f}–{depth[1]:,.0f}, dropout {dropout[0]:.0%}–{dropout[1]:.0%}"
         )
+        section = (
+            f"## {heading}\n\n"
+            f"Generated {today} at commit {commit or 'unknown'} by `{command.strip()}` "
+            f"({cpu:.0f} s of CPU).\n\n"
+            + table.replace("\n### ", "\n#### ").replace("### ", "#### ")
+        )
+        if args.append and args.write.exists():
+            with open(args.write, "a", encoding="utf-8") as handle:
+                handle.write("\n" + section)
+        else:
+            args.write.write_text(
+                "# Low-input cohorts: known-truth comparison\n\n"
+                "The model, the truth and the scores are described in the docstring of "
+                "`bench/low_input.py`.\n\n" + section,
+                encoding="utf-8",
+            )
     return table
 
 
