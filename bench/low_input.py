@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import shlex
 import subprocess
 import sys
 import time
@@ -396,8 +397,8 @@ def main(argv: list[str] | None = None) -> str:
             check=False,
         ).stdout.strip()
         today = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-        command = "python bench/low_input.py " + " ".join(
-            argv if argv is not None else sys.argv[1:]
+        command = shlex.join(
+            ["python", "bench/low_input.py", *(argv if argv is not None else sys.argv[1:])]
         )
         heading = args.title or (
             f"{args.genes:,} genes × {args.samples} samples, depth "
@@ -406,8 +407,7 @@ def main(argv: list[str] | None = None) -> str:
         section = (
             f"## {heading}\n\n"
             f"Generated {today} at commit {commit or 'unknown'} by `{command.strip()}` "
-            f"({cpu:.0f} s of CPU).\n\n"
-            + table.replace("\n### ", "\n#### ").replace("### ", "#### ")
+            f"({cpu:.0f} s of CPU).\n\n" + table.replace("### ", "#### ")
         )
         if args.append and args.write.exists():
             with open(args.write, "a", encoding="utf-8") as handle:
