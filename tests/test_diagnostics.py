@@ -17,7 +17,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from cohortnorm.diagnostics import batch_association, gpca_delta, variance_explained
+from cohortnorm.diagnostics import (
+    batch_association,
+    gpca_delta,
+    gpca_table,
+    variance_explained,
+    variance_explained_summary,
+    variance_explained_table,
+)
 from cohortnorm.errors import InputError
 
 SETTINGS = settings(max_examples=20, deadline=None)
@@ -82,6 +89,8 @@ def test_fisher_on_a_small_separated_table():
     assert row["test"].startswith("Fisher")
     assert row["p_value"] == pytest.approx(2 / math.comb(8, 4))
     assert row["cramers_v"] == pytest.approx(1.0)
+    assert np.isnan(row["statistic"])  # odds ratio 4·4 / (0·0): never written as inf
+    assert "odds ratio infinite" in row["note"]
 
 
 def test_numeric_covariate_kruskal_wallis():
@@ -254,3 +263,37 @@ def test_variance_explained_invariant_to_order_and_labels(seed):
     moved = variance_explained(values[genes][:, samples], np.char.upper(factor[samples]))
     np.testing.assert_allclose(moved, expected[genes], rtol=1e-12, atol=1e-15)
     assert np.all((expected >= 0) & (expected <= 1))
+
+
+def test_tables_for_design_tsv():
+    values, batch = _batch_cohort(shift=3.0)
+    condition = np.tile(["A", "B"], 12)
+    gpca = gpca_table(
+        {
+            "raw": gpca_delta(values, batch, n_permutations=20),
+            "flat": gpca_delta(values[:, ::-1].copy(), batch, n_permutations=20),
+        }
+    )
+    assert gpca["stage"].tolist() == ["raw", "flat"]
+    assert gpca.loc[0, "n_permutations"] == 20
+    assert gpca.loc[0, "gpca_delta"] == pytest.approx(_gpca_direct(values, batch), rel=1e-10)
+    constant = np.vstack([values[:3], np.ones((1, 24))])
+    long = variance_explained_table(
+        {"raw": constant, "corrected": constant[:, ::-1].copy()},
+        {"batch": batch, "condition": condition},
+        ["g1", "g2", "g3", "g4"],
+    )
+    assert len(long) == 4 * 3  # the constant gene g4 is left out (NaN R²)
+    assert "g4" not in set(long["gene_id"])
+    summary = variance_explained_summary(long)
+    assert summary[["stage", "factor"]].values.tolist() == [
+        ["raw", "batch"],
+        ["raw", "condition"],
+        ["corrected", "batch"],
+        ["corrected", "condition"],
+    ]
+    r2 = variance_explained(constant[:3], batch)
+    first = summary.iloc[0]
+    assert first["n_genes"] == 3
+    assert first["median"] == pytest.approx(np.median(r2))
+    assert first["mean"] == pytest.approx(r2.mean())

@@ -104,6 +104,10 @@ def _categorical_row(name: str, batch: np.ndarray, level: np.ndarray) -> dict[st
         )
         p_value = p_chi2
     notes = []
+    if not np.isfinite(statistic):
+        # A zero cell makes the sample odds ratio infinite; the table never holds Inf.
+        statistic = np.nan
+        notes.append("odds ratio infinite (a zero cell): left empty")
     if v >= 1.0 - 1e-12:
         notes.append(
             "fully confounded: the batch determines this column (or the reverse); "
@@ -441,3 +445,68 @@ def variance_explained_table(
     if not frames:
         return pd.DataFrame(columns=["stage", "factor", "gene_id", "r2"])
     return pd.concat(frames, ignore_index=True)
+
+
+GPCA_COLUMNS = [
+    "stage",
+    "gpca_delta",
+    "gpca_p_value",
+    "n_permutations",
+    "n_genes",
+    "guided_pc1_variance_fraction",
+    "unguided_pc1_variance_fraction",
+]
+
+
+def gpca_table(results: dict[str, GPCAResult]) -> pd.DataFrame:
+    """One row per stage of :func:`gpca_delta` results, columns :data:`GPCA_COLUMNS`."""
+    rows = [
+        {
+            "stage": stage,
+            "gpca_delta": result.delta,
+            "gpca_p_value": result.p_value,
+            "n_permutations": len(result.permuted),
+            "n_genes": result.n_genes,
+            "guided_pc1_variance_fraction": result.guided_variance_fraction,
+            "unguided_pc1_variance_fraction": result.unguided_variance_fraction,
+        }
+        for stage, result in results.items()
+    ]
+    return pd.DataFrame(rows, columns=GPCA_COLUMNS)
+
+
+SUMMARY_COLUMNS = ["stage", "factor", "n_genes", "mean", "q10", "q25", "median", "q75", "q90"]
+
+
+def variance_explained_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """Distribution of the per-gene R² for each stage and factor (BatchQC's boxes as numbers).
+
+    Parameters
+    ----------
+    table
+        Output of :func:`variance_explained_table` (``stage, factor, gene_id, r2``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns :data:`SUMMARY_COLUMNS`, in the order the stages and factors first appear;
+        quantiles as numpy's default (linear, R's type 7).
+    """
+    rows = []
+    for (stage, factor), group in table.groupby(["stage", "factor"], sort=False):
+        r2 = group["r2"].to_numpy(dtype=np.float64)
+        q10, q25, median, q75, q90 = np.quantile(r2, [0.1, 0.25, 0.5, 0.75, 0.9])
+        rows.append(
+            {
+                "stage": stage,
+                "factor": factor,
+                "n_genes": len(r2),
+                "mean": float(r2.mean()),
+                "q10": q10,
+                "q25": q25,
+                "median": median,
+                "q75": q75,
+                "q90": q90,
+            }
+        )
+    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
