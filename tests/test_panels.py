@@ -15,7 +15,7 @@ from matplotlib.collections import PathCollection
 
 from cohortnorm import plots
 from cohortnorm.errors import InputError
-from cohortnorm.panels import draw_panel, gene_names_from_gtf, resolve_genes
+from cohortnorm.panels import draw_panel, gene_names_from_gtf, gene_symbols, resolve_genes
 
 # Ensembl GRCh38 IDs of the three markers (TARDBP, MAPT, NEFL) and two others.
 IDS = ["ENSG00000120948", "ENSG00000186868", "ENSG00000277586", "ENSG00000104722", "G5"]
@@ -161,3 +161,10 @@ def test_panel_without_batch_and_bad_input(stages):
         draw_panel(stages, [], ["a", "b"] * 6)
     with pytest.raises(InputError, match="stage raw has 12 samples, the sheet 4"):
         draw_panel(stages, ["ENSG00000120948"], ["a", "b"] * 2)
+
+
+def test_gene_symbols_column():
+    table = ["ENSG00000120948.3", "ENSG00000186868", "G5", "G6"]
+    symbols = gene_symbols(table, ANNOTATION)
+    assert symbols.index.tolist() == table
+    assert symbols.tolist() == ["TARDBP", "MAPT", "PAR1", ""]

@@ -101,6 +101,56 @@ def _close(name: str, vocabulary: Sequence[str]) -> list[str]:
     return [by_upper[h] for h in hits]
 
 
+def _annotation_for_table(
+    table_ids: Sequence[str], annotation: pd.Series | None, stems: dict[str, list[str]]
+) -> tuple[dict[str, str], dict[str, list[str]]]:
+    """Table gene ID → name, and name → table gene IDs, matching Ensembl versions.
+
+    An annotation ID names the table gene with the same ID, else the single table gene
+    with the same unversioned Ensembl stem (none when several share it).
+    """
+    in_table = set(table_ids)
+    names: dict[str, str] = {}
+    by_name: dict[str, list[str]] = {}
+    if annotation is None:
+        return names, by_name
+    for gene, name in zip(annotation.index.astype(str), annotation.astype(str), strict=True):
+        candidates = [gene] if gene in in_table else stems.get(_stem(gene), [])
+        if len(candidates) == 1 and candidates[0] not in names:
+            names[candidates[0]] = name
+            by_name.setdefault(name, []).append(candidates[0])
+    return names, by_name
+
+
+def gene_symbols(gene_ids: Sequence[str], annotation: pd.Series) -> pd.Series:
+    """The annotation's name of every gene of the table (the optional ``gene_name`` column).
+
+    Parameters
+    ----------
+    gene_ids
+        Row names of the table.
+    annotation
+        Gene ID → gene name; Ensembl versions may differ from the table's.
+
+    Returns
+    -------
+    pandas.Series
+        Names in table order, indexed by the table's gene IDs; an empty string for a gene
+        the annotation does not name (never NaN).
+    """
+    table_ids = [str(g) for g in gene_ids]
+    stems: dict[str, list[str]] = {}
+    for gene in table_ids:
+        stems.setdefault(_stem(gene), []).append(gene)
+    names, _ = _annotation_for_table(table_ids, annotation, stems)
+    return pd.Series(
+        [names.get(g, "") for g in table_ids],
+        index=pd.Index(table_ids, name="gene_id"),
+        name="gene_name",
+        dtype=object,
+    )
+
+
 def resolve_genes(
     requested: Sequence[str],
     gene_ids: Sequence[str],
@@ -144,16 +194,10 @@ def resolve_genes(
     stems: dict[str, list[str]] = {}
     for gene in table_ids:
         stems.setdefault(_stem(gene), []).append(gene)
-    names: dict[str, str] = {}
-    by_name: dict[str, list[str]] = {}
+    names, by_name = _annotation_for_table(table_ids, annotation, stems)
     by_upper: dict[str, list[str]] = {}
-    if annotation is not None:
-        for gene, name in zip(annotation.index.astype(str), annotation.astype(str), strict=True):
-            candidates = [gene] if gene in in_table else stems.get(_stem(gene), [])
-            for target in candidates if len(candidates) == 1 else []:
-                names.setdefault(target, name)
-                by_name.setdefault(name, []).append(target)
-                by_upper.setdefault(name.upper(), []).append(target)
+    for name, targets in by_name.items():
+        by_upper.setdefault(name.upper(), []).extend(targets)
 
     rows, unknown, ambiguous = [], [], []
     for raw in requested:
