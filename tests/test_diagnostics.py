@@ -17,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
+from cohortnorm import diagnostics
 from cohortnorm.diagnostics import (
     batch_association,
     gpca_delta,
@@ -297,3 +298,16 @@ def test_tables_for_design_tsv():
     assert first["n_genes"] == 3
     assert first["median"] == pytest.approx(np.median(r2))
     assert first["mean"] == pytest.approx(r2.mean())
+
+
+@pytest.mark.parametrize(("limit", "top_genes"), [(0, None), (10, None), (10, 8)])
+def test_gpca_large_cohort_path_equals_gram_path(monkeypatch, limit, top_genes):
+    # Above GRAM_SAMPLES samples no samples × samples matrix is formed: the unguided PC
+    # comes from ARPACK (genes > limit) or the genes × genes Gram, the guided one from Yᵀ·X.
+    values, batch = _batch_cohort(shift=0.4, seed=11)
+    expected = gpca_delta(values, batch, n_permutations=30, seed=2, top_genes=top_genes)
+    monkeypatch.setattr(diagnostics, "GRAM_SAMPLES", limit)
+    result = gpca_delta(values, batch, n_permutations=30, seed=2, top_genes=top_genes)
+    assert result.delta == pytest.approx(expected.delta, rel=1e-9)
+    np.testing.assert_allclose(result.permuted, expected.permuted, rtol=1e-9)
+    assert result.p_value == expected.p_value

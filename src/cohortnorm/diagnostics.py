@@ -25,6 +25,10 @@ from scipy import stats
 from cohortnorm.errors import InputError
 from cohortnorm.qc import cramers_v, cross_product, top_variable_genes
 
+#: Up to this many samples gPCA works on the samples × samples Gram matrix (every
+#: permutation then costs samples² operations); above it, on the samples × genes matrix
+#: (two passes per permutation), so 17,000 samples never need a 17,000² matrix.
+GRAM_SAMPLES = 2000
 #: Below this expected count in a cell of a 2 × 2 table, Fisher's exact test replaces the
 #: chi-square test (Cochran's rule: the chi-square approximation needs expected counts ≥ 5).
 MIN_EXPECTED = 5.0
@@ -297,6 +301,31 @@ def _guided_variance(gram: np.ndarray, codes: np.ndarray, n_levels: int) -> floa
     return float(scores @ scores / sigma2)
 
 
+def _guided_variance_direct(centred: np.ndarray, codes: np.ndarray, n_levels: int) -> float:
+    """||X v||² for v the first right singular vector of M = Yᵀ X, from X itself.
+
+    M is the per-batch sums of the rows of X (levels × genes); its top right singular
+    vector comes from the small levels × levels matrix M Mᵀ. Costs two passes over X,
+    not a samples × samples matrix.
+    """
+    indicator = np.zeros((n_levels, len(codes)))
+    indicator[codes, np.arange(len(codes))] = 1.0
+    m = indicator @ centred
+    sigma2, u = _top_eigen(cross_product(m))
+    if sigma2 <= 0:
+        return 0.0
+    scores = centred @ (m.T @ u)
+    return float(scores @ scores / sigma2)
+
+
+def _top_singular_value(matrix: np.ndarray) -> float:
+    """Largest singular value by ARPACK, from a fixed start vector (reproducible)."""
+    from scipy.sparse.linalg import svds
+
+    start = np.ones(min(matrix.shape)) / np.sqrt(min(matrix.shape))
+    return float(svds(matrix, k=1, v0=start, tol=0, return_singular_vectors=False)[0])
+
+
 def gpca_delta(
     values: np.ndarray,
     batch: Sequence[object],
@@ -326,7 +355,8 @@ def gpca_delta(
         gives the same p-value. R's ``sample`` draws other permutations, so p-values
         agree with R's in distribution, not digit for digit.
     top_genes
-        Keep the most variable genes only (``filt``); ``None`` uses every gene.
+        Keep the most variable genes only (``filt``); ``None`` uses every gene. Give it
+        for large cohorts: the genes × samples matrix of the genes kept is copied.
 
     Returns
     -------
@@ -352,20 +382,27 @@ def gpca_delta(
         raise InputError(f"gPCA needs at least two batches; every sample is in batch {levels[0]!r}")
     genes = top_variable_genes(x, x.shape[0] if top_genes is None else top_genes)
     centred = x[genes].T - x[genes].T.mean(axis=0)  # samples × genes, genes centred
-    gram = cross_product(centred)
-    total = float(np.trace(gram))
-    unguided, _ = _top_eigen(gram) if total > 0 else (0.0, None)
+    total = float(np.square(centred).sum())
+    if total <= 0:
+        raise InputError("gPCA needs genes that vary across samples; every gene is constant")
+    rng = np.random.default_rng(seed)
+    labelings = [codes, *(rng.permutation(codes) for _ in range(n_permutations))]
+    if centred.shape[0] <= GRAM_SAMPLES:
+        gram = cross_product(centred)
+        unguided, _ = _top_eigen(gram)
+        guided_all = np.array([_guided_variance(gram, c, len(levels)) for c in labelings])
+    else:
+        unguided = (
+            _top_eigen(cross_product(centred.T))[0]
+            if centred.shape[1] <= GRAM_SAMPLES
+            else _top_singular_value(centred) ** 2
+        )
+        guided_all = np.array([_guided_variance_direct(centred, c, len(levels)) for c in labelings])
     if unguided <= 0:
         raise InputError("gPCA needs genes that vary across samples; every gene is constant")
-    guided = _guided_variance(gram, codes, len(levels))
+    guided = float(guided_all[0])
     delta = guided / unguided
-    rng = np.random.default_rng(seed)
-    permuted = np.array(
-        [
-            _guided_variance(gram, rng.permutation(codes), len(levels)) / unguided
-            for _ in range(n_permutations)
-        ]
-    )
+    permuted = guided_all[1:] / unguided
     # Ties (δ equal up to rounding) count as "at least as large".
     tolerance = 1e-10 * max(delta, 1.0)
     p_value = float(np.mean(permuted >= delta - tolerance)) if n_permutations else float("nan")
