@@ -124,8 +124,14 @@ def test_association_refuses_bad_sheets():
     sheet = _sheet(list("aabb"), list("xyxy"))
     with pytest.raises(InputError, match=r"no column 'sex'.*batch, condition"):
         batch_association(sheet, "batch", ["sex"])
-    with pytest.raises(InputError, match="batch column 'batch' is empty for 1 sample"):
-        batch_association(_sheet(["a", "", "b", "b"], list("xyxy")), "batch", ["condition"])
+    with pytest.raises(
+        InputError, match=r"batch column 'batch' is empty for 1 sample\(s\) \(sample S2\)"
+    ):
+        batch_association(
+            _sheet(["a", "", "b", "b"], list("xyxy"), sample=["S1", "S2", "S3", "S4"]),
+            "batch",
+            ["condition"],
+        )
     with pytest.raises(InputError, match="treated as numeric but holds 'old'"):
         batch_association(
             _sheet(list("aabb"), list("xyxy"), age=["1", "2", "old", "4"]),

@@ -51,13 +51,20 @@ ASSOCIATION_COLUMNS = [
 CELL_COLUMNS = ["covariate", "batch", "level", "n_samples"]
 
 
-def _labels(values: Sequence[object] | pd.Series, what: str) -> np.ndarray:
+def _labels(
+    values: Sequence[object] | pd.Series, what: str, names: Sequence[object] | None = None
+) -> np.ndarray:
     series = pd.Series(list(values), dtype=object)
     missing = series.isna() | (series.astype(str).str.strip() == "")
     if missing.any():
+        where = np.flatnonzero(missing.to_numpy())[:5]
+        shown = (
+            f"sample {', '.join(str(names[i]) for i in where)}"
+            if names is not None
+            else f"positions {', '.join(str(i) for i in where)}"
+        )
         raise InputError(
-            f"{what} is empty for {int(missing.sum())} sample(s) (positions "
-            f"{', '.join(str(i) for i in np.flatnonzero(missing.to_numpy())[:5])}). "
+            f"{what} is empty for {int(missing.sum())} sample(s) ({shown}). "
             "Give every sample a value in the sample sheet."
         )
     return series.astype(str).str.strip().to_numpy()
@@ -221,7 +228,9 @@ def batch_association(
             f"its columns are {', '.join(map(str, sheet.columns))}. Fix the column name in "
             "the config."
         )
-    batch_labels = _labels(sheet[batch], f"the batch column {batch!r}")
+    # Name samples by the sheet's ``sample`` column when it has one, else by its index.
+    names = sheet["sample"].tolist() if "sample" in sheet.columns else sheet.index.tolist()
+    batch_labels = _labels(sheet[batch], f"the batch column {batch!r}", names)
     rows, cells = [], []
     for name in covariates:
         column = sheet[name]
