@@ -23,8 +23,8 @@ RLE, upper quartile (effective library size = library size × factor), DESeq2
 pooling, and none (library sizes). Scored by the Spearman correlation with the true
 factors and the RMSE of the centred log ratio (log estimate − log truth, mean removed).
 
-**DE**: the test of ``run_benchmarks.accuracy``: Welch's t-test of logCPM (edgeR
-``cpm(log=TRUE)`` with the method's effective library sizes, ``run_benchmarks._logcpm``)
+**DE**: the test of ``suite_accuracy``: Welch's t-test of logCPM (edgeR
+``cpm(log=TRUE)`` with the method's effective library sizes, ``suite_prepare._logcpm``)
 between the conditions, Benjamini–Hochberg at 5%. That test is written inline in
 ``accuracy()``, so it is repeated here with the same calls. Sensitivity = true DE genes
 called / true DE genes kept by the filter; observed FDR = false calls / calls.
@@ -71,7 +71,7 @@ from scipy import stats
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
-from run_benchmarks import _logcpm  # noqa: E402
+from suite_prepare import _logcpm  # noqa: E402
 from simulate import simulate_cohort  # noqa: E402
 
 from cohortnorm.combat import combat  # noqa: E402
