@@ -110,8 +110,20 @@ def is_quantifier(settings):
 
 
 def transforms(settings):
-    """The transformed matrices a cohort asks for (normalization.transforms)."""
-    return settings["normalization"].get("transforms", [])
+    """The transformed matrices a cohort asks for: normalization.transforms, then the
+    transforms switched on in the `transforms` section (VST, rlog)."""
+    listed = list(settings["normalization"].get("transforms", []))
+    return listed + [
+        name
+        for name in normalizers("transform_section")
+        if settings["transforms"][name]["enabled"]
+    ]
+
+
+def transform_design_columns(wildcards):
+    """The sheet columns of the transforms' design (blind: false): batch + covariates."""
+    batch = cohort(wildcards)["batch_correction"]
+    return ([batch["batch"]] if batch["batch"] else []) + list(batch["covariates"])
 
 
 def transform_output(name):
@@ -120,7 +132,12 @@ def transform_output(name):
 
 
 #: A regex for the {transform} wildcard: the registered transforms only.
-TRANSFORM_NAMES = "|".join(map(re.escape, normalizers("transforms"))) or "(?!)"
+TRANSFORM_NAMES = (
+    "|".join(
+        map(re.escape, normalizers("transforms") + normalizers("transform_section"))
+    )
+    or "(?!)"
+)
 
 
 def cohorts_using(method):
@@ -155,10 +172,19 @@ def cohort_outputs(settings):
     return files
 
 
+def vst_stage(settings):
+    """Whether the cohort has the QC stage vst (VST enabled and transforms.vst.qc)."""
+    vst = settings["transforms"]["vst"]
+    return vst["enabled"] and vst["qc"]
+
+
 def qc_stages(settings):
-    """The QC stages of a cohort: raw, normalized and, with batch correction, batch_corrected."""
-    return ["raw", "normalized"] + (
-        ["batch_corrected"] if batch_output(settings) else []
+    """The QC stages of a cohort: raw, normalized, with VST vst, with batch correction
+    batch_corrected."""
+    return (
+        ["raw", "normalized"]
+        + (["vst"] if vst_stage(settings) else [])
+        + (["batch_corrected"] if batch_output(settings) else [])
     )
 
 
@@ -271,6 +297,8 @@ def qc_stage_inputs(wildcards):
         inputs["values"] = at(wildcards, "filtered_counts")
     elif wildcards.stage == "normalized":
         inputs["values"] = at(wildcards, "logcpm")
+    elif wildcards.stage == "vst":
+        inputs["values"] = f"{wildcards.outdir}/{transform_output('vst')}"
     else:
         method = batch_method(settings)
         if method is None:

@@ -1,4 +1,4 @@
-"""QC of one stage (raw, normalized, batch_corrected): six figures and two tables."""
+"""QC of one stage (raw, normalized, vst, batch_corrected): six figures and two tables."""
 
 import numpy as np
 
@@ -10,6 +10,7 @@ from cohortnorm.runner import run
 TITLES = {
     "raw": "raw logCPM (library sizes only)",
     "normalized": "normalized logCPM",
+    "vst": "DESeq2 variance-stabilizing transform (log2 scale)",
     "batch_corrected": "batch-corrected logCPM",
 }
 

@@ -32,6 +32,8 @@ def test_schema_enums_equal_the_registry_keys() -> None:
     assert _enum("batch_correction", "method") == ["none", *registry.BATCH_CORRECTORS]
     transforms = SCHEMA["properties"]["normalization"]["properties"]["transforms"]["items"]
     assert transforms["enum"] == registry.normalizers("transforms")
+    sections = SCHEMA["properties"]["transforms"]["properties"]
+    assert list(sections) == registry.normalizers("transform_section")
 
 
 def test_every_registered_function_imports() -> None:
@@ -79,11 +81,19 @@ def test_edger_entries_are_the_methods_calc_norm_factors_implements() -> None:
 
 def test_normalizer_parameters_are_config_keys() -> None:
     keys = set(SCHEMA["properties"]["normalization"]["properties"])
+    sections = SCHEMA["properties"]["transforms"]["properties"]
     for name, entry in registry.NORMALIZERS.items():
-        assert entry.selects in keys, name
-        assert set(entry.parameters.values()) <= keys, name
-        assert entry.output == ("matrix" if entry.selects == "transforms" else "factor"), name
-        assert set(entry.data) <= {"lib_size", "size_factors"}, name
+        if entry.selects == "transform_section":
+            # A transform with options: its own section transforms.<name>.
+            section = set(sections[name]["properties"])
+            assert "enabled" in section, name
+            assert set(entry.parameters.values()) <= section, name
+        else:
+            assert entry.selects in keys, name
+            assert set(entry.parameters.values()) <= keys, name
+        is_transform = entry.selects in ("transforms", "transform_section")
+        assert entry.output == ("matrix" if is_transform else "factor"), name
+        assert set(entry.data) <= {"lib_size", "size_factors", "design"}, name
         if entry.output == "matrix":
             assert f"transform_{name}" in resources.RULE_COSTS, name
 
