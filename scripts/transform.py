@@ -7,6 +7,7 @@ from the sample sheet in the counts' column order.
 """
 
 import numpy as np
+import pandas as pd
 
 from cohortnorm.errors import InputError
 from cohortnorm.io.tables import read_matrix, read_table, write_matrix
@@ -20,7 +21,15 @@ def transform_design(smk, columns):
     batch = smk.params.batch_correction["batch"]
     identifiers = ["sample"] + ([batch] if batch else [])
     sheet = read_table(smk.input.samples, string_columns=identifiers).set_index("sample")
-    return design_matrix(sheet.loc[columns].reset_index(), smk.params.design)
+    sheet = sheet.loc[columns].reset_index()
+    for name in smk.params.design:
+        values = sheet[name]
+        if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+            # Levels in order of first appearance in the sheet (the first is the
+            # reference level), as factor(x, levels = unique(x)): DESeq2's fits stop at
+            # their tolerance, so the level order moves the last ~1e-5 of the values.
+            sheet[name] = pd.Categorical(values, categories=list(dict.fromkeys(values)))
+    return design_matrix(sheet, smk.params.design)
 
 
 def main(smk, logger):
