@@ -19,7 +19,9 @@ for method in BATCH_CORRECTORS:
                 labels={"cohort": "{outdir}", "table": f"{method} parameters"},
             ),
         log:
-            log("batch_correction"),
+            f"{{outdir}}/logs/batch_correction_{method}.log"
+            if SEVERAL_BATCH_METHODS
+            else log("batch_correction"),
         benchmark:
             benchmark_file(f"batch_correction_{method}")
         wildcard_constraints:
@@ -33,5 +35,6 @@ for method in BATCH_CORRECTORS:
         params:
             batch_correction=setting("batch_correction"),
             method=method,
+            stage=lambda wildcards, method=method: batch_stage(cohort(wildcards), method),
         script:
             "../scripts/batch_correction.py"

@@ -189,6 +189,20 @@ def _check_count_pattern(settings, what):
         )
 
 
+def _batch_methods(settings, what):
+    """batch_correction.method as a list (none: []), stored as batch_correction.methods."""
+    method = settings["batch_correction"]["method"]
+    methods = [] if method == "none" else [method] if isinstance(method, str) else method
+    if {"combat", "combat_seq"} <= set(methods):
+        raise WorkflowError(
+            f"{what}: batch_correction.method lists both combat and combat_seq, which write "
+            "the same parameter table batch/combat_params.tsv. Run them in two cohorts "
+            "(or two configs), or list one of them."
+        )
+    settings["batch_correction"]["methods"] = list(methods)
+    return list(methods)
+
+
 def _check_transforms(settings, sheet, what):
     """VST/rlog options no job could run: fit_type local, a blind: false without design."""
     options = settings["transforms"]
@@ -263,14 +277,21 @@ def _cohorts(config):
         settings["outdir"] = os.path.normpath(settings["outdir"].strip())
         settings["cohort"] = name or Path(settings["outdir"]).name
         sheet = _read_sample_sheet(settings["samples"], what)
-        try:
-            notes = design.check_design(
-                sheet.reset_index(drop=True),
-                settings,
-                source=f"sample sheet {settings['samples']}",
-            )
-        except InputError as error:
-            raise _explain(error, what) from None
+        methods = _batch_methods(settings, what)
+        notes = []
+        # The sheet checks of each listed method, as if it were the only one.
+        for method in methods or ["none"]:
+            one = {**settings, "batch_correction": {**settings["batch_correction"]}}
+            one["batch_correction"]["method"] = method
+            try:
+                notes += design.check_design(
+                    sheet.reset_index(drop=True),
+                    one,
+                    source=f"sample sheet {settings['samples']}",
+                )
+            except InputError as error:
+                raise _explain(error, what) from None
+        notes = list(dict.fromkeys(notes))
         for note in notes:
             print(f"{what}: {note}", file=sys.stderr)
         _check_transforms(settings, sheet, what)

@@ -129,3 +129,88 @@ def test_blind_vst_and_rlog_equal_deseq2_and_the_covariate_run(tmp_path: Path) -
         read(ref / "extra_limma_removeBatchEffect_covariate.tsv.gz"),
         1e-9,
     )
+
+
+def test_too_few_genes_for_nsub_says_how_to_run_the_full_vst(tmp_path: Path) -> None:
+    config = base_config(
+        tmp_path,
+        transforms={"vst": {"nsub": 100000}},
+        batch_correction={"method": "none"},
+    )
+    result = run_snakemake(tmp_path, config, str(tmp_path / "results/normalization/vst.tsv"))
+    assert result.returncode != 0
+    text = " ".join((result.stdout + result.stderr).split())
+    assert "vst with nsub=100000 needs at least 100000 genes, but there are 7919" in text
+    assert "Set transforms.vst.nsub: null to run the full varianceStabilizingTransformation" in text
+    assert not (tmp_path / "results" / "normalization" / "vst.tsv").exists()
+
+
+def test_fit_type_local_stops_before_any_job(tmp_path: Path) -> None:
+    config = base_config(tmp_path, transforms={"vst": {"fit_type": "local"}})
+    result = run_snakemake(tmp_path, config, "-n")
+    assert result.returncode != 0
+    assert (
+        "transforms.vst.fit_type is local, which needs DESeq2's locfit regression; it is not "
+        "implemented here. Use fit_type: parametric (DESeq2's default) or fit_type: mean."
+    ) in " ".join((result.stdout + result.stderr).split())
+
+
+def test_unblind_transform_needs_its_design_columns(tmp_path: Path) -> None:
+    config = base_config(
+        tmp_path,
+        transforms={"rlog": {"enabled": True, "blind": False}},
+        batch_correction={"method": "none", "batch": "lane", "covariates": ["condition"]},
+    )
+    result = run_snakemake(tmp_path, config, "-n")
+    assert result.returncode != 0
+    text = " ".join((result.stdout + result.stderr).split())
+    assert "transforms.rlog.blind is false, which uses the design ~ lane + condition" in text
+    assert "has no column lane (its columns: sample, condition, batch, n_lanes)" in text
+
+
+def test_combat_and_combat_seq_cannot_be_listed_together(tmp_path: Path) -> None:
+    config = base_config(
+        tmp_path,
+        batch_correction={"method": ["combat", "combat_seq"], "batch": "batch"},
+    )
+    result = run_snakemake(tmp_path, config, "-n")
+    assert result.returncode != 0
+    assert (
+        "batch_correction.method lists both combat and combat_seq, which write the same "
+        "parameter table batch/combat_params.tsv"
+    ) in " ".join((result.stdout + result.stderr).split())
+
+
+def test_tpm_from_a_list_needs_exactly_one_counts_method(tmp_path: Path) -> None:
+    config = base_config(
+        tmp_path,
+        batch_correction={
+            "method": ["combat", "remove_batch_effect"],
+            "batch": "batch",
+            "covariates": ["condition"],
+        },
+        tpm={"source": "batch_corrected"},
+    )
+    result = run_snakemake(tmp_path, config, "-n")
+    assert result.returncode != 0
+    assert (
+        "tpm.source is batch_corrected, which needs exactly one method of "
+        "batch_correction.method (combat, remove_batch_effect) to give counts; 0 do"
+    ) in " ".join((result.stdout + result.stderr).split())
+
+
+def test_remove_batch_effect_covariate_must_be_numeric(tmp_path: Path) -> None:
+    config = base_config(
+        tmp_path,
+        transforms={"vst": {"enabled": False}},
+        batch_correction={
+            "method": "remove_batch_effect",
+            "batch": "batch",
+            "covariates": ["condition"],
+            "remove_batch_effect": {"covariates": ["batch"]},
+        },
+    )
+    result = run_snakemake(tmp_path, config)
+    assert result.returncode != 0
+    text = " ".join((result.stdout + result.stderr).split())
+    assert "batch_correction.remove_batch_effect.covariates column 'batch' must hold numbers" in text
