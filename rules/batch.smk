@@ -35,6 +35,5 @@ for method in BATCH_CORRECTORS:
         params:
             batch_correction=setting("batch_correction"),
             method=method,
-            stage=lambda wildcards, method=method: batch_stage(cohort(wildcards), method),
         script:
             "../scripts/batch_correction.py"

@@ -192,7 +192,9 @@ def _check_count_pattern(settings, what):
 def _batch_methods(settings, what):
     """batch_correction.method as a list (none: []), stored as batch_correction.methods."""
     method = settings["batch_correction"]["method"]
-    methods = [] if method == "none" else [method] if isinstance(method, str) else method
+    methods = (
+        [] if method == "none" else [method] if isinstance(method, str) else method
+    )
     if {"combat", "combat_seq"} <= set(methods):
         raise WorkflowError(
             f"{what}: batch_correction.method lists both combat and combat_seq, which write "
@@ -212,7 +214,9 @@ def _check_transforms(settings, sheet, what):
             "regression; it is not implemented here. Use fit_type: parametric (DESeq2's "
             "default) or fit_type: mean."
         )
-    unblind = [n for n in ("vst", "rlog") if options[n]["enabled"] and not options[n]["blind"]]
+    unblind = [
+        n for n in ("vst", "rlog") if options[n]["enabled"] and not options[n]["blind"]
+    ]
     if not unblind:
         return
     batch = settings["batch_correction"]

@@ -17,7 +17,9 @@ rule qc_stage:
     benchmark:
         benchmark_file("qc_{stage}")
     wildcard_constraints:
-        stage="|".join(["raw", "normalized", "vst", "batch_corrected", *BATCH_CORRECTORS]),
+        stage="|".join(
+            ["raw", "normalized", "vst", "batch_corrected", *BATCH_CORRECTORS]
+        ),
     conda:
         "../envs/qc.yaml"
     threads: 2

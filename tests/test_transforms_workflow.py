@@ -96,9 +96,7 @@ def test_blind_vst_and_rlog_equal_deseq2_and_the_covariate_run(tmp_path: Path) -
     # size, as the reference script computes it, written into a copy of the sheet).
     ref = DATA / "marioni" / "reference"
     info = pd.read_csv(ref / "extra_INFO.tsv", sep="\t", header=None, index_col=0)[1]
-    covariate = dict(
-        item.split("=") for item in info["removeBatchEffect_covariate_cov"].split()
-    )
+    covariate = dict(item.split("=") for item in info["removeBatchEffect_covariate_cov"].split())
     sheet = pd.read_csv(DATA / "marioni" / "samples.tsv", sep="\t", dtype=str)
     sheet["log_lib"] = [covariate[s] for s in sheet["sample"]]
     sheet.to_csv(tmp_path / "samples.tsv", sep="\t", index=False)
@@ -119,7 +117,9 @@ def test_blind_vst_and_rlog_equal_deseq2_and_the_covariate_run(tmp_path: Path) -
     assert result.returncode == 0, result.stderr[-4000:]
     out = tmp_path / "results"
     assert_matches(
-        read(out / "normalization" / "vst.tsv"), read(ref / "extra_deseq2_vst_nsub1000.tsv.gz"), 1e-6
+        read(out / "normalization" / "vst.tsv"),
+        read(ref / "extra_deseq2_vst_nsub1000.tsv.gz"),
+        1e-6,
     )
     assert_matches(
         read(out / "normalization" / "rlog.tsv"), read(ref / "extra_deseq2_rlog_blind.tsv.gz"), 1e-6
@@ -213,4 +213,6 @@ def test_remove_batch_effect_covariate_must_be_numeric(tmp_path: Path) -> None:
     result = run_snakemake(tmp_path, config)
     assert result.returncode != 0
     text = " ".join((result.stdout + result.stderr).split())
-    assert "batch_correction.remove_batch_effect.covariates column 'batch' must hold numbers" in text
+    assert (
+        "batch_correction.remove_batch_effect.covariates column 'batch' must hold numbers" in text
+    )

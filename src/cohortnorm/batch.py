@@ -274,14 +274,15 @@ def correct_remove_batch_effect(data: BatchInput) -> BatchCorrection:
     ]
     x = values.to_numpy()
     adjusted = limma.remove_batch_effect(
-        x, batch=batch.to_numpy(), batch2=None if batch2 is None else batch2.to_numpy(),
-        covariates=covariates, design=design,
+        x,
+        batch=batch.to_numpy(),
+        batch2=None if batch2 is None else batch2.to_numpy(),
+        covariates=covariates,
+        design=design,
     )
     levels = factor_levels(batch)
     removed = x - adjusted
     labels = batch.to_numpy()
-    per_batch = np.column_stack(
-        [removed[:, labels == level].mean(axis=1) for level in levels]
-    )
+    per_batch = np.column_stack([removed[:, labels == level].mean(axis=1) for level in levels])
     params = params_table(levels, values.index, removed=per_batch)
     return BatchCorrection(np.asarray(adjusted), params, notes)
