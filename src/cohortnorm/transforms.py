@@ -73,19 +73,25 @@ def deseq2_vst(
         key that switches to the full transform.
     """
     chosen = _design(blind, design)
-    if nsub is None:
-        return np.asarray(
-            variance_stabilizing_transformation(
-                counts, size_factors, chosen, blind=blind, fit_type=fit_type
-            )
-        )
     try:
+        if nsub is None:
+            return np.asarray(
+                variance_stabilizing_transformation(
+                    counts, size_factors, chosen, blind=blind, fit_type=fit_type
+                )
+            )
         return np.asarray(vst(counts, size_factors, chosen, blind, nsub, fit_type))
     except InputError as error:
+        if "set fit_type: mean" in str(error):
+            raise InputError(
+                str(error).replace("set fit_type: mean", "set transforms.vst.fit_type: mean")
+            ) from None
         if "nsub" not in str(error):
             raise
+        # The core's advice names DESeq2's functions; say which config key does it.
+        reason = str(error).split(". Use varianceStabilizingTransformation")[0]
         raise InputError(
-            f"{error}. Set transforms.vst.nsub: null to run the full "
+            f"{reason}. Set transforms.vst.nsub: null to run the full "
             "varianceStabilizingTransformation (the trend fitted on every gene), or a "
             "smaller transforms.vst.nsub"
         ) from None
@@ -123,7 +129,17 @@ def deseq2_rlog(
     """
     y, sf = _prepare(counts, size_factors)
     genes = estimate_dispersions_gene_est(y, sf, _design(blind, design))
-    trend = estimate_dispersions_fit(genes, "parametric")
+    try:
+        trend = estimate_dispersions_fit(genes, "parametric")
+    except InputError as error:
+        if "set fit_type: mean" not in str(error):
+            raise
+        # rlog is offered with DESeq2's default parametric trend only.
+        reason = str(error).split("; set fit_type: mean")[0]
+        raise InputError(
+            f"{reason}. rlog here uses the parametric trend only: set transforms.rlog."
+            "enabled: false and use the VST with transforms.vst.fit_type: mean"
+        ) from None
     dispersions = np.full(y.shape[0], np.nan)
     expressed = ~genes.all_zero
     dispersions[expressed] = trend(genes.base_mean[expressed])
