@@ -19,7 +19,9 @@ for method in BATCH_CORRECTORS:
                 labels={"cohort": "{outdir}", "table": f"{method} parameters"},
             ),
         log:
-            log("batch_correction"),
+            f"{{outdir}}/logs/batch_correction_{method}.log"
+            if SEVERAL_BATCH_METHODS
+            else log("batch_correction"),
         benchmark:
             benchmark_file(f"batch_correction_{method}")
         wildcard_constraints:

@@ -49,7 +49,7 @@ if not config:
         "`--configfile config/config.yaml`, runs the bundled demo."
     )
 COHORT_KEYS = ("samples", "counts", "lengths", "filter", "normalization", "tpm")
-COHORT_KEYS += ("batch_correction", "qc")
+COHORT_KEYS += ("transforms", "batch_correction", "qc")
 
 
 def _validate_or_explain(data, schema_name, what):
@@ -189,6 +189,55 @@ def _check_count_pattern(settings, what):
         )
 
 
+def _batch_methods(settings, what):
+    """batch_correction.method as a list (none: []), stored as batch_correction.methods."""
+    method = settings["batch_correction"]["method"]
+    methods = (
+        [] if method == "none" else [method] if isinstance(method, str) else method
+    )
+    if {"combat", "combat_seq"} <= set(methods):
+        raise WorkflowError(
+            f"{what}: batch_correction.method lists both combat and combat_seq, which write "
+            "the same parameter table batch/combat_params.tsv. Run them in two cohorts "
+            "(or two configs), or list one of them."
+        )
+    settings["batch_correction"]["methods"] = list(methods)
+    return list(methods)
+
+
+def _check_transforms(settings, sheet, what):
+    """VST/rlog options no job could run: fit_type local, a blind: false without design."""
+    options = settings["transforms"]
+    if options["vst"]["enabled"] and options["vst"]["fit_type"] == "local":
+        raise WorkflowError(
+            f"{what}: transforms.vst.fit_type is local, which needs DESeq2's locfit "
+            "regression; it is not implemented here. Use fit_type: parametric (DESeq2's "
+            "default) or fit_type: mean."
+        )
+    unblind = [
+        n for n in ("vst", "rlog") if options[n]["enabled"] and not options[n]["blind"]
+    ]
+    if not unblind:
+        return
+    batch = settings["batch_correction"]
+    columns = ([batch["batch"]] if batch["batch"] else []) + list(batch["covariates"])
+    keys = ", ".join(f"transforms.{n}.blind" for n in unblind)
+    if not columns:
+        raise WorkflowError(
+            f"{what}: {keys} is false, which estimates the dispersions with the design "
+            "~ batch_correction.batch + batch_correction.covariates, but both are empty. "
+            "Set batch_correction.covariates (e.g. [condition]) or blind: true."
+        )
+    missing = [c for c in columns if c not in sheet.columns]
+    if missing:
+        raise WorkflowError(
+            f"{what}: {keys} is false, which uses the design ~ {' + '.join(columns)}, but "
+            f"the sample sheet {settings['samples']} has no column {', '.join(missing)} "
+            f"(its columns: {', '.join(sheet.columns)}). Fix batch_correction.batch / "
+            "batch_correction.covariates, or set blind: true."
+        )
+
+
 def _cohorts(config):
     """Map each cohort's output directory to its merged, validated settings."""
     if not config.get("outdir"):
@@ -232,16 +281,24 @@ def _cohorts(config):
         settings["outdir"] = os.path.normpath(settings["outdir"].strip())
         settings["cohort"] = name or Path(settings["outdir"]).name
         sheet = _read_sample_sheet(settings["samples"], what)
-        try:
-            notes = design.check_design(
-                sheet.reset_index(drop=True),
-                settings,
-                source=f"sample sheet {settings['samples']}",
-            )
-        except InputError as error:
-            raise _explain(error, what) from None
+        methods = _batch_methods(settings, what)
+        notes = []
+        # The sheet checks of each listed method, as if it were the only one.
+        for method in methods or ["none"]:
+            one = {**settings, "batch_correction": {**settings["batch_correction"]}}
+            one["batch_correction"]["method"] = method
+            try:
+                notes += design.check_design(
+                    sheet.reset_index(drop=True),
+                    one,
+                    source=f"sample sheet {settings['samples']}",
+                )
+            except InputError as error:
+                raise _explain(error, what) from None
+        notes = list(dict.fromkeys(notes))
         for note in notes:
             print(f"{what}: {note}", file=sys.stderr)
+        _check_transforms(settings, sheet, what)
         settings["sample_names"] = sheet["sample"].tolist()
         if settings["outdir"] in cohorts:
             raise WorkflowError(
@@ -279,6 +336,7 @@ SETTINGS_SECTIONS = {
     "filter": lambda s: s["filter"],
     "normalization": lambda s: s["normalization"],
     "tpm": lambda s: s["tpm"],
+    "transforms": lambda s: s["transforms"],
     "batch_correction": lambda s: s["batch_correction"],
     "qc": lambda s: {**s["qc"], "cohort": s["cohort"]},
     "io": lambda s: config["io"],

@@ -75,7 +75,8 @@ rule transform:
     input:
         counts=out("filtered_counts"),
         size_factors=out("size_factors"),
-        settings=settings_files("normalization"),
+        samples=setting("samples"),
+        settings=settings_files("normalization", "transforms", "batch_correction"),
     output:
         f"{{outdir}}/normalization/{{transform}}.{MATRIX_FORMAT}",
     log:
@@ -92,5 +93,8 @@ rule transform:
         runtime=job_runtime("transform"),
     params:
         normalization=setting("normalization"),
+        transforms=setting("transforms"),
+        batch_correction=setting("batch_correction"),
+        design=transform_design_columns,
     script:
         "../scripts/transform.py"

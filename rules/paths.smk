@@ -80,15 +80,37 @@ def benchmark_file(name):
 # --- methods: paths from the registry ---------------------------------------------------
 
 
+def batch_methods(settings):
+    """The cohort's batch correctors by name, in config order ([] without correction)."""
+    return settings["batch_correction"]["methods"]
+
+
 def batch_method(settings):
-    """The cohort's batch corrector (a registry entry), or None without batch correction."""
-    return BATCH_CORRECTORS.get(settings["batch_correction"]["method"])
+    """The cohort's one batch corrector (a registry entry), or None without batch
+    correction or with a list of several."""
+    methods = batch_methods(settings)
+    return BATCH_CORRECTORS[methods[0]] if len(methods) == 1 else None
 
 
-def batch_output(settings):
-    """The batch-corrected matrix of a cohort, or None without batch correction."""
-    method = batch_method(settings)
-    return matrix_file(method.output) if method else None
+def batch_output(settings, method=None):
+    """The corrected matrix of `method` (default: the cohort's one method), or None."""
+    if method is None:
+        entry = batch_method(settings)
+        return matrix_file(entry.output) if entry else None
+    return matrix_file(BATCH_CORRECTORS[method].output)
+
+
+def batch_stage(settings, method):
+    """The QC stage of batch corrector `method`: batch_corrected when it is the cohort's
+    only method (the name since the first release), else the method's own name."""
+    return "batch_corrected" if len(batch_methods(settings)) == 1 else method
+
+
+#: Whether some cohort lists several batch methods: then each method's job logs to
+#: logs/batch_correction_<method>.log (in every cohort), else to logs/batch_correction.log.
+SEVERAL_BATCH_METHODS = any(
+    len(settings["batch_correction"]["methods"]) > 1 for settings in COHORTS.values()
+)
 
 
 def batch_params(method):
@@ -110,8 +132,20 @@ def is_quantifier(settings):
 
 
 def transforms(settings):
-    """The transformed matrices a cohort asks for (normalization.transforms)."""
-    return settings["normalization"].get("transforms", [])
+    """The transformed matrices a cohort asks for: normalization.transforms, then the
+    transforms switched on in the `transforms` section (VST, rlog)."""
+    listed = list(settings["normalization"].get("transforms", []))
+    return listed + [
+        name
+        for name in normalizers("transform_section")
+        if settings["transforms"][name]["enabled"]
+    ]
+
+
+def transform_design_columns(wildcards):
+    """The sheet columns of the transforms' design (blind: false): batch + covariates."""
+    batch = cohort(wildcards)["batch_correction"]
+    return ([batch["batch"]] if batch["batch"] else []) + list(batch["covariates"])
 
 
 def transform_output(name):
@@ -120,7 +154,12 @@ def transform_output(name):
 
 
 #: A regex for the {transform} wildcard: the registered transforms only.
-TRANSFORM_NAMES = "|".join(map(re.escape, normalizers("transforms"))) or "(?!)"
+TRANSFORM_NAMES = (
+    "|".join(
+        map(re.escape, normalizers("transforms") + normalizers("transform_section"))
+    )
+    or "(?!)"
+)
 
 
 def cohorts_using(method):
@@ -128,7 +167,7 @@ def cohorts_using(method):
     outdirs = [
         re.escape(outdir)
         for outdir, settings in COHORTS.items()
-        if settings["batch_correction"]["method"] == method
+        if method in batch_methods(settings)
     ]
     return "|".join(outdirs) or "(?!)"
 
@@ -145,20 +184,26 @@ def cohort_outputs(settings):
     names += ["abundance_tpm"] if is_quantifier(settings) else []
     files = [path(name) for name in names]
     files += [transform_output(name) for name in transforms(settings)]
-    if batch_output(settings):
-        files += [
-            batch_output(settings),
-            batch_params(settings["batch_correction"]["method"]),
-        ]
+    for method in batch_methods(settings):
+        files += [batch_output(settings, method), batch_params(method)]
     if config["io"]["write_h5ad"]:
         files.append(path("h5ad"))
     return files
 
 
+def vst_stage(settings):
+    """Whether the cohort has the QC stage vst (VST enabled and transforms.vst.qc)."""
+    vst = settings["transforms"]["vst"]
+    return vst["enabled"] and vst["qc"]
+
+
 def qc_stages(settings):
-    """The QC stages of a cohort: raw, normalized and, with batch correction, batch_corrected."""
-    return ["raw", "normalized"] + (
-        ["batch_corrected"] if batch_output(settings) else []
+    """The QC stages of a cohort: raw, normalized, with VST vst, with batch correction
+    batch_corrected."""
+    return (
+        ["raw", "normalized"]
+        + (["vst"] if vst_stage(settings) else [])
+        + [batch_stage(settings, method) for method in batch_methods(settings)]
     )
 
 
@@ -223,12 +268,26 @@ def h5ad_inputs(wildcards):
         inputs["tpm"] = at(wildcards, "tpm")
     if batch_output(settings):
         inputs["batch_corrected"] = f"{wildcards.outdir}/{batch_output(settings)}"
+    elif batch_methods(settings):
+        # A list of methods: one layer per method, named after it.
+        for method in batch_methods(settings):
+            inputs[method] = f"{wildcards.outdir}/{batch_output(settings, method)}"
     return inputs
 
 
 def tpm_counts_input(wildcards):
     settings = cohort(wildcards)
     if settings["tpm"]["source"] == "batch_corrected":
+        methods = batch_methods(settings)
+        counts_listed = [m for m in methods if BATCH_CORRECTORS[m].input == "counts"]
+        if len(methods) > 1:
+            if len(counts_listed) != 1:
+                raise WorkflowError(
+                    f"{settings['cohort']}: tpm.source is batch_corrected, which needs "
+                    f"exactly one method of batch_correction.method ({', '.join(methods)}) "
+                    f"to give counts; {len(counts_listed)} do. Set tpm.source to filtered."
+                )
+            return f"{wildcards.outdir}/{batch_output(settings, counts_listed[0])}"
         method = batch_method(settings)
         if method is None or method.input != "counts":
             counts_methods = [
@@ -271,14 +330,19 @@ def qc_stage_inputs(wildcards):
         inputs["values"] = at(wildcards, "filtered_counts")
     elif wildcards.stage == "normalized":
         inputs["values"] = at(wildcards, "logcpm")
+    elif wildcards.stage == "vst":
+        inputs["values"] = f"{wildcards.outdir}/{transform_output('vst')}"
     else:
-        method = batch_method(settings)
-        if method is None:
+        stages = {batch_stage(settings, m): m for m in batch_methods(settings)}
+        if wildcards.stage not in stages:
             raise WorkflowError(
-                f"{settings['cohort']}: QC stage batch_corrected needs batch correction "
-                "(batch_correction.method is none)."
+                f"{settings['cohort']}: QC stage {wildcards.stage} is not a stage of this "
+                f"cohort (its stages: {', '.join(qc_stages(settings))})."
             )
-        inputs["values"] = f"{wildcards.outdir}/{batch_output(settings)}"
+        method = BATCH_CORRECTORS[stages[wildcards.stage]]
+        inputs["values"] = (
+            f"{wildcards.outdir}/{batch_output(settings, stages[wildcards.stage])}"
+        )
         if method.input == "counts":
             inputs["size_factors"] = at(wildcards, "size_factors")
     return inputs

@@ -1,6 +1,7 @@
 # QC: per-stage plots and summaries, then the cohort's metrics, sample flags and verdict.
 # Stages: raw (logCPM of the filtered counts, library sizes only), normalized
-# (normalization/logcpm.tsv) and, with batch correction, batch_corrected.
+# (normalization/logcpm.tsv), vst (normalization/vst.tsv, DESeq2's VST, as nf-core/rnaseq
+# draws its PCA) and, with batch correction, batch_corrected.
 
 
 rule qc_stage:
@@ -16,7 +17,9 @@ rule qc_stage:
     benchmark:
         benchmark_file("qc_{stage}")
     wildcard_constraints:
-        stage="raw|normalized|batch_corrected",
+        stage="|".join(
+            ["raw", "normalized", "vst", "batch_corrected", *BATCH_CORRECTORS]
+        ),
     conda:
         "../envs/qc.yaml"
     threads: 2

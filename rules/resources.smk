@@ -51,6 +51,11 @@ def _job_shape(wildcards, input):
 def _cost(rule_name, wildcards):
     if rule_name == "transform":
         rule_name = f"transform_{wildcards.transform}"
+        if (
+            rule_name == "transform_vst"
+            and cohort(wildcards)["transforms"]["vst"]["nsub"] is None
+        ):
+            rule_name = "transform_vst_full"
     if rule_name == "batch_correction_combat":
         if not cohort(wildcards)["batch_correction"]["combat"]["parametric"]:
             rule_name = "batch_correction_combat_nonparametric"

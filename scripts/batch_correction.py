@@ -16,8 +16,9 @@ from cohortnorm.runner import run
 
 
 def main(smk, logger):
-    settings = smk.params.batch_correction
     method = smk.params.method
+    # This job runs one method, also when batch_correction.method lists several.
+    settings = {**smk.params.batch_correction, "method": method}
     values = read_matrix(smk.input.values, dtype=np.float64)
     # Identifiers stay text; covariates keep their inferred type, so that a numeric
     # column (age, RIN) enters the design as a number and not as a factor.

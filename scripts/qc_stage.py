@@ -1,16 +1,20 @@
-"""QC of one stage (raw, normalized, batch_corrected): six figures and two tables."""
+"""QC of one stage (raw, normalized, vst, batch_corrected or a batch method): figures, tables."""
 
 import numpy as np
 
 from cohortnorm import edger, plots, qc
 from cohortnorm.errors import InputError
 from cohortnorm.io.tables import read_matrix, read_table, write_table
+from cohortnorm.registry import BATCH_CORRECTORS
 from cohortnorm.runner import run
 
 TITLES = {
     "raw": "raw logCPM (library sizes only)",
     "normalized": "normalized logCPM",
+    "vst": "DESeq2 variance-stabilizing transform (log2 scale)",
     "batch_corrected": "batch-corrected logCPM",
+    # With several batch methods, each one's stage is named after it.
+    **{name: f"{entry.label}-corrected logCPM" for name, entry in BATCH_CORRECTORS.items()},
 }
 
 

@@ -2,7 +2,8 @@
 
 AnnData is samples × genes: ``X`` holds logCPM, the layers ``counts`` (filtered
 counts), ``logcpm``, ``cpm``, ``normalized_counts`` and, when computed, ``tpm`` (NaN
-for genes left out of TPM) and ``batch_corrected``; ``obs`` is the sample sheet with
+for genes left out of TPM) and ``batch_corrected`` (or, with a list of batch methods,
+one layer per method named after it); ``obs`` is the sample sheet with
 the size factors, ``var`` the gene IDs. Layers are written one at a time.
 """
 
@@ -10,6 +11,7 @@ import numpy as np
 
 from cohortnorm.io.h5ad import write_h5ad_layers
 from cohortnorm.io.tables import read_matrix, read_table
+from cohortnorm.registry import BATCH_CORRECTORS
 from cohortnorm.runner import run
 
 
@@ -21,7 +23,8 @@ def main(smk, logger):
     obs = sheet.loc[samples].join(factors.loc[samples])
     layers = {"counts": smk.input.counts, "logcpm": smk.input.logcpm, "cpm": smk.input.cpm}
     layers["normalized_counts"] = smk.input.normalized_counts
-    for name in ("tpm", "batch_corrected"):
+    # With several batch methods, one layer per method, named after it.
+    for name in ("tpm", "batch_corrected", *BATCH_CORRECTORS):
         if name in smk.input.keys():
             layers[name] = smk.input[name]
 

@@ -177,7 +177,9 @@ def test_requests_follow_the_stated_formula() -> None:
 
 def test_combat_at_gtex_scale_asks_for_minutes_not_days() -> None:
     for name, cost in resources.RULE_COSTS.items():
-        if "nonparametric" in name or "combat_seq" in name:
+        # The dearer choices: non-parametric ComBat, ComBat-seq, rlog and the full VST
+        # (transforms.vst.nsub: null) take hours at GTEx scale, as in R.
+        if any(key in name for key in ("nonparametric", "combat_seq", "rlog", "vst_full")):
             continue
         assert resources.runtime_min(cost, 60_000, 17_000) < 120, name
 

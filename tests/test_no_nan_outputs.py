@@ -102,19 +102,31 @@ def test_other_methods_and_parquet_outputs_are_finite(tmp_path: Path) -> None:
             "size_factor_type": "poscounts",
             "normalized_counts_factors": "method",
         },
-        batch_correction={"method": "combat_seq", "batch": "batch", "covariates": ["condition"]},
+        # Two batch methods side by side, VST (default) and rlog with the design.
+        batch_correction={
+            "method": ["combat_seq", "remove_batch_effect"],
+            "batch": "batch",
+            "covariates": ["condition"],
+        },
+        transforms={"vst": {"blind": False}, "rlog": {"enabled": True, "blind": False}},
         io={"matrix_format": "parquet"},
         tpm={"unit": "FPKM", "source": "batch_corrected"},
     )
     result = run_snakemake(tmp_path, config)
     assert result.returncode == 0, result.stderr[-3000:]
     outdir = tmp_path / "results"
-    assert (outdir / "batch" / "combat_seq_counts.parquet").exists()
+    for name in ("batch/combat_seq_counts", "batch/removebatch_logcpm"):
+        assert (outdir / f"{name}.parquet").exists()
+    for name in ("vst", "rlog"):
+        assert (outdir / "normalization" / f"{name}.parquet").exists()
     assert assert_all_finite(outdir) >= 20
 
 
 def test_quantifier_outputs_are_finite(tmp_path: Path) -> None:
-    result = run_snakemake(tmp_path, salmon_config(tmp_path, "lengthScaledTPM"))
+    config = salmon_config(tmp_path, "lengthScaledTPM")
+    # 312 genes: fewer than vst()'s nsub, so the full VST (varianceStabilizingTransformation).
+    config["transforms"] = {"vst": {"nsub": None}}
+    result = run_snakemake(tmp_path, config)
     assert result.returncode == 0, result.stderr[-3000:]
     assert assert_all_finite(tmp_path / "results") >= 15
 

@@ -29,9 +29,13 @@ def test_schema_enums_equal_the_registry_keys() -> None:
     assert _enum("counts", "format") == list(registry.FORMATS)
     assert _enum("normalization", "method") == registry.normalizers("method")
     assert _enum("normalization", "size_factor_type") == registry.normalizers("size_factor_type")
-    assert _enum("batch_correction", "method") == ["none", *registry.BATCH_CORRECTORS]
+    method = SCHEMA["properties"]["batch_correction"]["properties"]["method"]["anyOf"]
+    assert method[0]["enum"] == ["none", *registry.BATCH_CORRECTORS]
+    assert method[1]["items"]["enum"] == list(registry.BATCH_CORRECTORS)
     transforms = SCHEMA["properties"]["normalization"]["properties"]["transforms"]["items"]
     assert transforms["enum"] == registry.normalizers("transforms")
+    sections = SCHEMA["properties"]["transforms"]["properties"]
+    assert list(sections) == registry.normalizers("transform_section")
 
 
 def test_every_registered_function_imports() -> None:
@@ -79,11 +83,19 @@ def test_edger_entries_are_the_methods_calc_norm_factors_implements() -> None:
 
 def test_normalizer_parameters_are_config_keys() -> None:
     keys = set(SCHEMA["properties"]["normalization"]["properties"])
+    sections = SCHEMA["properties"]["transforms"]["properties"]
     for name, entry in registry.NORMALIZERS.items():
-        assert entry.selects in keys, name
-        assert set(entry.parameters.values()) <= keys, name
-        assert entry.output == ("matrix" if entry.selects == "transforms" else "factor"), name
-        assert set(entry.data) <= {"lib_size", "size_factors"}, name
+        if entry.selects == "transform_section":
+            # A transform with options: its own section transforms.<name>.
+            section = set(sections[name]["properties"])
+            assert "enabled" in section, name
+            assert set(entry.parameters.values()) <= section, name
+        else:
+            assert entry.selects in keys, name
+            assert set(entry.parameters.values()) <= keys, name
+        is_transform = entry.selects in ("transforms", "transform_section")
+        assert entry.output == ("matrix" if is_transform else "factor"), name
+        assert set(entry.data) <= {"lib_size", "size_factors", "design"}, name
         if entry.output == "matrix":
             assert f"transform_{name}" in resources.RULE_COSTS, name
 

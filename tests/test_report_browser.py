@@ -139,10 +139,11 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_qc_outputs_and_metrics(report: Path) -> None:
     qc = report.parent / "results" / "qc"
     metrics = pd.read_csv(qc / "metrics.tsv", sep="\t")
-    assert metrics["stage"].tolist() == ["raw", "normalized", "batch_corrected"]
+    # The VST stage (on by default) sits between normalized and batch_corrected.
+    assert metrics["stage"].tolist() == ["raw", "normalized", "vst", "batch_corrected"]
     numbers = metrics[["batch_r2", "condition_r2", "batch_silhouette", "median_iqr"]]
     assert np.isfinite(numbers.to_numpy(dtype=float)).all()
-    assert metrics.loc[2, "batch_r2"] < metrics.loc[1, "batch_r2"]
+    assert metrics.loc[3, "batch_r2"] < metrics.loc[1, "batch_r2"]
     flags = pd.read_csv(qc / "sample_flags.tsv", sep="\t")
     assert len(flags) == 7 and {"lib_size_rule", "pca_distance_flag"} <= set(flags.columns)
 
@@ -162,7 +163,7 @@ def test_report_shows_qc_figures_captions_and_summary(report: Path, tmp_path: Pa
     for step, snapshot in zip(steps, snapshots, strict=True):
         assert snapshot.split()[1] == "ok", f"could not click {step}"
     qc_menu, raw_table = snapshots[0], " ".join(snapshots[1].split())
-    for stage in ["summary", "raw", "normalized", "batch_corrected"]:
+    for stage in ["summary", "raw", "normalized", "vst", "batch_corrected"]:
         assert stage in qc_menu, stage
     for figure in STAGE_FIGURES:
         assert re.search(rf"\braw {re.escape(figure)}\b", raw_table), figure

@@ -964,6 +964,7 @@ def test_settings_changed_from_another_directory_rerun_the_jobs(tmp_path: Path) 
         outdir=str(outdir),
         counts={"format": "matrix", "path": counts},
         batch_correction={"method": "none"},
+        transforms={"vst": {"nsub": None}},  # a few hundred genes: the full VST
     )
     first, second = tmp_path / "first", tmp_path / "second"
     first.mkdir()

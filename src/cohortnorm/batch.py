@@ -23,6 +23,8 @@ import pandas as pd
 
 from cohortnorm import combat as combat_module
 from cohortnorm import combat_seq as combat_seq_module
+from cohortnorm import limma
+from cohortnorm.errors import InputError
 from cohortnorm.model_matrix import design_column_names, design_matrix, factor_levels
 from cohortnorm.validation import sheet_column
 
@@ -221,3 +223,66 @@ def correct_combat_seq(data: BatchInput) -> BatchCorrection:
         )
     # sva's progress lines (its cat() output): information, not warnings.
     return BatchCorrection(result.adjusted, params, notes + list(result.messages), warnings)
+
+
+def correct_remove_batch_effect(data: BatchInput) -> BatchCorrection:
+    """``limma::removeBatchEffect`` on logCPM, keeping ``batch_correction.covariates``.
+
+    ``batch`` is ``batch_correction.batch``; ``batch2`` and the numeric ``covariates``
+    come from ``batch_correction.remove_batch_effect``; the design kept is
+    ``model.matrix(~ covariates)`` of ``batch_correction.covariates``. The result is for
+    looking at the data (PCA, clustering, heatmaps), not for differential expression.
+
+    The parameter table holds, per batch and gene, ``removed``: the mean over the batch's
+    samples of what was subtracted (input − corrected). Without ``batch2`` and
+    covariates this is exactly the batch's effect (the same for each of its samples).
+    """
+    values, sheet, settings = data.values, data.sheet, data.settings
+    options = settings["remove_batch_effect"]
+    batch = data.column(settings["batch"], "batch_correction.batch")
+    for name in settings["covariates"]:
+        data.column(name, "batch_correction.covariates")
+    design = design_matrix(sheet, settings["covariates"])
+    batch2 = None
+    if options.get("batch2"):
+        batch2 = data.column(options["batch2"], "batch_correction.remove_batch_effect.batch2")
+    covariates = None
+    if options.get("covariates"):
+        columns = []
+        for name in options["covariates"]:
+            column = data.column(name, "batch_correction.remove_batch_effect.covariates")
+            numeric = pd.to_numeric(column, errors="coerce")
+            if numeric.isna().any():
+                bad = list(column.index[numeric.isna()])
+                raise InputError(
+                    f"{data.source}: batch_correction.remove_batch_effect.covariates "
+                    f"column {name!r} must hold numbers; sample(s) {', '.join(map(str, bad))} "
+                    f"have {', '.join(map(repr, column[numeric.isna()].astype(str)))}. Give a "
+                    "number for every sample, or list a text column as batch2."
+                )
+            columns.append(numeric.to_numpy(dtype=float))
+        covariates = np.column_stack(columns)
+    notes = [
+        "removeBatchEffect over {} batches, batch2 {}, covariates {}, design kept ~ {}".format(
+            len(set(batch)),
+            options.get("batch2") or "none",
+            options.get("covariates") or "none",
+            " + ".join(settings["covariates"]) or "1",
+        ),
+        "removeBatchEffect output is for looking at the data (PCA, clustering); do not use "
+        "it for differential expression",
+    ]
+    x = values.to_numpy()
+    adjusted = limma.remove_batch_effect(
+        x,
+        batch=batch.to_numpy(),
+        batch2=None if batch2 is None else batch2.to_numpy(),
+        covariates=covariates,
+        design=design,
+    )
+    levels = factor_levels(batch)
+    removed = x - adjusted
+    labels = batch.to_numpy()
+    per_batch = np.column_stack([removed[:, labels == level].mean(axis=1) for level in levels])
+    params = params_table(levels, values.index, removed=per_batch)
+    return BatchCorrection(np.asarray(adjusted), params, notes)

@@ -111,6 +111,7 @@ def used_columns(settings: Mapping[str, Any], sheet_columns: Sequence[str]) -> d
     method = batch.get("method", "none")
     active = method != "none"
     combat_seq = batch.get("combat_seq", {})
+    remove = batch.get("remove_batch_effect", {})
     named: dict[str, list] = {
         "filter.group": [settings.get("filter", {}).get("group")],
         "batch_correction.batch": [
@@ -122,6 +123,12 @@ def used_columns(settings: Mapping[str, Any], sheet_columns: Sequence[str]) -> d
         else [],
         "batch_correction.combat_seq.covariates": list(combat_seq.get("covariates", []))
         if method == "combat_seq"
+        else [],
+        "batch_correction.remove_batch_effect.batch2": [remove.get("batch2")]
+        if method == "remove_batch_effect"
+        else [],
+        "batch_correction.remove_batch_effect.covariates": list(remove.get("covariates", []))
+        if method == "remove_batch_effect"
         else [],
     }
     return {key: [c for c in columns if c] for key, columns in named.items()}

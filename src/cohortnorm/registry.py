@@ -16,7 +16,8 @@ Extension points
     one per sample, what kind of counts it gives, and whether it supplies gene lengths.
 :data:`NORMALIZERS`
     ``normalization.method`` (edgeR factors) and ``normalization.size_factor_type``
-    (DESeq2 size factors): per-sample factors; ``normalization.transforms``: matrices.
+    (DESeq2 size factors): per-sample factors; ``normalization.transforms`` and the
+    ``transforms`` section (VST, rlog): matrices.
 :data:`BATCH_CORRECTORS`
     ``batch_correction.method``: the function, what it reads (logCPM or counts) and
     the files it writes.
@@ -139,12 +140,17 @@ class Normalizer:
     selects
         The ``normalization`` config key whose value names this entry: ``method``
         (edgeR ``calcNormFactors``, column ``norm_factor`` of size_factors.tsv),
-        ``size_factor_type`` (DESeq2, column ``size_factor``) or ``transforms`` (a list:
-        each named transform writes ``normalization/<name>``).
+        ``size_factor_type`` (DESeq2, column ``size_factor``), ``transforms`` (a
+        transform without options, listed in ``normalization.transforms``) or
+        ``transform_section`` (a transform with options, switched on by
+        ``transforms.<name>.enabled``). Both kinds of transform write
+        ``normalization/<name>``.
     argument
         The function's keyword that receives the entry's name (``""``: none).
     parameters
-        Function keyword → ``normalization`` config key, passed on every call.
+        Function keyword → config key, passed on every call: a key of
+        ``normalization``, or for a ``transform_section`` entry a key of
+        ``transforms.<name>``.
     output
         ``"factor"``: one number per sample (size_factors.tsv); ``"matrix"``: a
         transformed genes × samples matrix (written as ``normalization/<name>``).
@@ -153,11 +159,14 @@ class Normalizer:
     data
         Keywords of data the workflow passes besides the counts: ``lib_size`` (the
         filtered counts' column sums, edgeR's ``lib.size``) and, for transforms,
-        ``size_factors`` (DESeq2's, column ``size_factor`` of size_factors.tsv).
+        ``size_factors`` (DESeq2's, column ``size_factor`` of size_factors.tsv) and
+        ``design`` (the samples × coefficients model matrix of the transforms' design,
+        ``~ batch_correction.batch + batch_correction.covariates``, see
+        docs/methods.md; ``None`` when the entry's ``blind`` setting is true).
     """
 
     function: str
-    selects: Literal["method", "size_factor_type", "transforms"]
+    selects: Literal["method", "size_factor_type", "transforms", "transform_section"]
     argument: str
     parameters: dict[str, str]
     output: Literal["factor", "matrix"]
@@ -213,6 +222,24 @@ NORMALIZERS: dict[str, Normalizer] = {
         "matrix",
         "DESeq2::normTransform(dds, f = log2, pc = 1)",
         data=("size_factors",),
+    ),
+    "vst": Normalizer(
+        "cohortnorm.transforms:deseq2_vst",
+        "transform_section",
+        "",
+        {"blind": "blind", "fit_type": "fit_type", "nsub": "nsub"},
+        "matrix",
+        "DESeq2::vst (nsub genes) or varianceStabilizingTransformation (nsub: null)",
+        data=("size_factors", "design"),
+    ),
+    "rlog": Normalizer(
+        "cohortnorm.transforms:deseq2_rlog",
+        "transform_section",
+        "",
+        {"blind": "blind"},
+        "matrix",
+        'DESeq2::rlog(fitType = "parametric")',
+        data=("size_factors", "design"),
     ),
 }
 
@@ -285,6 +312,15 @@ BATCH_CORRECTORS: dict[str, BatchCorrector] = {
         "ComBat-seq",
         "report/combat_params.rst",
         "sva::ComBat_seq",
+    ),
+    "remove_batch_effect": BatchCorrector(
+        "cohortnorm.batch:correct_remove_batch_effect",
+        "logcpm",
+        "batch/removebatch_logcpm",
+        "batch/remove_batch_effect_params",
+        "removeBatchEffect",
+        "report/remove_batch_effect_params.rst",
+        "limma::removeBatchEffect",
     ),
 }
 

@@ -71,11 +71,21 @@ RULE_COSTS: dict[str, RuleCost] = {
     # Not measured: one elementwise pass over the filtered counts writing one matrix, so
     # normalized_values' cost (the same pass writing three) bounds it.
     "transform_norm_transform": RuleCost(2.28, 0.75),
+    # VST and rlog: measured on the core call at 20,000 × 100 simulated NB counts on the
+    # development machine (2 shared cores): vst with nsub 1000 0.45 s, 202 MiB; the full
+    # VST (transforms.vst.nsub: null) 6.7 s, 507 MiB; rlog 6.7 s, 507 MiB. The file I/O
+    # of norm_transform is added to the times.
+    "transform_vst": RuleCost(4.0, 1.0),
+    "transform_vst_full": RuleCost(23.0, 4.2),
+    "transform_rlog": RuleCost(23.0, 4.2),
     "tpm": RuleCost(1.83, 0.315),
     "write_h5ad": RuleCost(3.0, 0.8),
     "batch_correction_combat": RuleCost(3.05, 0.50),
     "batch_correction_combat_nonparametric": RuleCost(3.05, 0.50, 1.29e-10),
     "batch_correction_combat_seq": RuleCost(4.0, 2.4),
+    # removeBatchEffect: the core is 0.03 s and 217 MiB at 20,000 × 100 (same machine);
+    # the rule is reading and writing, sized as ComBat's I/O.
+    "batch_correction_remove_batch_effect": RuleCost(4.8, 0.5),
     "qc_stage": RuleCost(3.34, 0.50),
     "qc_summary": RuleCost(1.62, 0.155),
 }
