@@ -76,6 +76,7 @@ RULE_COSTS: dict[str, RuleCost] = {
     "batch_correction_combat": RuleCost(3.05, 0.50),
     "batch_correction_combat_nonparametric": RuleCost(3.05, 0.50, 1.29e-10),
     "batch_correction_combat_seq": RuleCost(4.0, 2.4),
+    "batch_correction_combat_ref": RuleCost(4.0, 2.4),
     "qc_stage": RuleCost(3.34, 0.50),
     "qc_summary": RuleCost(1.62, 0.155),
 }
