@@ -43,7 +43,17 @@ OUTPUTS = {
     "qc_batch_vs_condition": "qc/batch_vs_condition.png",
     "qc_stage_samples": "qc/{stage}/samples.tsv",
     "qc_stage_metrics": "qc/{stage}/metrics.tsv",
+    "qc_stage_variance": "qc/{stage}/variance_explained.tsv",
+    "qc_design": "qc/design.tsv",
+    "qc_variance_explained": "qc/variance_explained.png",
+    "qc_genes_of_interest": "qc/genes_of_interest.png",
+    "qc_multiqc_general_stats": "qc/multiqc/cohortnorm_general_stats_mqc.tsv",
+    "qc_multiqc_sample_qc": "qc/multiqc/cohortnorm_sample_qc_mqc.tsv",
+    "qc_multiqc_verdict": "qc/multiqc/cohortnorm_verdict_mqc.tsv",
 }
+
+#: The MultiQC custom-content files qc_summary writes (cohortnorm.multiqc.FILES).
+MULTIQC_OUTPUTS = ["qc_multiqc_general_stats", "qc_multiqc_sample_qc", "qc_multiqc_verdict"]
 
 
 def matrix_file(stem):
@@ -166,11 +176,13 @@ def qc_outputs(settings):
     """Every QC output of one cohort (relative to its outdir)."""
     files = [path(name) for name in ("qc_metrics", "qc_sample_flags")]
     files += [path(name) for name in ("qc_library_sizes", "qc_batch_vs_condition")]
+    files += [path(name) for name in ("qc_design", "qc_variance_explained", *MULTIQC_OUTPUTS)]
+    files += [path("qc_genes_of_interest")] if settings["qc"]["genes_of_interest"] else []
     for stage in qc_stages(settings):
         files += [f"qc/{stage}/{figure}.png" for figure in STAGE_FIGURES]
         files += [
             path(name).format(stage=stage)
-            for name in ("qc_stage_samples", "qc_stage_metrics")
+            for name in ("qc_stage_samples", "qc_stage_metrics", "qc_stage_variance")
         ]
     return files
 
@@ -288,9 +300,13 @@ def qc_stage_tables(wildcards):
     """The per-stage metrics rows and the normalized stage's per-sample table."""
     stages = qc_stages(cohort(wildcards))
     metrics = path("qc_stage_metrics")
+    variance = path("qc_stage_variance")
     return {
         "stage_metrics": [
             f"{wildcards.outdir}/{metrics.format(stage=s)}" for s in stages
+        ],
+        "stage_variance": [
+            f"{wildcards.outdir}/{variance.format(stage=s)}" for s in stages
         ],
         "stage_samples": at(wildcards, "qc_stage_samples").format(stage="normalized"),
     }

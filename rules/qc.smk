@@ -11,6 +11,7 @@ rule qc_stage:
         **qc_plots(),
         samples=out("qc_stage_samples"),
         metrics=out("qc_stage_metrics"),
+        variance_explained=out("qc_stage_variance"),
     log:
         log("qc_{stage}"),
     benchmark:
@@ -41,7 +42,7 @@ rule qc_summary:
         filter_report=out("filter_report"),
         size_factors=out("size_factors"),
         samples=setting("samples"),
-        settings=settings_files("qc", "filter", "batch_correction"),
+        settings=settings_files("qc", "filter", "batch_correction", "normalization"),
     output:
         metrics=report(
             out("qc_metrics"),
@@ -82,6 +83,27 @@ rule qc_summary:
                 "figure": "batch vs condition",
             },
         ),
+        design=report(
+            out("qc_design"),
+            caption="../report/qc_design.rst",
+            category="QC",
+            subcategory="summary",
+            labels={"cohort": "{outdir}", "stage": "all", "figure": "design table"},
+        ),
+        variance_explained=report(
+            out("qc_variance_explained"),
+            caption="../report/qc_variance_explained.rst",
+            category="QC",
+            subcategory="summary",
+            labels={
+                "cohort": "{outdir}",
+                "stage": "all",
+                "figure": "variance explained",
+            },
+        ),
+        multiqc_general_stats=out("qc_multiqc_general_stats"),
+        multiqc_sample_qc=out("qc_multiqc_sample_qc"),
+        multiqc_verdict=out("qc_multiqc_verdict"),
     log:
         log("qc_summary"),
     benchmark:

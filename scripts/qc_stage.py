@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from cohortnorm import edger, plots, qc
+from cohortnorm import diagnostics, edger, plots, qc
 from cohortnorm.errors import InputError
 from cohortnorm.io.tables import read_matrix, read_table, write_table
 from cohortnorm.runner import run
@@ -65,6 +65,35 @@ def main(smk, logger):
         seed=settings["seed"],
         max_ma_panels=settings["max_ma_panels"],
     )
+    metrics = result.metrics
+    # gPCA's delta (Reese et al. 2013) with a permutation p-value, seeded: reruns agree.
+    metrics["gpca_delta"] = metrics["gpca_p_value"] = float("nan")
+    if batch is not None and len(set(batch)) > 1:
+        gpca = diagnostics.gpca_delta(
+            values,
+            list(batch),
+            n_permutations=settings["gpca_permutations"],
+            seed=settings["seed"],
+        )
+        metrics["gpca_delta"], metrics["gpca_p_value"] = gpca.delta, gpca.p_value
+        logger.info(
+            "gPCA delta %.3f, permutation p-value %.3g (%d permutations, %d genes)",
+            gpca.delta,
+            gpca.p_value,
+            len(gpca.permuted),
+            gpca.n_genes,
+        )
+    # Per-gene variance explained by batch and by condition (drawn by qc_summary).
+    factors = {
+        name: list(labels)
+        for name, labels in (("batch", batch), ("condition", condition))
+        if labels is not None and len(set(labels)) > 1
+    }
+    write_table(
+        diagnostics.variance_explained_table({stage: values}, factors, list(matrix.index)),
+        smk.output.variance_explained,
+        finite=True,
+    )
     del values
     title = f"{smk.params.cohort}: {TITLES[stage]}"
     figures = plots.stage_figures(
@@ -81,7 +110,6 @@ def main(smk, logger):
         smk.output.metrics,
         missing_as_empty=True,
     )
-    metrics = result.metrics
     if metrics["heatmap_samples"] < metrics["n_samples"]:
         logger.info(
             "correlation heatmap: %d of %d samples, evenly spread over each condition × batch "
