@@ -77,7 +77,8 @@ def main(smk, logger):
         )
         metrics["gpca_delta"], metrics["gpca_p_value"] = gpca.delta, gpca.p_value
         logger.info(
-            "gPCA delta %.3f, permutation p-value %.3g (%d permutations, %d genes)",
+            "%s: gPCA delta %.3f, permutation p-value %.3g (%d permutations, %d genes)",
+            stage,
             gpca.delta,
             gpca.p_value,
             len(gpca.permuted),

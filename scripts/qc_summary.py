@@ -171,7 +171,7 @@ def design_diagnostics(smk, logger, sheet, metrics):
     gpca = metrics[["stage", "gpca_delta", "gpca_p_value"]].copy()
     gpca["n_permutations"] = smk.params.qc["gpca_permutations"]
     gpca = gpca[pd.to_numeric(gpca["gpca_delta"]).notna()]
-    title = f"{smk.params.cohort}: per-gene variance explained by batch and by condition"
+    title = f"{smk.params.cohort}: variance explained per gene"
     if table.empty:
         # No batch nor condition with two levels: nothing to explain, said in the figure.
         figure = plots._figure(6.0, 2.0)

@@ -1087,8 +1087,8 @@ def low_input_summary(
     dropout = float(raw["dropout_rate"].median())
     low = bool(lib < median_lib_size or dropout > median_dropout)
     rule = (
-        f"median library size {lib:.4g} < {median_lib_size:.4g} or median dropout "
-        f"{dropout:.3f} > {median_dropout:.3g}"
+        f"low input when median library size < {median_lib_size:.4g} or median dropout > "
+        f"{median_dropout:.3g} (here {lib:.4g} and {dropout:.3f})"
     )
     warning = (
         f"the counts look low-input ({rule}): see 'Low-input cohorts' in the README for the "
