@@ -47,13 +47,18 @@ OUTPUTS = {
     "qc_design": "qc/design.tsv",
     "qc_variance_explained": "qc/variance_explained.png",
     "qc_genes_of_interest": "qc/genes_of_interest.png",
+    "gene_symbols": "counts/gene_symbols.tsv",
     "qc_multiqc_general_stats": "qc/multiqc/cohortnorm_general_stats_mqc.tsv",
     "qc_multiqc_sample_qc": "qc/multiqc/cohortnorm_sample_qc_mqc.tsv",
     "qc_multiqc_verdict": "qc/multiqc/cohortnorm_verdict_mqc.tsv",
 }
 
 #: The MultiQC custom-content files qc_summary writes (cohortnorm.multiqc.FILES).
-MULTIQC_OUTPUTS = ["qc_multiqc_general_stats", "qc_multiqc_sample_qc", "qc_multiqc_verdict"]
+MULTIQC_OUTPUTS = [
+    "qc_multiqc_general_stats",
+    "qc_multiqc_sample_qc",
+    "qc_multiqc_verdict",
+]
 
 
 def matrix_file(stem):
@@ -176,8 +181,13 @@ def qc_outputs(settings):
     """Every QC output of one cohort (relative to its outdir)."""
     files = [path(name) for name in ("qc_metrics", "qc_sample_flags")]
     files += [path(name) for name in ("qc_library_sizes", "qc_batch_vs_condition")]
-    files += [path(name) for name in ("qc_design", "qc_variance_explained", *MULTIQC_OUTPUTS)]
-    files += [path("qc_genes_of_interest")] if settings["qc"]["genes_of_interest"] else []
+    files += [
+        path(name) for name in ("qc_design", "qc_variance_explained", *MULTIQC_OUTPUTS)
+    ]
+    files += (
+        [path("qc_genes_of_interest")] if settings["qc"]["genes_of_interest"] else []
+    )
+    files += [path("gene_symbols")] if settings["qc"]["annotation"] else []
     for stage in qc_stages(settings):
         files += [f"qc/{stage}/{figure}.png" for figure in STAGE_FIGURES]
         files += [
@@ -327,3 +337,21 @@ def qc_plot(name):
 def qc_plots():
     """Every registered per-stage figure as named outputs of the QC stage rule."""
     return {name: qc_plot(name) for name in STAGE_FIGURES}
+
+
+def genes_of_interest_inputs(wildcards):
+    """Every stage's matrix, the sample sheet and the gene-name annotation (if any)."""
+    settings = cohort(wildcards)
+    inputs = {
+        "samples": settings["samples"],
+        "raw": at(wildcards, "filtered_counts"),
+        "normalized": at(wildcards, "logcpm"),
+    }
+    method = batch_method(settings)
+    if method is not None:
+        inputs["batch_corrected"] = f"{wildcards.outdir}/{batch_output(settings)}"
+        if method.input == "counts":
+            inputs["size_factors"] = at(wildcards, "size_factors")
+    if annotation_file(settings):
+        inputs["annotation"] = annotation_file(settings)
+    return inputs

@@ -121,3 +121,59 @@ rule qc_summary:
         cohort=setting("cohort"),
     script:
         "../scripts/qc_summary.py"
+
+
+rule qc_genes_of_interest:
+    input:
+        unpack(genes_of_interest_inputs),
+        settings=settings_files("qc", "filter", "batch_correction", "normalization"),
+    output:
+        report(
+            out("qc_genes_of_interest"),
+            caption="../report/qc_genes_of_interest.rst",
+            category="QC",
+            subcategory="summary",
+            labels={
+                "cohort": "{outdir}",
+                "stage": "all",
+                "figure": "genes of interest",
+            },
+        ),
+    log:
+        log("qc_genes_of_interest"),
+    benchmark:
+        benchmark_file("qc_genes_of_interest")
+    conda:
+        "../envs/qc.yaml"
+    threads: 1
+    resources:
+        mem_mb=job_mem_mb("qc_genes_of_interest"),
+        runtime=job_runtime("qc_genes_of_interest"),
+    params:
+        qc=setting("qc"),
+        condition=setting("filter", "group"),
+        batch_correction=setting("batch_correction"),
+        prior_count=setting("normalization", "prior_count"),
+        cohort=setting("cohort"),
+    script:
+        "../scripts/genes_of_interest.py"
+
+
+rule gene_symbols:
+    input:
+        counts=out("raw_counts"),
+        annotation=lambda wildcards: annotation_file(cohort(wildcards)),
+    output:
+        out("gene_symbols"),
+    log:
+        log("gene_symbols"),
+    benchmark:
+        benchmark_file("gene_symbols")
+    conda:
+        "../envs/qc.yaml"
+    threads: 1
+    resources:
+        mem_mb=job_mem_mb("gene_symbols"),
+        runtime=job_runtime("gene_symbols"),
+    script:
+        "../scripts/gene_symbols.py"

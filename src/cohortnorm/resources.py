@@ -79,6 +79,8 @@ RULE_COSTS: dict[str, RuleCost] = {
     "batch_correction_combat_ref": RuleCost(4.0, 2.4),
     "qc_stage": RuleCost(3.34, 0.50),
     "qc_summary": RuleCost(1.62, 0.155),
+    "qc_genes_of_interest": RuleCost(3.34, 0.50),
+    "gene_symbols": RuleCost(1.61, 0.127),
 }
 
 
