@@ -71,8 +71,8 @@ from scipy import stats
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
-from suite_prepare import _logcpm  # noqa: E402
 from simulate import simulate_cohort  # noqa: E402
+from suite_prepare import _logcpm  # noqa: E402
 
 from cohortnorm.combat import combat  # noqa: E402
 from cohortnorm.combat_ref import combat_ref  # noqa: E402

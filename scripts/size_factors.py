@@ -1,4 +1,4 @@
-"""edgeR normalization factors and DESeq2 (or scran) size factors → normalization/size_factors.tsv."""
+"""edgeR normalization factors and DESeq2 or scran size factors → size_factors.tsv."""
 
 from concurrent.futures import ThreadPoolExecutor
 
@@ -7,8 +7,7 @@ import pandas as pd
 
 from cohortnorm import edger, expression
 from cohortnorm.errors import InputError
-from cohortnorm.io.tables import read_matrix, write_table
-from cohortnorm.io.tables import read_table
+from cohortnorm.io.tables import read_matrix, read_table, write_table
 from cohortnorm.registry import NORMALIZERS, load
 from cohortnorm.runner import run
 from cohortnorm.validation import sheet_column
