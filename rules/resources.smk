@@ -51,6 +51,9 @@ def _job_shape(wildcards, input):
 def _cost(rule_name, wildcards):
     if rule_name == "transform":
         rule_name = f"transform_{wildcards.transform}"
+    if rule_name == "size_factors":
+        if cohort(wildcards)["normalization"]["size_factor_type"] == "scran":
+            rule_name = "size_factors_scran"
     if rule_name == "batch_correction_combat":
         if not cohort(wildcards)["batch_correction"]["combat"]["parametric"]:
             rule_name = "batch_correction_combat_nonparametric"

@@ -177,7 +177,8 @@ def test_requests_follow_the_stated_formula() -> None:
 
 def test_combat_at_gtex_scale_asks_for_minutes_not_days() -> None:
     for name, cost in resources.RULE_COSTS.items():
-        if "nonparametric" in name or "combat_seq" in name:
+        # The count-level GLM methods (ComBat-seq, ComBat-ref) take hours at GTEx scale.
+        if "nonparametric" in name or "combat_seq" in name or "combat_ref" in name:
             continue
         assert resources.runtime_min(cost, 60_000, 17_000) < 120, name
 
