@@ -138,9 +138,9 @@ def test_multiqc_picks_up_the_workflows_files(marioni: Path, tmp_path: Path) -> 
         "cohortnorm_verdict_mqc.tsv",
     ]
     out = tmp_path / "report"
+    options = ["--data-format", "tsv", "--no-version-check", "--no-ai", "--force"]
     run = subprocess.run(
-        [sys.executable, "-m", "multiqc", str(marioni), "--outdir", str(out)]
-        + ["--data-format", "tsv", "--no-version-check", "--no-ai", "--force"],
+        [sys.executable, "-m", "multiqc", str(marioni), "--outdir", str(out), *options],
         capture_output=True,
         text=True,
         timeout=300,
