@@ -344,6 +344,7 @@ def genes_of_interest_inputs(wildcards):
     settings = cohort(wildcards)
     inputs = {
         "samples": settings["samples"],
+        "raw_counts": at(wildcards, "raw_counts"),
         "raw": at(wildcards, "filtered_counts"),
         "normalized": at(wildcards, "logcpm"),
     }

@@ -38,8 +38,10 @@ def main(smk, logger):
     frames = stage_logcpm(smk)
     annotation = read_annotation(smk.input.annotation) if "annotation" in smk.input.keys() else None
     # Gene IDs exist only after the import: an unknown symbol stops here, with the names
-    # close to it (cohortnorm.panels.resolve_genes).
-    resolved = resolve_genes(settings["genes_of_interest"], list(frames["raw"].index), annotation)
+    # close to it (cohortnorm.panels.resolve_genes). Names resolve against every imported
+    # gene; one removed by the expression filter gets a panel saying so.
+    imported = list(read_matrix(smk.input.raw_counts).index)
+    resolved = resolve_genes(settings["genes_of_interest"], imported, annotation)
     for row in resolved.itertuples():
         logger.info(
             "gene of interest %s: %s (%s, by %s)",
