@@ -12,8 +12,9 @@ from cohortnorm.registry import NORMALIZERS, load
 from cohortnorm.runner import run
 from cohortnorm.validation import sheet_column
 
-#: A scran note that changes what the factors are (plain library-size ratios): a warning.
-_MEANING_CHANGES = ("no pool is formed",)
+#: scran notes that change what the factors are (plain library-size ratios) or that scuttle
+#: itself gives as a warning (min.mean guessed for UMI data): logged as warnings.
+_MEANING_CHANGES = ("no pool is formed", "assuming UMI data")
 
 
 def main(smk, logger):
