@@ -23,9 +23,10 @@ def stage_values(smk, logger):
         logger.info("raw stage: logCPM of the filtered counts with plain library sizes")
         values = edger.cpm(values, values.sum(axis=0), log=True, prior_count=prior_count)
     elif "size_factors" in smk.input.keys():
-        # ComBat-seq counts: logCPM with the effective library sizes of the filtered
-        # counts (normalization/size_factors.tsv), as for the normalized stage.
-        logger.info("ComBat-seq counts: logCPM with the stored effective library sizes")
+        # Corrected counts (ComBat-seq, ComBat-ref): logCPM with the effective library
+        # sizes of the filtered counts (normalization/size_factors.tsv), as for the
+        # normalized stage.
+        logger.info("corrected counts: logCPM with the stored effective library sizes")
         factors = read_table(smk.input.size_factors, string_columns=["sample"])
         sizes = factors.set_index("sample").loc[matrix.columns, "effective_lib_size"]
         values = edger.cpm(values, sizes.to_numpy(), log=True, prior_count=prior_count)
