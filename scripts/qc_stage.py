@@ -75,6 +75,7 @@ def main(smk, logger):
             list(batch),
             n_permutations=settings["gpca_permutations"],
             seed=settings["seed"],
+            top_genes=settings["gpca_top_genes"],
         )
         metrics["gpca_delta"], metrics["gpca_p_value"] = gpca.delta, gpca.p_value
         logger.info(

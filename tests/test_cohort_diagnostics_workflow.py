@@ -224,7 +224,7 @@ def test_low_input_counts_are_flagged(tmp_path: Path) -> None:
         counts={"format": "matrix", "path": str(path)},
         lengths=None,
         batch_correction={"method": "none"},
-        qc={"gpca_permutations": 20},
+        qc={"gpca_permutations": 20, "gpca_top_genes": 50},
     )
     result = run_snakemake(tmp_path, config)
     assert result.returncode == 0, result.stderr[-4000:]
@@ -233,3 +233,6 @@ def test_low_input_counts_are_flagged(tmp_path: Path) -> None:
     assert f"(here {median:.4g} and" in metrics["low_input_rule"].iloc[0]
     log = _log(tmp_path / "results", "qc_summary")
     assert "WARNING" in log and "the counts look low-input" in log
+    # without batch correction QC still tests the sheet's batch, on the 50 most variable genes
+    assert "normalized: gPCA delta" in _log(tmp_path / "results", "qc_normalized")
+    assert "(20 permutations, 50 genes)" in _log(tmp_path / "results", "qc_normalized")
