@@ -179,6 +179,28 @@ def _cohort_inputs_paths(settings):
     return [p for p in paths if p and "://" not in p]
 
 
+def annotation_file(settings):
+    """The gene-name annotation: qc.annotation, else lengths when it is a GTF, else None."""
+    given = settings["qc"].get("annotation")
+    if given:
+        return given
+    lengths = settings.get("lengths") or ""
+    return lengths if re.search(r"\.(gtf|gff3?)(\.gz)?$", lengths) else None
+
+
+def _check_annotation(settings, what):
+    """qc.annotation exists; genes of interest given as symbols need an annotation."""
+    qc = settings["qc"]
+    if qc.get("annotation"):
+        qc["annotation"] = resolve_path(qc["annotation"])
+        if not os.path.isfile(qc["annotation"]):
+            raise WorkflowError(
+                f"{what}: qc.annotation {qc['annotation']!r} does not exist. Give the path "
+                "of a GTF with gene_name attributes or of a gene_id/gene_name table, "
+                "relative to the directory snakemake runs in or to the config file."
+            )
+
+
 def _check_count_pattern(settings, what):
     pattern = settings["counts"]["path"]
     other = set(re.findall(r"{([^{}]*)}", pattern)) - {"sample"}
@@ -276,6 +298,7 @@ def _cohorts(config):
         settings["lengths"] = resolve_path(settings.get("lengths"))
         if settings["counts"].get("tx2gene"):
             settings["counts"]["tx2gene"] = resolve_path(settings["counts"]["tx2gene"])
+        _check_annotation(settings, what)
         _check_count_pattern(settings, what)
         _check_outdir(settings["outdir"], what, _cohort_inputs_paths(settings))
         settings["outdir"] = os.path.normpath(settings["outdir"].strip())

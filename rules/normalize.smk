@@ -1,6 +1,7 @@
 rule size_factors:
     input:
         counts=out("filtered_counts"),
+        samples=setting("samples"),
         settings=settings_files("normalization"),
     output:
         report(

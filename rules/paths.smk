@@ -43,7 +43,22 @@ OUTPUTS = {
     "qc_batch_vs_condition": "qc/batch_vs_condition.png",
     "qc_stage_samples": "qc/{stage}/samples.tsv",
     "qc_stage_metrics": "qc/{stage}/metrics.tsv",
+    "qc_stage_variance": "qc/{stage}/variance_explained.tsv",
+    "qc_design": "qc/design.tsv",
+    "qc_variance_explained": "qc/variance_explained.png",
+    "qc_genes_of_interest": "qc/genes_of_interest.png",
+    "gene_symbols": "counts/gene_symbols.tsv",
+    "qc_multiqc_general_stats": "qc/multiqc/cohortnorm_general_stats_mqc.tsv",
+    "qc_multiqc_sample_qc": "qc/multiqc/cohortnorm_sample_qc_mqc.tsv",
+    "qc_multiqc_verdict": "qc/multiqc/cohortnorm_verdict_mqc.tsv",
 }
+
+#: The MultiQC custom-content files qc_summary writes (cohortnorm.multiqc.FILES).
+MULTIQC_OUTPUTS = [
+    "qc_multiqc_general_stats",
+    "qc_multiqc_sample_qc",
+    "qc_multiqc_verdict",
+]
 
 
 def matrix_file(stem):
@@ -211,11 +226,18 @@ def qc_outputs(settings):
     """Every QC output of one cohort (relative to its outdir)."""
     files = [path(name) for name in ("qc_metrics", "qc_sample_flags")]
     files += [path(name) for name in ("qc_library_sizes", "qc_batch_vs_condition")]
+    files += [
+        path(name) for name in ("qc_design", "qc_variance_explained", *MULTIQC_OUTPUTS)
+    ]
+    files += (
+        [path("qc_genes_of_interest")] if settings["qc"]["genes_of_interest"] else []
+    )
+    files += [path("gene_symbols")] if settings["qc"]["annotation"] else []
     for stage in qc_stages(settings):
         files += [f"qc/{stage}/{figure}.png" for figure in STAGE_FIGURES]
         files += [
             path(name).format(stage=stage)
-            for name in ("qc_stage_samples", "qc_stage_metrics")
+            for name in ("qc_stage_samples", "qc_stage_metrics", "qc_stage_variance")
         ]
     return files
 
@@ -352,9 +374,13 @@ def qc_stage_tables(wildcards):
     """The per-stage metrics rows and the normalized stage's per-sample table."""
     stages = qc_stages(cohort(wildcards))
     metrics = path("qc_stage_metrics")
+    variance = path("qc_stage_variance")
     return {
         "stage_metrics": [
             f"{wildcards.outdir}/{metrics.format(stage=s)}" for s in stages
+        ],
+        "stage_variance": [
+            f"{wildcards.outdir}/{variance.format(stage=s)}" for s in stages
         ],
         "stage_samples": at(wildcards, "qc_stage_samples").format(stage="normalized"),
     }
@@ -375,3 +401,22 @@ def qc_plot(name):
 def qc_plots():
     """Every registered per-stage figure as named outputs of the QC stage rule."""
     return {name: qc_plot(name) for name in STAGE_FIGURES}
+
+
+def genes_of_interest_inputs(wildcards):
+    """Every stage's matrix, the sample sheet and the gene-name annotation (if any)."""
+    settings = cohort(wildcards)
+    inputs = {
+        "samples": settings["samples"],
+        "raw_counts": at(wildcards, "raw_counts"),
+        "raw": at(wildcards, "filtered_counts"),
+        "normalized": at(wildcards, "logcpm"),
+    }
+    method = batch_method(settings)
+    if method is not None:
+        inputs["batch_corrected"] = f"{wildcards.outdir}/{batch_output(settings)}"
+        if method.input == "counts":
+            inputs["size_factors"] = at(wildcards, "size_factors")
+    if annotation_file(settings):
+        inputs["annotation"] = annotation_file(settings)
+    return inputs

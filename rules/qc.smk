@@ -12,6 +12,7 @@ rule qc_stage:
         **qc_plots(),
         samples=out("qc_stage_samples"),
         metrics=out("qc_stage_metrics"),
+        variance_explained=out("qc_stage_variance"),
     log:
         log("qc_{stage}"),
     benchmark:
@@ -44,7 +45,7 @@ rule qc_summary:
         filter_report=out("filter_report"),
         size_factors=out("size_factors"),
         samples=setting("samples"),
-        settings=settings_files("qc", "filter", "batch_correction"),
+        settings=settings_files("qc", "filter", "batch_correction", "normalization"),
     output:
         metrics=report(
             out("qc_metrics"),
@@ -85,6 +86,27 @@ rule qc_summary:
                 "figure": "batch vs condition",
             },
         ),
+        design=report(
+            out("qc_design"),
+            caption="../report/qc_design.rst",
+            category="QC",
+            subcategory="summary",
+            labels={"cohort": "{outdir}", "stage": "all", "figure": "design table"},
+        ),
+        variance_explained=report(
+            out("qc_variance_explained"),
+            caption="../report/qc_variance_explained.rst",
+            category="QC",
+            subcategory="summary",
+            labels={
+                "cohort": "{outdir}",
+                "stage": "all",
+                "figure": "variance explained",
+            },
+        ),
+        multiqc_general_stats=out("qc_multiqc_general_stats"),
+        multiqc_sample_qc=out("qc_multiqc_sample_qc"),
+        multiqc_verdict=out("qc_multiqc_verdict"),
     log:
         log("qc_summary"),
     benchmark:
@@ -102,3 +124,59 @@ rule qc_summary:
         cohort=setting("cohort"),
     script:
         "../scripts/qc_summary.py"
+
+
+rule qc_genes_of_interest:
+    input:
+        unpack(genes_of_interest_inputs),
+        settings=settings_files("qc", "filter", "batch_correction", "normalization"),
+    output:
+        report(
+            out("qc_genes_of_interest"),
+            caption="../report/qc_genes_of_interest.rst",
+            category="QC",
+            subcategory="summary",
+            labels={
+                "cohort": "{outdir}",
+                "stage": "all",
+                "figure": "genes of interest",
+            },
+        ),
+    log:
+        log("qc_genes_of_interest"),
+    benchmark:
+        benchmark_file("qc_genes_of_interest")
+    conda:
+        "../envs/qc.yaml"
+    threads: 1
+    resources:
+        mem_mb=job_mem_mb("qc_genes_of_interest"),
+        runtime=job_runtime("qc_genes_of_interest"),
+    params:
+        qc=setting("qc"),
+        condition=setting("filter", "group"),
+        batch_correction=setting("batch_correction"),
+        prior_count=setting("normalization", "prior_count"),
+        cohort=setting("cohort"),
+    script:
+        "../scripts/genes_of_interest.py"
+
+
+rule gene_symbols:
+    input:
+        counts=out("raw_counts"),
+        annotation=lambda wildcards: annotation_file(cohort(wildcards)),
+    output:
+        out("gene_symbols"),
+    log:
+        log("gene_symbols"),
+    benchmark:
+        benchmark_file("gene_symbols")
+    conda:
+        "../envs/qc.yaml"
+    threads: 1
+    resources:
+        mem_mb=job_mem_mb("gene_symbols"),
+        runtime=job_runtime("gene_symbols"),
+    script:
+        "../scripts/gene_symbols.py"

@@ -56,6 +56,9 @@ def _cost(rule_name, wildcards):
             and cohort(wildcards)["transforms"]["vst"]["nsub"] is None
         ):
             rule_name = "transform_vst_full"
+    if rule_name == "size_factors":
+        if cohort(wildcards)["normalization"]["size_factor_type"] == "scran":
+            rule_name = "size_factors_scran"
     if rule_name == "batch_correction_combat":
         if not cohort(wildcards)["batch_correction"]["combat"]["parametric"]:
             rule_name = "batch_correction_combat_nonparametric"

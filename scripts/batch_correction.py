@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from cohortnorm.batch import BatchInput, combat_seq_model
-from cohortnorm.design import check_design
+from cohortnorm.design import check_design, combat_ref_group
 from cohortnorm.io.tables import read_matrix, read_table, write_matrix, write_table
 from cohortnorm.registry import BATCH_CORRECTORS, load
 from cohortnorm.runner import run
@@ -22,7 +22,10 @@ def main(smk, logger):
     values = read_matrix(smk.input.values, dtype=np.float64)
     # Identifiers stay text; covariates keep their inferred type, so that a numeric
     # column (age, RIN) enters the design as a number and not as a factor.
-    group_column = combat_seq_model(settings)[0] if method == "combat_seq" else None
+    group_column = {
+        "combat_seq": lambda: combat_seq_model(settings)[0],
+        "combat_ref": lambda: combat_ref_group(settings),
+    }.get(method, lambda: None)()
     identifiers = [name for name in ("sample", settings["batch"], group_column) if name]
     sheet = read_table(smk.input.samples, string_columns=identifiers)
     sheet = sheet.set_index("sample").loc[values.columns]

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from cohortnorm import edger, plots, qc
+from cohortnorm import diagnostics, edger, plots, qc
 from cohortnorm.errors import InputError
 from cohortnorm.io.tables import read_matrix, read_table, write_table
 from cohortnorm.registry import BATCH_CORRECTORS
@@ -27,9 +27,10 @@ def stage_values(smk, logger):
         logger.info("raw stage: logCPM of the filtered counts with plain library sizes")
         values = edger.cpm(values, values.sum(axis=0), log=True, prior_count=prior_count)
     elif "size_factors" in smk.input.keys():
-        # ComBat-seq counts: logCPM with the effective library sizes of the filtered
-        # counts (normalization/size_factors.tsv), as for the normalized stage.
-        logger.info("ComBat-seq counts: logCPM with the stored effective library sizes")
+        # Corrected counts (ComBat-seq, ComBat-ref): logCPM with the effective library
+        # sizes of the filtered counts (normalization/size_factors.tsv), as for the
+        # normalized stage.
+        logger.info("corrected counts: logCPM with the stored effective library sizes")
         factors = read_table(smk.input.size_factors, string_columns=["sample"])
         sizes = factors.set_index("sample").loc[matrix.columns, "effective_lib_size"]
         values = edger.cpm(values, sizes.to_numpy(), log=True, prior_count=prior_count)
@@ -69,6 +70,37 @@ def main(smk, logger):
         seed=settings["seed"],
         max_ma_panels=settings["max_ma_panels"],
     )
+    metrics = result.metrics
+    # gPCA's delta (Reese et al. 2013) with a permutation p-value, seeded: reruns agree.
+    metrics["gpca_delta"] = metrics["gpca_p_value"] = float("nan")
+    if batch is not None and len(set(batch)) > 1:
+        gpca = diagnostics.gpca_delta(
+            values,
+            list(batch),
+            n_permutations=settings["gpca_permutations"],
+            seed=settings["seed"],
+            top_genes=settings["gpca_top_genes"],
+        )
+        metrics["gpca_delta"], metrics["gpca_p_value"] = gpca.delta, gpca.p_value
+        logger.info(
+            "%s: gPCA delta %.3f, permutation p-value %.3g (%d permutations, %d genes)",
+            stage,
+            gpca.delta,
+            gpca.p_value,
+            len(gpca.permuted),
+            gpca.n_genes,
+        )
+    # Per-gene variance explained by batch and by condition (drawn by qc_summary).
+    factors = {
+        name: list(labels)
+        for name, labels in (("batch", batch), ("condition", condition))
+        if labels is not None and len(set(labels)) > 1
+    }
+    write_table(
+        diagnostics.variance_explained_table({stage: values}, factors, list(matrix.index)),
+        smk.output.variance_explained,
+        finite=True,
+    )
     del values
     title = f"{smk.params.cohort}: {TITLES[stage]}"
     figures = plots.stage_figures(
@@ -85,7 +117,6 @@ def main(smk, logger):
         smk.output.metrics,
         missing_as_empty=True,
     )
-    metrics = result.metrics
     if metrics["heatmap_samples"] < metrics["n_samples"]:
         logger.info(
             "correlation heatmap: %d of %d samples, evenly spread over each condition × batch "

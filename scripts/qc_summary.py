@@ -1,8 +1,13 @@
-"""QC summary of a cohort: metrics per stage, sample flags, library sizes and verdict."""
+"""QC summary of a cohort: metrics per stage, sample flags, library sizes and verdict,
+the design diagnostics (batch vs covariates, variance explained), the low-input check and
+the MultiQC custom content."""
+
+from pathlib import Path
 
 import pandas as pd
 
-from cohortnorm import plots, qc
+from cohortnorm import design_plots, diagnostics, multiqc, plots, qc
+from cohortnorm.design import kept_covariates
 from cohortnorm.errors import InputError
 from cohortnorm.io.tables import read_matrix, read_table, write_table
 from cohortnorm.runner import run
@@ -40,9 +45,16 @@ def main(smk, logger):
         dropout["dropout_raw_median"],
         dropout["dropout_filtered_median"],
     )
+    low_input, low_warning = qc.low_input_summary(
+        raw,
+        median_lib_size=settings["low_input_median_lib_size"],
+        median_dropout=settings["low_input_median_dropout"],
+    )
+    if low_warning:
+        logger.warning("%s", low_warning)
     text = ["cohort", "stage", "verdict", "verdict_rule"]
     metrics = pd.concat([read_table(path, string_columns=text) for path in smk.input.stage_metrics])
-    for name, value in {**filter_columns, **dropout}.items():
+    for name, value in {**filter_columns, **dropout, **low_input}.items():
         metrics[name] = value
     # No batch (or one level) leaves batch_r2 and the silhouettes missing: empty cells.
     write_table(metrics, smk.output.metrics, missing_as_empty=True)
@@ -55,8 +67,11 @@ def main(smk, logger):
     if flagged:
         logger.warning("%d sample(s) flagged (see sample_flags.tsv): %s", len(flagged), flagged)
 
+    write_multiqc_files(smk, flags, metrics, per_sample)
+
     batch_name = smk.params.batch_correction["batch"]
     sheet = read_table(smk.input.samples, string_columns=[c for c in ("sample", batch_name) if c])
+    design_diagnostics(smk, logger, sheet.set_index("sample").loc[raw.index], metrics)
     batch = qc.resolve_factor(sheet.set_index("sample"), batch_name, raw.index)
     factors = read_table(smk.input.size_factors, string_columns=["sample"]).set_index("sample")
     sizes = pd.DataFrame(
@@ -95,6 +110,76 @@ def main(smk, logger):
     confounded = qc.confounding_warning(metrics)
     if confounded:
         logger.warning("%s", confounded)
+
+
+def write_multiqc_files(smk, flags, metrics, per_sample):
+    """qc/multiqc/*_mqc.tsv: per-sample QC, PC scores and the per-stage verdict."""
+    written = multiqc.write_multiqc(
+        Path(smk.output.multiqc_general_stats).parent,
+        flags=flags,
+        verdict=qc.verdict_table(metrics),
+        stage_samples={"normalized": per_sample.set_index("sample")},
+    )
+    expected = {
+        smk.output.multiqc_general_stats,
+        smk.output.multiqc_sample_qc,
+        smk.output.multiqc_verdict,
+    }
+    assert {str(p) for p in written.values()} == expected, "MultiQC file names changed"
+
+
+def design_diagnostics(smk, logger, sheet, metrics):
+    """qc/design.tsv (batch vs each covariate) and qc/variance_explained.png."""
+    batch_name = smk.params.batch_correction["batch"]
+    condition = smk.params.condition
+    settings = {"batch_correction": smk.params.batch_correction}
+    covariates = [c for c in dict.fromkeys([condition, *kept_covariates(settings)]) if c]
+    covariates = [c for c in covariates if c in sheet.columns and c != batch_name]
+    if batch_name and batch_name in sheet.columns and covariates:
+        association, cells = diagnostics.batch_association(
+            sheet.reset_index(), batch_name, covariates
+        )
+        # Samples per batch x level, as text in the covariate's row.
+        association["samples_per_batch_and_level"] = [
+            "; ".join(
+                f"{row.batch}/{row.level}: {row.n_samples}"
+                for row in cells[cells["covariate"] == name].itertuples()
+            )
+            for name in association["covariate"]
+        ]
+        for row in association.itertuples():
+            logger.info(
+                "design: batch vs %s: p-value %s%s",
+                row.covariate,
+                f"{row.p_value:.3g}" if pd.notna(row.p_value) else "none",
+                f" ({row.note})" if isinstance(row.note, str) and row.note else "",
+            )
+    else:
+        association = pd.DataFrame(
+            columns=[*diagnostics.ASSOCIATION_COLUMNS, "samples_per_batch_and_level"]
+        )
+        logger.info("design: no batch column or no covariate, design.tsv has no rows")
+    write_table(association, smk.output.design, missing_as_empty=True)
+
+    table = pd.concat(
+        [
+            read_table(path, string_columns=["stage", "factor", "gene_id"])
+            for path in smk.input.stage_variance
+        ],
+        ignore_index=True,
+    )
+    gpca = metrics[["stage", "gpca_delta", "gpca_p_value"]].copy()
+    gpca["n_permutations"] = smk.params.qc["gpca_permutations"]
+    gpca = gpca[pd.to_numeric(gpca["gpca_delta"]).notna()]
+    title = f"{smk.params.cohort}: variance explained per gene"
+    if table.empty:
+        # No batch nor condition with two levels: nothing to explain, said in the figure.
+        figure = plots._figure(6.0, 2.0)
+        figure.text(0.5, 0.5, "no batch or condition column with two levels", ha="center")
+        plots._suptitle(figure, title)
+    else:
+        figure = design_plots.variance_explained_figure(table, gpca, title=title)
+    plots.save_figure(figure, smk.output.variance_explained)
 
 
 run(main, snakemake)

@@ -1,4 +1,4 @@
-"""edgeR normalization factors and DESeq2 size factors → normalization/size_factors.tsv."""
+"""edgeR normalization factors and DESeq2 or scran size factors → size_factors.tsv."""
 
 from concurrent.futures import ThreadPoolExecutor
 
@@ -7,9 +7,14 @@ import pandas as pd
 
 from cohortnorm import edger, expression
 from cohortnorm.errors import InputError
-from cohortnorm.io.tables import read_matrix, write_table
+from cohortnorm.io.tables import read_matrix, read_table, write_table
 from cohortnorm.registry import NORMALIZERS, load
 from cohortnorm.runner import run
+from cohortnorm.validation import sheet_column
+
+#: scran notes that change what the factors are (plain library-size ratios) or that scuttle
+#: itself gives as a warning (min.mean guessed for UMI data): logged as warnings.
+_MEANING_CHANGES = ("no pool is formed", "assuming UMI data")
 
 
 def main(smk, logger):
@@ -33,12 +38,17 @@ def main(smk, logger):
         raise InputError(str(error)) from error
     # edgeR's factors and DESeq2's are independent: one thread each (numpy releases the
     # GIL), so that a large cohort uses both of the rule's threads.
+    data = {
+        "lib_size": lib_size,
+        "sample_names": list(counts.columns),
+        "clusters": clusters(smk, settings, list(counts.columns)),
+    }
     with ThreadPoolExecutor(max_workers=max(1, min(2, smk.threads))) as pool:
-        edger_job = pool.submit(factors, settings["method"], values, settings, lib_size)
-        deseq2_job = pool.submit(factors, settings["size_factor_type"], values, settings, lib_size)
+        edger_job = pool.submit(factors, settings["method"], values, settings, data)
+        deseq2_job = pool.submit(factors, settings["size_factor_type"], values, settings, data)
     try:
-        norm_factor = edger_job.result()
-        size_factor = deseq2_job.result()
+        norm_factor = log_result(edger_job.result(), settings["method"], logger)
+        size_factor = log_result(deseq2_job.result(), settings["size_factor_type"], logger)
     except ValueError as error:
         raise InputError(
             f"{smk.input.counts}: {error} (normalization.method={settings['method']}, "
@@ -67,7 +77,9 @@ def main(smk, logger):
             f"{settings['method']} factors. Remove the samples without reads, or set "
             "normalization.normalized_counts_factors: deseq2."
         ) from error
-    if source == "deseq2":
+    if source == "deseq2" and settings["size_factor_type"] == "scran":
+        table["normalized_counts_factors"] = "scran pooled"
+    elif source == "deseq2":
         table["normalized_counts_factors"] = f"DESeq2 {settings['size_factor_type']}"
     else:  # method none: plain library sizes
         table["normalized_counts_factors"] = settings["method"].replace("none", "library sizes")
@@ -77,7 +89,7 @@ def main(smk, logger):
         source,
     )
     logger.info(
-        "%s norm factors in [%.4g, %.4g]; DESeq2 %s size factors in [%.4g, %.4g]",
+        "%s norm factors in [%.4g, %.4g]; %s size factors in [%.4g, %.4g]",
         settings["method"],
         norm_factor.min(),
         norm_factor.max(),
@@ -88,13 +100,48 @@ def main(smk, logger):
     write_table(table, smk.output[0], finite=True)
 
 
-def factors(name, values, settings, lib_size):
+def factors(name, values, settings, data):
     """The per-sample factors of registered normalizer `name` (cohortnorm.registry)."""
     entry = NORMALIZERS[name]
-    options = {keyword: settings[key] for keyword, key in entry.parameters.items()}
-    data = {"lib_size": lib_size}
+    options = {keyword: lookup(settings, key) for keyword, key in entry.parameters.items()}
     options |= {keyword: data[keyword] for keyword in entry.data}
-    return load(entry.function)(values, **{entry.argument: name}, **options)
+    selector = {entry.argument: name} if entry.argument else {}
+    return load(entry.function)(values, **selector, **options)
+
+
+def lookup(settings, key):
+    """normalization.<key>, where ``a.b`` is key b of the section a (e.g. scran.sizes)."""
+    value = settings
+    for part in key.split("."):
+        value = value[part]
+    return value
+
+
+def clusters(smk, settings, samples):
+    """scran's clusters: the sheet column normalization.scran.clusters names, or None."""
+    column = settings["scran"]["clusters"]
+    if settings["size_factor_type"] != "scran" or not column:
+        return None
+    sheet = read_table(smk.input.samples, string_columns=["sample", column]).set_index("sample")
+    return sheet_column(
+        sheet,
+        column,
+        samples,
+        sheet_source=smk.input.samples,
+        purpose="normalization.scran.clusters",
+    ).to_numpy(dtype=object)
+
+
+def log_result(result, name, logger):
+    """The factors of a normalizer's result; its notes and warnings go to the log."""
+    if not hasattr(result, "size_factors"):
+        return result
+    for note in getattr(result, "notes", []):
+        level = logger.warning if any(m in note for m in _MEANING_CHANGES) else logger.info
+        level("%s: %s", name, note)
+    for warning in getattr(result, "warnings", []):
+        logger.warning("%s: %s", name, warning)
+    return np.asarray(result.size_factors, dtype=np.float64)
 
 
 run(main, snakemake)

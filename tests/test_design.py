@@ -110,6 +110,31 @@ def test_one_sample_batch_in_plain_words() -> None:
     refuse(frame, settings("combat_seq"), "batch(es) c", "single sample", "ComBat-seq needs")
     notes = design.check_design(frame, settings("combat"), source="s")
     assert notes and "mean only" in notes[0]
+    refuse(frame, settings("combat_ref"), "batch(es) c", "single sample", "ComBat-ref needs")
+
+
+def test_combat_ref_keeps_one_condition() -> None:
+    frame = sheet(batch=list("aaabbb"), condition=list("xyxyxy"), sex=list("mffmmf"))
+    config = settings("combat_ref", covariates=("condition", "sex"))
+    refuse(frame, config, "ComBat-ref keeps one condition", "['condition', 'sex']", "combat_seq")
+    assert design.check_design(frame, settings("combat_ref"), source="s") == []
+    assert design.combat_ref_group(settings("combat_ref")["batch_correction"]) == "condition"
+    assert design.combat_ref_group({"covariates": []}) is None
+    config = settings("combat_ref", covariates=())
+    config["batch_correction"]["combat_ref"] = {"group": "sex"}
+    assert design.kept_covariates(config) == ["sex"]
+
+
+def test_combat_ref_group_confounded_with_batch_is_refused() -> None:
+    frame = sheet(batch=list("aaabbb"), condition=list("xxxyyy"))
+    refuse(frame, settings("combat_ref"), "confounded", "'condition'", "ComBat-ref refuses")
+
+
+def test_scran_clusters_column_is_checked() -> None:
+    frame = sheet(batch=list("aaabbb"), condition=list("xyxyxy"))
+    config = settings("none")
+    config["normalization"] = {"size_factor_type": "scran", "scran": {"clusters": "cell_type"}}
+    refuse(frame, config, "normalization.scran.clusters", "'cell_type'")
 
 
 def test_copied_covariate_is_named() -> None:
@@ -177,9 +202,11 @@ def test_requests_follow_the_stated_formula() -> None:
 
 def test_combat_at_gtex_scale_asks_for_minutes_not_days() -> None:
     for name, cost in resources.RULE_COSTS.items():
-        # The dearer choices: non-parametric ComBat, ComBat-seq, rlog and the full VST
-        # (transforms.vst.nsub: null) take hours at GTEx scale, as in R.
-        if any(key in name for key in ("nonparametric", "combat_seq", "rlog", "vst_full")):
+        # The dearer choices: non-parametric ComBat, the count-level GLM methods
+        # (ComBat-seq, ComBat-ref), rlog and the full VST (transforms.vst.nsub: null) take
+        # hours at GTEx scale, as in R.
+        keys = ("nonparametric", "combat_seq", "combat_ref", "rlog", "vst_full")
+        if any(key in name for key in keys):
             continue
         assert resources.runtime_min(cost, 60_000, 17_000) < 120, name
 

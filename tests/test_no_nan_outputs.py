@@ -38,7 +38,15 @@ def non_finite_cells(path: Path) -> list[str]:
         frame = pq.read_table(path).to_pandas()
         frame = frame.astype({c: str for c in frame.columns if frame[c].dtype == object})
     else:
-        frame = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, compression="infer")
+        # MultiQC custom content opens with '#' lines of YAML configuration.
+        frame = pd.read_csv(
+            path,
+            sep="\t",
+            dtype=str,
+            keep_default_na=False,
+            compression="infer",
+            comment="#" if path.name.endswith("_mqc.tsv") else None,
+        )
     found = []
     for column in frame.columns[1:]:
         values = frame[column]
@@ -120,6 +128,40 @@ def test_other_methods_and_parquet_outputs_are_finite(tmp_path: Path) -> None:
     for name in ("vst", "rlog"):
         assert (outdir / "normalization" / f"{name}.parquet").exists()
     assert assert_all_finite(outdir) >= 20
+
+
+def test_scran_combat_ref_and_design_outputs_are_finite(tmp_path: Path) -> None:
+    """scran with clusters, ComBat-ref, the design table, the panel and MultiQC files."""
+    config = base_config(
+        tmp_path,
+        normalization={
+            "method": "TMM",
+            "size_factor_type": "scran",
+            "scran": {"clusters": "condition"},
+        },
+        batch_correction={"method": "combat_ref", "batch": "batch", "covariates": ["condition"]},
+        io={"matrix_format": "parquet"},
+        tpm={"source": "batch_corrected"},
+        qc={"gpca_permutations": 20, "genes_of_interest": ["FBgn0000008"]},
+    )
+    result = run_snakemake(tmp_path, config)
+    assert result.returncode == 0, result.stderr[-3000:]
+    outdir = tmp_path / "results"
+    for name in ("batch/combat_ref_counts.parquet", "qc/design.tsv", "qc/genes_of_interest.png"):
+        assert (outdir / name).exists(), name
+    assert assert_all_finite(outdir) >= 25
+    # pasilla: 3 and 4 samples per condition, fewer than scran's smallest pool (21): each
+    # cluster gets library-size factors, rescaled between clusters, as scran's R output.
+    factors = pd.read_csv(outdir / "normalization" / "size_factors.tsv", sep="\t", index_col=0)
+    ref = pd.read_csv(
+        DATA / "pasilla" / "reference" / "extra_scran_sumfactors_clusters.tsv.gz",
+        sep="\t",
+        index_col=0,
+        float_precision="round_trip",
+    )["size_factor"]
+    assert np.max(np.abs(factors["size_factor"] / ref.loc[factors.index] - 1)) <= 1e-9
+    log = (outdir / "logs" / "size_factors.log").read_text()
+    assert "WARNING" in log and "fewer than the smallest pool size 21" in log
 
 
 def test_quantifier_outputs_are_finite(tmp_path: Path) -> None:

@@ -82,20 +82,27 @@ def test_edger_entries_are_the_methods_calc_norm_factors_implements() -> None:
 
 
 def test_normalizer_parameters_are_config_keys() -> None:
-    keys = set(SCHEMA["properties"]["normalization"]["properties"])
+    section = SCHEMA["properties"]["normalization"]["properties"]
+    keys = set(section)
     sections = SCHEMA["properties"]["transforms"]["properties"]
     for name, entry in registry.NORMALIZERS.items():
         if entry.selects == "transform_section":
             # A transform with options: its own section transforms.<name>.
-            section = set(sections[name]["properties"])
-            assert "enabled" in section, name
-            assert set(entry.parameters.values()) <= section, name
+            options = set(sections[name]["properties"])
+            assert "enabled" in options, name
+            assert set(entry.parameters.values()) <= options, name
         else:
             assert entry.selects in keys, name
-            assert set(entry.parameters.values()) <= keys, name
+            for key in entry.parameters.values():
+                # "a.b": key b of the sub-section a (normalization.scran.sizes)
+                head, _, tail = key.partition(".")
+                assert head in keys, (name, key)
+                if tail:
+                    assert tail in section[head]["properties"], (name, key)
         is_transform = entry.selects in ("transforms", "transform_section")
         assert entry.output == ("matrix" if is_transform else "factor"), name
-        assert set(entry.data) <= {"lib_size", "size_factors", "design"}, name
+        allowed = {"lib_size", "size_factors", "design", "clusters", "sample_names"}
+        assert set(entry.data) <= allowed, name
         if entry.output == "matrix":
             assert f"transform_{name}" in resources.RULE_COSTS, name
 

@@ -127,7 +127,12 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "filter": {"method": "filterByExpr", "group": "condition"},
         "normalization": {"method": "TMM"},
         "batch_correction": {"method": "combat", "batch": "batch", "covariates": ["condition"]},
-        "qc": {"top_variable_genes": 500, "max_ma_panels": 4},
+        "qc": {
+            "top_variable_genes": 500,
+            "max_ma_panels": 4,
+            "gpca_permutations": 20,
+            "genes_of_interest": [str(counts.index[::4][0]), str(counts.index[::4][4])],
+        },
     }
     result = run_snakemake(workdir, config)
     assert result.returncode == 0, result.stderr[-4000:]
@@ -176,5 +181,29 @@ def test_report_shows_qc_figures_captions_and_summary(report: Path, tmp_path: Pa
 def test_report_summary_has_verdict_and_tables(report: Path, tmp_path: Path) -> None:
     snapshots = browse(report, [{"link": "QC"}, {"link": "summary"}], tmp_path)
     text = " ".join(snapshots[-1].split())
-    for label in ["batch vs condition", "library sizes", "metrics table", "sample flags"]:
+    for label in [
+        "batch vs condition",
+        "library sizes",
+        "metrics table",
+        "sample flags",
+        "design table",
+        "variance explained",
+        "genes of interest",
+    ]:
         assert f"all {label}" in text, label
+
+
+def test_report_shows_the_biomarker_panel_captioned(report: Path, tmp_path: Path) -> None:
+    steps = [
+        {"link": "QC"},
+        {"link": "summary"},
+        {"row": "genes of interest", "icon": "information-circle"},
+        {"row": "genes of interest", "icon": "eye"},
+    ]
+    snapshots = browse(report, steps, tmp_path)
+    assert len(snapshots) == len(steps), snapshots
+    for step, snapshot in zip(steps, snapshots, strict=True):
+        assert snapshot.split()[1] == "ok", f"could not click {step}"
+    caption = " ".join(snapshots[2].split())
+    assert "The genes of interest" in caption and "batch as the marker" in caption
+    assert "png=1" in snapshots[3], "no PNG shown after clicking the panel"

@@ -24,8 +24,14 @@ import pandas as pd
 from cohortnorm import combat as combat_module
 from cohortnorm import combat_seq as combat_seq_module
 from cohortnorm import limma
+from cohortnorm.combat_ref import combat_ref
 from cohortnorm.errors import InputError
-from cohortnorm.model_matrix import design_column_names, design_matrix, factor_levels
+from cohortnorm.model_matrix import (
+    batch_factor,
+    design_column_names,
+    design_matrix,
+    factor_levels,
+)
 from cohortnorm.validation import sheet_column
 
 
@@ -286,3 +292,51 @@ def correct_remove_batch_effect(data: BatchInput) -> BatchCorrection:
     per_batch = np.column_stack([removed[:, labels == level].mean(axis=1) for level in levels])
     params = params_table(levels, values.index, removed=per_batch)
     return BatchCorrection(np.asarray(adjusted), params, notes)
+
+
+def correct_combat_ref(data: BatchInput) -> BatchCorrection:
+    """ComBat-ref (:func:`cohortnorm.combat_ref.combat_ref`) on the filtered counts.
+
+    ``group`` is ``batch_correction.combat_ref.group``, else the covariate to keep (as
+    ComBat-seq's); with none the model is ``~ batch`` (the single-condition case, with
+    an intercept). The parameter table has one row per batch: ``batch``, ``n_samples``,
+    ``dispersion`` (edgeR common dispersion), ``dispersion_design``, ``reference`` (the
+    kept batch) and ``capped_genes``.
+    """
+    from cohortnorm.design import combat_ref_group
+
+    values, settings = data.values, data.settings
+    options = settings.get("combat_ref") or {}
+    batch = data.column(settings["batch"], "batch_correction.batch")
+    group_name = combat_ref_group(settings)
+    group = None
+    if group_name:
+        purpose = (
+            "batch_correction.combat_ref.group"
+            if options.get("group")
+            else "batch_correction.covariates"
+        )
+        labels = data.column(group_name, purpose)
+        group = pd.Categorical(labels, categories=factor_levels(labels))
+    levels, codes = batch_factor(batch, values.shape[1])
+    result = combat_ref(
+        values.to_numpy(),
+        pd.Categorical.from_codes(codes, categories=levels),
+        group,
+        genewise_disp=bool(options.get("genewise_disp", False)),
+        threads=data.threads,
+    )
+    params = result.params.copy()
+    params["capped_genes"] = [result.capped.get(b, 0) for b in params["batch"]]
+    dispersions = ", ".join(
+        f"{b} {d:.4g}" for b, d in zip(params["batch"], params["dispersion"], strict=True)
+    )
+    notes = [
+        f"ComBat-ref over {len(params)} batches, group {group_name or 'none (intercept only)'}, "
+        f"{'genewise' if options.get('genewise_disp') else 'one'} dispersion per batch",
+        f"per-batch common dispersions: {dispersions}; reference batch (kept as given): "
+        f"{result.reference}",
+        f"{int((~result.kept_genes).sum())} gene(s) with no reads in some batch are returned "
+        "unchanged",
+    ]
+    return BatchCorrection(result.adjusted, params, notes + list(result.messages), [])

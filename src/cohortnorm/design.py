@@ -112,8 +112,13 @@ def used_columns(settings: Mapping[str, Any], sheet_columns: Sequence[str]) -> d
     active = method != "none"
     combat_seq = batch.get("combat_seq", {})
     remove = batch.get("remove_batch_effect", {})
+    normalization = settings.get("normalization", {})
+    scran = normalization.get("scran") or {}
     named: dict[str, list] = {
         "filter.group": [settings.get("filter", {}).get("group")],
+        "normalization.scran.clusters": [scran.get("clusters")]
+        if normalization.get("size_factor_type") == "scran"
+        else [],
         "batch_correction.batch": [
             batch.get("batch") if active or batch.get("batch") in sheet_columns else None
         ],
@@ -130,6 +135,9 @@ def used_columns(settings: Mapping[str, Any], sheet_columns: Sequence[str]) -> d
         "batch_correction.remove_batch_effect.covariates": list(remove.get("covariates", []))
         if method == "remove_batch_effect"
         else [],
+        "batch_correction.combat_ref.group": [(batch.get("combat_ref") or {}).get("group")]
+        if method == "combat_ref"
+        else [],
     }
     return {key: [c for c in columns if c] for key, columns in named.items()}
 
@@ -141,7 +149,30 @@ def kept_covariates(settings: Mapping[str, Any]) -> list[str]:
     if batch.get("method") == "combat_seq":
         combat_seq = batch.get("combat_seq", {})
         columns += [combat_seq.get("group"), *list(combat_seq.get("covariates", []))]
+    if batch.get("method") == "combat_ref":
+        columns += [(batch.get("combat_ref") or {}).get("group")]
     return list(dict.fromkeys(c for c in columns if c))
+
+
+def combat_ref_group(settings: Mapping[str, Any]) -> str | None:
+    """ComBat-ref's ``group`` column: ``batch_correction.combat_ref.group``, else the
+    covariate to keep (as ComBat-seq's group); ``None`` for the single-condition model.
+
+    Raises
+    ------
+    InputError
+        More than one column to keep: ComBat-ref models one condition and would remove the
+        effect of any other covariate with the batch.
+    """
+    group = (settings.get("combat_ref") or {}).get("group")
+    kept = list(dict.fromkeys([*([group] if group else []), *settings.get("covariates", [])]))
+    if len(kept) > 1:
+        raise InputError(
+            f"ComBat-ref keeps one condition, but the config asks to keep {kept} "
+            "(batch_correction.covariates and batch_correction.combat_ref.group). Keep only "
+            "the condition, or use batch_correction.method: combat_seq, which keeps covariates."
+        )
+    return kept[0] if kept else None
 
 
 def _columns_of(values: pd.Series) -> np.ndarray:
@@ -224,6 +255,11 @@ def check_design(sheet: pd.DataFrame, settings: Mapping[str, Any], *, source: st
         )
     batch = sheet[batch_name].astype(str).str.strip().reset_index(drop=True)
     notes = _check_batch_sizes(batch, batch_name, method, source)
+    if method == "combat_ref":
+        try:
+            combat_ref_group(batch_settings)
+        except InputError as error:
+            raise InputError(f"{source}: {error}") from None
     kept = kept_covariates(settings)
     values = {name: sheet[name].astype(str).str.strip().reset_index(drop=True) for name in kept}
     _check_covariates(values, batch_name, source)
@@ -272,10 +308,11 @@ def _check_batch_sizes(batch: pd.Series, batch_name: str, method: str, source: s
             f"there is no batch effect to correct. Set batch_correction.method: none."
         )
     single = [str(level) for level, n in sizes.items() if n == 1]
-    if single and method == "combat_seq":
+    if single and method in ("combat_seq", "combat_ref"):
+        tool = BATCH_CORRECTORS[method].label
         raise InputError(
             f"{source}: batch(es) {', '.join(single)} (column {batch_name!r}) hold a single "
-            "sample. ComBat-seq needs at least two samples in every batch to estimate a "
+            f"sample. {tool} needs at least two samples in every batch to estimate a "
             "batch's dispersion. Merge that batch with another, remove the sample, or use "
             "batch_correction.method: combat, which corrects a one-sample batch for its mean "
             "only (as sva does)."

@@ -376,3 +376,33 @@ def draw_panel(
     fig.legend(handles=handles, loc="outside right upper", frameon=False)
     plots._suptitle(fig, title or "Genes of interest by condition at each stage")
     return fig
+
+
+def read_annotation(path: str | Path) -> pd.Series:
+    """Gene ID → gene name from a GTF/GFF (``.gtf``, ``.gff``, ``.gff3``, gzipped or not)
+    or from a table whose first two columns are the gene ID and the gene name.
+
+    Raises
+    ------
+    InputError
+        An unreadable file, a table with fewer than two columns, or no names.
+    """
+    path = check_input_file(path, "annotation file (gene names)")
+    name = Path(path).name.lower().removesuffix(".gz")
+    if name.endswith((".gtf", ".gff", ".gff3")):
+        return gene_names_from_gtf(path)
+    table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, comment="#")
+    if table.shape[1] < 2 or table.empty:
+        raise InputError(
+            f"{path}: an annotation table needs two tab-separated columns, gene ID then gene "
+            f"name, with a header line (found columns {list(table.columns)})."
+        )
+    ids = table.iloc[:, 0].str.strip()
+    names = table.iloc[:, 1].str.strip()
+    keep = (ids != "") & (names != "")
+    series = pd.Series(
+        names[keep].to_numpy(),
+        index=pd.Index(ids[keep].to_numpy(), name="gene_id"),
+        name="gene_name",
+    )
+    return series[~series.index.duplicated(keep="first")]

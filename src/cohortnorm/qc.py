@@ -1056,3 +1056,45 @@ def resolve_factor(
     if (values == "").any() or values.isna().any():
         return None
     return values.to_numpy()
+
+
+def low_input_summary(
+    raw: pd.DataFrame, *, median_lib_size: float = 1e5, median_dropout: float = 0.6
+) -> tuple[dict[str, object], str]:
+    """Whether the cohort looks like low-input RNA (exosome, single-cell-like bulk).
+
+    The rule: the median raw library size is below ``median_lib_size`` reads, or the
+    median raw dropout (share of genes with no read in a sample) is above
+    ``median_dropout``. These are the conditions of the low-input bench
+    (``bench/RESULTS_low_input.md``: library sizes 1e4–1e5, dropout 60–90 %), under
+    which the method recommendations of the README's low-input section apply.
+
+    Parameters
+    ----------
+    raw
+        :func:`count_summary` of the raw counts (``lib_size``, ``dropout_rate``).
+    median_lib_size, median_dropout
+        The thresholds (``qc.low_input_median_lib_size``, ``qc.low_input_median_dropout``).
+
+    Returns
+    -------
+    columns : dict
+        ``low_input`` (bool) and ``low_input_rule`` (the rule, with the cohort's values).
+    warning : str
+        A sentence for the log when ``low_input``, else ``""``.
+    """
+    lib = float(raw["lib_size"].median())
+    dropout = float(raw["dropout_rate"].median())
+    low = bool(lib < median_lib_size or dropout > median_dropout)
+    rule = (
+        f"low input when median library size < {median_lib_size:.4g} or median dropout > "
+        f"{median_dropout:.3g} (here {lib:.4g} and {dropout:.3f})"
+    )
+    warning = (
+        f"the counts look low-input ({rule}): see 'Low-input cohorts' in the README for the "
+        "methods the low-input bench supports (e.g. normalization.size_factor_type: scran or "
+        "poscounts, normalization.method: TMMwsp)"
+        if low
+        else ""
+    )
+    return {"low_input": low, "low_input_rule": rule}, warning

@@ -149,7 +149,8 @@ class Normalizer:
         The function's keyword that receives the entry's name (``""``: none).
     parameters
         Function keyword → config key, passed on every call: a key of
-        ``normalization``, or for a ``transform_section`` entry a key of
+        ``normalization`` (``a.b`` for the key ``b`` of the section ``a``, e.g.
+        ``scran.sizes``), or for a ``transform_section`` entry a key of
         ``transforms.<name>``.
     output
         ``"factor"``: one number per sample (size_factors.tsv); ``"matrix"``: a
@@ -159,10 +160,14 @@ class Normalizer:
     data
         Keywords of data the workflow passes besides the counts: ``lib_size`` (the
         filtered counts' column sums, edgeR's ``lib.size``) and, for transforms,
-        ``size_factors`` (DESeq2's, column ``size_factor`` of size_factors.tsv) and
+        ``size_factors`` (DESeq2's, column ``size_factor`` of size_factors.tsv),
         ``design`` (the samples × coefficients model matrix of the transforms' design,
         ``~ batch_correction.batch + batch_correction.covariates``, see
-        docs/methods.md; ``None`` when the entry's ``blind`` setting is true).
+        docs/methods.md; ``None`` when the entry's ``blind`` setting is true),
+        ``clusters`` (the sample-sheet column ``normalization.<name>.clusters`` names, or
+        ``None``) and ``sample_names`` (the counts' column names, for messages). A
+        function may return the factors or an object with ``size_factors``, ``notes``
+        and ``warnings`` (logged by the workflow).
     """
 
     function: str
@@ -214,6 +219,17 @@ NORMALIZERS: dict[str, Normalizer] = {
     "none": _edger("none"),
     "ratio": _deseq2("ratio"),
     "poscounts": _deseq2("poscounts"),
+    # scran's deconvolution factors fill the size_factor column (what normalized counts
+    # divide by), like DESeq2's; clusters come from a sample-sheet column.
+    "scran": Normalizer(
+        "cohortnorm.scran:pooled_size_factors",
+        "size_factor_type",
+        "",
+        {"sizes": "scran.sizes"},
+        "factor",
+        "scran::calculateSumFactors",
+        data=("clusters", "sample_names"),
+    ),
     "norm_transform": Normalizer(
         "cohortnorm.deseq2:norm_transform",
         "transforms",
@@ -321,6 +337,17 @@ BATCH_CORRECTORS: dict[str, BatchCorrector] = {
         "removeBatchEffect",
         "report/remove_batch_effect_params.rst",
         "limma::removeBatchEffect",
+    ),
+    # Its own parameter table (one row per batch: dispersion, reference), so that it can
+    # run beside ComBat or ComBat-seq.
+    "combat_ref": BatchCorrector(
+        "cohortnorm.batch:correct_combat_ref",
+        "counts",
+        "batch/combat_ref_counts",
+        "batch/combat_ref_params",
+        "ComBat-ref",
+        "report/combat_ref_params.rst",
+        "ComBat_ref (Zhang et al. 2024), written from the paper",
     ),
 }
 

@@ -67,6 +67,11 @@ RULE_COSTS: dict[str, RuleCost] = {
     "import_counts": RuleCost(1.61, 0.127),
     "filter_counts": RuleCost(1.90, 0.112),
     "size_factors": RuleCost(2.00, 0.132),
+    # size_factor_type scran, measured roughly on this machine: scran's pooling alone on
+    # simulated 19,777 x 200 counts (default pool sizes) took 4.3 s, peak 471 MiB with the
+    # interpreter and the simulated data: 1.1 s per million cells (not measured at 1,000+
+    # samples, where the pools and the least-squares system grow).
+    "size_factors_scran": RuleCost(2.00, 1.1),
     "normalized_values": RuleCost(2.28, 0.75),
     # Not measured: one elementwise pass over the filtered counts writing one matrix, so
     # normalized_values' cost (the same pass writing three) bounds it.
@@ -86,8 +91,19 @@ RULE_COSTS: dict[str, RuleCost] = {
     # removeBatchEffect: the core is 0.03 s and 217 MiB at 20,000 × 100 (same machine);
     # the rule is reading and writing, sized as ComBat's I/O.
     "batch_correction_remove_batch_effect": RuleCost(4.8, 0.5),
-    "qc_stage": RuleCost(3.34, 0.50),
+    # Measured roughly on this machine (2 shared cores, 2 threads): combat_ref on a
+    # simulated 19,777 x 200 matrix (4 batches, 2 conditions) took 10.8 s and peaked at
+    # 698 MiB, of which about 470 MiB were the interpreter and the simulated data.
+    "batch_correction_combat_ref": RuleCost(8.0, 2.7),
+    # gPCA adds one centred copy of the genes it uses (every gene by default, as
+    # gPCA.batchdetect): one dense matrix more than the 3.34 measured before it was added.
+    # Its 200 permutations took 0.3 s at 20,000 x 200 and 1.9 s at 20,000 x 1,000 here.
+    "qc_stage": RuleCost(4.34, 0.50),
     "qc_summary": RuleCost(1.62, 0.155),
+    # Not measured: the panel reads the three stage matrices once (a QC stage's cost bounds
+    # it); gene_symbols reads the raw counts' gene IDs and the annotation (an import).
+    "qc_genes_of_interest": RuleCost(3.34, 0.50),
+    "gene_symbols": RuleCost(1.61, 0.127),
 }
 
 
