@@ -403,6 +403,15 @@ def qc_plots():
     return {name: qc_plot(name) for name in STAGE_FIGURES}
 
 
+def count_stages(settings):
+    """The QC stages whose matrix holds counts (batch correctors with counts output)."""
+    return [
+        batch_stage(settings, m)
+        for m in batch_methods(settings)
+        if BATCH_CORRECTORS[m].input == "counts"
+    ]
+
+
 def genes_of_interest_inputs(wildcards):
     """Every stage's matrix, the sample sheet and the gene-name annotation (if any)."""
     settings = cohort(wildcards)
@@ -412,10 +421,16 @@ def genes_of_interest_inputs(wildcards):
         "raw": at(wildcards, "filtered_counts"),
         "normalized": at(wildcards, "logcpm"),
     }
-    method = batch_method(settings)
-    if method is not None:
-        inputs["batch_corrected"] = f"{wildcards.outdir}/{batch_output(settings)}"
-        if method.input == "counts":
+    # One panel column per QC stage after these: vst, then each batch correction, keyed
+    # stage_<name>; batch-corrected counts are drawn as log-CPM with the size factors.
+    if vst_stage(settings):
+        inputs["stage_vst"] = f"{wildcards.outdir}/{transform_output('vst')}"
+    for method in batch_methods(settings):
+        stage = batch_stage(settings, method)
+        inputs[f"stage_{stage}"] = (
+            f"{wildcards.outdir}/{batch_output(settings, method)}"
+        )
+        if BATCH_CORRECTORS[method].input == "counts":
             inputs["size_factors"] = at(wildcards, "size_factors")
     if annotation_file(settings):
         inputs["annotation"] = annotation_file(settings)

@@ -158,6 +158,7 @@ rule qc_genes_of_interest:
         batch_correction=setting("batch_correction"),
         prior_count=setting("normalization", "prior_count"),
         cohort=setting("cohort"),
+        count_stages=lambda wildcards: count_stages(cohort(wildcards)),
     script:
         "../scripts/genes_of_interest.py"
 

@@ -19,17 +19,20 @@ def stage_logcpm(smk):
     frames = {
         s: pd.DataFrame(v, index=counts.index, columns=counts.columns) for s, v in stages.items()
     }
-    if "batch_corrected" in smk.input.keys():
-        corrected = read_matrix(smk.input.batch_corrected).loc[:, counts.columns]
-        values = corrected.to_numpy(dtype=np.float64)
-        if "size_factors" in smk.input.keys():
+    sizes = None
+    if "size_factors" in smk.input.keys():
+        factors = read_table(smk.input.size_factors, string_columns=["sample"])
+        sizes = factors.set_index("sample").loc[counts.columns, "effective_lib_size"].to_numpy()
+    for key in smk.input.keys():
+        if not key.startswith("stage_"):
+            continue
+        stage = key.removeprefix("stage_")
+        matrix = read_matrix(smk.input[key]).loc[:, counts.columns]
+        values = matrix.to_numpy(dtype=np.float64)
+        if stage in smk.params.count_stages:
             # Corrected counts: log-CPM with the stored effective library sizes.
-            factors = read_table(smk.input.size_factors, string_columns=["sample"])
-            sizes = factors.set_index("sample").loc[corrected.columns, "effective_lib_size"]
-            values = edger.cpm(values, sizes.to_numpy(), log=True, prior_count=prior)
-        frames["batch_corrected"] = pd.DataFrame(
-            values, index=corrected.index, columns=counts.columns
-        )
+            values = edger.cpm(values, sizes, log=True, prior_count=prior)
+        frames[stage] = pd.DataFrame(values, index=matrix.index, columns=counts.columns)
     return frames
 
 
@@ -66,8 +69,9 @@ def main(smk, logger):
         {g: s for g, s in symbols.items() if s},
         condition_name=condition_name or "condition",
         batch_name=batch_name or "batch",
-        title=f"{smk.params.cohort}: genes of interest (log2 CPM) per stage",
+        title=f"{smk.params.cohort}: genes of interest per stage (log2 CPM; vst: VST scale)",
     )
+    logger.info("panel stages: %s", ", ".join(frames))
     plots.save_figure(figure, smk.output[0])
 
 

@@ -177,6 +177,12 @@ def _gtex_config(workdir: Path, genes: list[str]) -> dict:
 
 def test_genes_of_interest_panel_and_gene_symbols(tmp_path: Path) -> None:
     config = _gtex_config(tmp_path, ["APP", "ENSG00000142168"])
+    # Two corrections side by side: the panel has a column for each of them.
+    config["batch_correction"] = {
+        "method": ["combat", "remove_batch_effect"],
+        "batch": "batch_synthetic",
+        "covariates": [],
+    }
     result = run_snakemake(tmp_path, config)
     assert result.returncode == 0, result.stderr[-4000:]
     outdir = tmp_path / "results"
@@ -185,6 +191,7 @@ def test_genes_of_interest_panel_and_gene_symbols(tmp_path: Path) -> None:
     # gencode v26: APP is ENSG00000142192.20, SOD1 ENSG00000142168.14
     assert "gene of interest APP: ENSG00000142192.20 (APP, by gene_name)" in log
     assert "gene of interest ENSG00000142168: ENSG00000142168.14 (SOD1, by ensembl_stem)" in log
+    assert "panel stages: raw, normalized, vst, combat, remove_batch_effect" in log
     symbols = pd.read_csv(outdir / "counts" / "gene_symbols.tsv", sep="\t", index_col=0)
     raw = _read(outdir / "counts" / "raw_counts.tsv")
     assert list(symbols.index) == list(raw.index)
