@@ -132,7 +132,7 @@ def test_confounded_covariate_is_rejected() -> None:
 def test_bad_counts_are_rejected() -> None:
     bad = TV_COUNTS.astype(float)
     bad[1, 2] = 2.5
-    with pytest.raises(InputError, match="non-negative integers; gene row 1, sample column 2"):
+    with pytest.raises(InputError, match="non-negative integers; gene row 2, sample column 3"):
         combat_seq(bad, TV_BATCH)
 
 

@@ -53,7 +53,7 @@ from scipy.special import gammaln
 
 from cohortnorm.blocks import available_cpus
 from cohortnorm.combat import check_residual_df
-from cohortnorm.combat_seq import factor_codes, pnbinom, qnbinom
+from cohortnorm.combat_seq import checked_counts, factor_codes, pnbinom, qnbinom
 from cohortnorm.edger_glm import estimate_glm_common_disp, estimate_glm_tagwise_disp, glm_fit
 from cohortnorm.errors import InputError
 from cohortnorm.model_matrix import rank
@@ -106,23 +106,6 @@ class CombatRefResult:
     kept_genes: NDArray[np.bool_]
     capped: dict[str, int] = field(default_factory=dict)
     messages: list[str] = field(default_factory=list)
-
-
-def _check_counts(y: FloatArray) -> None:
-    if y.ndim != 2:
-        raise InputError("counts must be a genes × samples matrix")
-    if not np.all(np.isfinite(y)):
-        bad = np.argwhere(~np.isfinite(y))[0]
-        raise InputError(
-            f"counts has a missing or infinite value (gene row {bad[0] + 1}, sample column "
-            f"{bad[1] + 1}); ComBat-ref needs complete integer counts"
-        )
-    if np.any(y < 0) or np.any(y != np.round(y)):
-        bad = np.argwhere((y < 0) | (y != np.round(y)))[0]
-        raise InputError(
-            f"counts must be non-negative integers; gene row {bad[0] + 1}, sample column "
-            f"{bad[1] + 1} is {y[bad[0], bad[1]]}. Round estimated counts before ComBat-ref."
-        )
 
 
 def _used(values: Sequence[object]) -> Sequence[object]:
@@ -210,7 +193,7 @@ def combat_ref(
     module docstring), so the counts differ from the script's (which are meaningless).
     """
     y = np.asarray(counts, dtype=np.float64)
-    _check_counts(y)
+    checked_counts(y, "ComBat-ref")
     ngenes, nsamples = y.shape
     if len(batch) != nsamples:
         raise InputError(f"batch has {len(batch)} labels for {nsamples} samples")

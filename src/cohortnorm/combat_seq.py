@@ -621,7 +621,7 @@ def combat_seq(
         batch (sva's messages), or a design with as many columns as samples (no residual
         degrees of freedom; see :func:`cohortnorm.model_matrix.check_residual_df`).
     """
-    y = _checked_counts(counts)
+    y = checked_counts(counts)
     nsamples = y.shape[1]
     blevels, bcode, n_batches = _batches(batch, nsamples)
     n_batch = len(blevels)
@@ -693,22 +693,26 @@ def combat_seq(
 # The steps of combat_seq(), in order.
 
 
-def _checked_counts(counts: ArrayLike) -> FloatArray:
-    """The counts as float, refused unless a complete matrix of non-negative integers."""
+def checked_counts(counts: ArrayLike, method: str = "ComBat-seq") -> FloatArray:
+    """The counts as float, refused unless a complete matrix of non-negative integers.
+
+    Shared by the count-level correctors (ComBat-seq, ComBat-ref); rows and columns in
+    the messages count from 1, as a spreadsheet does.
+    """
     y = np.asarray(counts, dtype=np.float64)
     if y.ndim != 2:
         raise InputError("counts must be a genes × samples matrix")
     if not np.all(np.isfinite(y)):
         bad = np.argwhere(~np.isfinite(y))[0]
         raise InputError(
-            f"counts has a missing or infinite value (gene row {bad[0]}, sample column "
-            f"{bad[1]}); ComBat-seq needs complete integer counts"
+            f"counts has a missing or infinite value (gene row {bad[0] + 1}, sample column "
+            f"{bad[1] + 1}); {method} needs complete integer counts"
         )
     if np.any(y < 0) or np.any(y != np.round(y)):
         bad = np.argwhere((y < 0) | (y != np.round(y)))[0]
         raise InputError(
-            f"counts must be non-negative integers; gene row {bad[0]}, sample column "
-            f"{bad[1]} is {y[bad[0], bad[1]]}. Round estimated counts before ComBat-seq."
+            f"counts must be non-negative integers; gene row {bad[0] + 1}, sample column "
+            f"{bad[1] + 1} is {y[bad[0], bad[1]]}. Round estimated counts before {method}."
         )
     return y
 
