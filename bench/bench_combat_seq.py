@@ -30,17 +30,15 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from r_exchange import R_READ_COUNTS, write_counts
 from simulate import simulate_cohort
 
 from cohortnorm.combat_seq import combat_seq
 
 #: R side: read the counts (float64, row-major) and labels, time ComBat_seq, write result.
-R_SCRIPT = r"""
-args <- commandArgs(trailingOnly = TRUE)
-dir <- args[1]
-dims <- scan(file.path(dir, "dims.txt"), quiet = TRUE)
-counts <- matrix(readBin(file.path(dir, "counts.bin"), "double", dims[1] * dims[2]),
-                 nrow = dims[1], ncol = dims[2], byrow = TRUE)
+R_SCRIPT = (
+    R_READ_COUNTS
+    + r"""
 labels <- read.delim(file.path(dir, "samples.tsv"), stringsAsFactors = FALSE)
 suppressPackageStartupMessages(library(sva))
 batch <- factor(labels$batch)
@@ -52,6 +50,7 @@ cat(sprintf("%.17g\n", seconds), file = file.path(dir, "seconds.txt"))
 cat(as.character(packageVersion("sva")), as.character(packageVersion("edgeR")), "\n",
     file = file.path(dir, "versions.txt"))
 """
+)
 
 
 def _time_ours(
@@ -75,8 +74,7 @@ def _run_sva(
     if rscript is None:
         print("Rscript not found: sva not timed")
         return None
-    np.ascontiguousarray(counts, dtype="<f8").tofile(workdir / "counts.bin")
-    (workdir / "dims.txt").write_text(f"{counts.shape[0]} {counts.shape[1]}\n")
+    write_counts(workdir, counts)
     (workdir / "samples.tsv").write_text(samples_tsv)
     script = workdir / "combat_seq.R"
     script.write_text(R_SCRIPT)

@@ -30,17 +30,15 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from r_exchange import R_READ_COUNTS, write_counts
 from simulate import simulate_cohort
 
 from cohortnorm.rlog import rlog
 
 #: R side: read the counts (float64, row-major), time the rlog steps, write what ours needs.
-R_SCRIPT = r"""
-args <- commandArgs(trailingOnly = TRUE)
-dir <- args[1]
-dims <- scan(file.path(dir, "dims.txt"), quiet = TRUE)
-counts <- matrix(readBin(file.path(dir, "counts.bin"), "double", dims[1] * dims[2]),
-                 nrow = dims[1], ncol = dims[2], byrow = TRUE)
+R_SCRIPT = (
+    R_READ_COUNTS
+    + r"""
 storage.mode(counts) <- "integer"
 colnames(counts) <- paste0("s", seq_len(ncol(counts)))
 suppressPackageStartupMessages(library(DESeq2))
@@ -58,6 +56,7 @@ cat(sprintf("%.17g", c(t_sf, t_disp, t_rlog, attr(rld, "betaPriorVar"))), sep = 
     file = file.path(dir, "seconds.txt"))
 cat(as.character(packageVersion("DESeq2")), "\n", file = file.path(dir, "versions.txt"))
 """
+)
 
 
 def _run_deseq2(counts: np.ndarray, workdir: Path) -> dict[str, object] | None:
@@ -66,8 +65,7 @@ def _run_deseq2(counts: np.ndarray, workdir: Path) -> dict[str, object] | None:
     if rscript is None:
         print("Rscript not found: DESeq2 not timed")
         return None
-    np.ascontiguousarray(counts, dtype="<f8").tofile(workdir / "counts.bin")
-    (workdir / "dims.txt").write_text(f"{counts.shape[0]} {counts.shape[1]}\n")
+    write_counts(workdir, counts)
     script = workdir / "rlog.R"
     script.write_text(R_SCRIPT)
     proc = subprocess.run(

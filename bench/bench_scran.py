@@ -28,17 +28,15 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from r_exchange import R_READ_COUNTS, write_counts
 from simulate import simulate_cohort
 
 from cohortnorm.scran import pooled_size_factors
 
 #: R side: read the counts (float64, row-major) and cluster labels, time calculateSumFactors.
-R_SCRIPT = r"""
-args <- commandArgs(trailingOnly = TRUE)
-dir <- args[1]
-dims <- scan(file.path(dir, "dims.txt"), quiet = TRUE)
-counts <- matrix(readBin(file.path(dir, "counts.bin"), "double", dims[1] * dims[2]),
-                 nrow = dims[1], ncol = dims[2], byrow = TRUE)
+R_SCRIPT = (
+    R_READ_COUNTS
+    + r"""
 clusters <- readLines(file.path(dir, "clusters.txt"))
 cl <- if (length(clusters)) clusters else NULL
 suppressPackageStartupMessages(requireNamespace("scran"))
@@ -48,6 +46,7 @@ cat(sprintf("%.17g\n", seconds), file = file.path(dir, "seconds.txt"))
 cat(as.character(packageVersion("scran")), as.character(packageVersion("scuttle")), "\n",
     file = file.path(dir, "versions.txt"))
 """
+)
 
 
 def _run_r(
@@ -58,8 +57,7 @@ def _run_r(
     if rscript is None:
         print("Rscript not found: scran not timed")
         return None
-    np.ascontiguousarray(counts, dtype="<f8").tofile(workdir / "counts.bin")
-    (workdir / "dims.txt").write_text(f"{counts.shape[0]} {counts.shape[1]}\n")
+    write_counts(workdir, counts)
     (workdir / "clusters.txt").write_text("".join(f"{c}\n" for c in clusters))
     script = workdir / "scran.R"
     script.write_text(R_SCRIPT)

@@ -29,17 +29,16 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from r_exchange import R_READ_COUNTS, write_counts
 from simulate import simulate_cohort
 
 from cohortnorm.vst import variance_stabilizing_transformation, vst
 
 #: R side: read the counts (float64, row-major), time DESeq2's transform, write it back.
-R_SCRIPT = r"""
-args <- commandArgs(trailingOnly = TRUE)
-dir <- args[1]; full <- args[2] == "full"
-dims <- scan(file.path(dir, "dims.txt"), quiet = TRUE)
-counts <- matrix(readBin(file.path(dir, "counts.bin"), "double", dims[1] * dims[2]),
-                 nrow = dims[1], ncol = dims[2], byrow = TRUE)
+R_SCRIPT = (
+    R_READ_COUNTS
+    + r"""
+full <- args[2] == "full"
 storage.mode(counts) <- "integer"
 suppressPackageStartupMessages(library(DESeq2))
 seconds <- system.time(out <- if (full) varianceStabilizingTransformation(counts)
@@ -48,6 +47,7 @@ writeBin(as.vector(t(out)), file.path(dir, "vst.bin"))
 cat(sprintf("%.17g\n", seconds), file = file.path(dir, "seconds.txt"))
 cat(as.character(packageVersion("DESeq2")), "\n", file = file.path(dir, "versions.txt"))
 """
+)
 
 
 def _run_deseq2(
@@ -57,8 +57,7 @@ def _run_deseq2(
     if rscript is None:
         print("Rscript not found: DESeq2 not timed")
         return None
-    np.ascontiguousarray(counts, dtype="<f8").tofile(workdir / "counts.bin")
-    (workdir / "dims.txt").write_text(f"{counts.shape[0]} {counts.shape[1]}\n")
+    write_counts(workdir, counts)
     script = workdir / "vst.R"
     script.write_text(R_SCRIPT)
     proc = subprocess.run(
