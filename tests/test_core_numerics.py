@@ -233,7 +233,7 @@ def test_tmm_sample_blocks_do_not_change_factors(
 ) -> None:
     counts = _filtered(dataset)
     whole = edger.calc_norm_factors(counts, "TMM")
-    monkeypatch.setattr(edger, "_BLOCK_CELLS", counts.shape[0] * 2)
+    monkeypatch.setattr(edger, "BLOCK_CELLS", counts.shape[0] * 2)
     np.testing.assert_array_equal(edger.calc_norm_factors(counts, "TMM"), whole)
 
 
@@ -354,7 +354,7 @@ def test_size_factor_blocks_do_not_change_result(
 ) -> None:
     counts = _filtered(dataset)
     whole = {kind: deseq2.size_factors(counts, kind) for kind in ("ratio", "poscounts")}
-    monkeypatch.setattr(deseq2, "_BLOCK_CELLS", 3 * counts.shape[1])
+    monkeypatch.setattr(deseq2, "BLOCK_CELLS", 3 * counts.shape[1])
     for kind, expected in whole.items():
         np.testing.assert_allclose(deseq2.size_factors(counts, kind), expected, rtol=1e-14)
 
@@ -404,7 +404,7 @@ def test_float32_tpm_and_fpkm_are_the_float64_values_rounded(
     lengths = dataset.lengths.reindex(dataset.counts.index).to_numpy(dtype=float)
     usable = np.isfinite(lengths) & (lengths > 0)
     counts, lengths = dataset.counts.to_numpy()[usable], lengths[usable]
-    monkeypatch.setattr(expression, "_BLOCK_CELLS", 3 * counts.shape[0])  # 3 samples a block
+    monkeypatch.setattr(expression, "BLOCK_CELLS", 3 * counts.shape[0])  # 3 samples a block
     for function in (expression.tpm, expression.fpkm):
         wide = function(counts, lengths)
         narrow = function(counts, lengths, dtype=np.float32)

@@ -147,7 +147,7 @@ def test_blocked_filter_by_expr_equals_unblocked(monkeypatch) -> None:
     whole = edger.filter_by_expr_details(counts, group=group)
     reference = load_dataset("pasilla").reference("edger_filterByExpr_keep")["keep"].to_numpy()
     np.testing.assert_array_equal(whole.keep, reference)
-    monkeypatch.setattr(edger, "_BLOCK_CELLS", 3 * counts.shape[1])  # 3 genes per block
+    monkeypatch.setattr(edger, "BLOCK_CELLS", 3 * counts.shape[1])  # 3 genes per block
     blocked = edger.filter_by_expr_details(counts, group=group)
     np.testing.assert_array_equal(blocked.keep, whole.keep)
     assert (blocked.cutoff_cpm, blocked.min_sample_size) == (

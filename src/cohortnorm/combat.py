@@ -39,7 +39,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from cohortnorm.blocks import CACHE_BLOCK_CELLS, available_cpus, cell_slices, slices
+from cohortnorm.blocks import (
+    BLOCK_CELLS,
+    CACHE_BLOCK_CELLS,
+    available_cpus,
+    cell_slices,
+    slices,
+)
 from cohortnorm.errors import InputError
 from cohortnorm.model_matrix import (
     batch_factor,
@@ -61,8 +67,6 @@ __all__ = [
 
 # sva it.sol convergence threshold on the (signed) relative change.
 _CONV = 1e-4
-# Target size of one float64 temporary in the non-parametric G×G computation.
-_NONPAR_BLOCK_BYTES = 32 * 2**20
 
 
 @dataclass
@@ -276,7 +280,7 @@ def _int_eprior(
 ) -> tuple[np.ndarray, np.ndarray]:
     genes = g.size
     if block_size is None:
-        block_size = max(1, min(genes, _NONPAR_BLOCK_BYTES // (8 * max(genes, 1))))
+        block_size = max(1, min(genes, BLOCK_CELLS // max(genes, 1)))
     with np.errstate(over="ignore", divide="ignore"):
         # sva: 1/(2*pi*d)^(n/2), kept in linear space so overflow/underflow match R.
         prefactor = {float(v): 1.0 / (2.0 * np.pi * d) ** (v / 2.0) for v in np.unique(n)}

@@ -16,21 +16,18 @@ import numpy as np
 import numpy.typing as npt
 from pydeseq2.preprocessing import deseq2_norm_fit
 
-from cohortnorm.blocks import cell_slices
+from cohortnorm.blocks import BLOCK_CELLS, cell_slices
 
 SizeFactorType = Literal["ratio", "poscounts"]
 SIZE_FACTOR_TYPES: tuple[str, ...] = ("ratio", "poscounts")
 
 FloatArray = npt.NDArray[np.float64]
 
-# Cells per block: bounds the temporary log matrices to about 128 MB.
-_BLOCK_CELLS = 16_000_000
-
 
 def _log_geometric_means(values: FloatArray, type: SizeFactorType) -> FloatArray:
     n_genes, n_samples = values.shape
     log_means = np.empty(n_genes)
-    for block in cell_slices(n_genes, n_samples, _BLOCK_CELLS):
+    for block in cell_slices(n_genes, n_samples, BLOCK_CELLS):
         if type == "ratio":
             log_means[block] = deseq2_norm_fit(values[block].T)[0]
         else:
@@ -108,7 +105,7 @@ def size_factors(
         )
     rows = np.flatnonzero(usable)
     factors = np.empty(values.shape[1])
-    for block in cell_slices(values.shape[1], rows.size, _BLOCK_CELLS):
+    for block in cell_slices(values.shape[1], rows.size, BLOCK_CELLS):
         # One sample per contiguous row, so that each median partitions contiguous data.
         part = np.ascontiguousarray(values[rows, block].T)
         with np.errstate(divide="ignore"):

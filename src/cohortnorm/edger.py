@@ -14,17 +14,13 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from cohortnorm.blocks import CACHE_BLOCK_CELLS, cell_slices
+from cohortnorm.blocks import BLOCK_CELLS, CACHE_BLOCK_CELLS, cell_slices
 
 #: The methods calc_norm_factors implements (tests/test_registry.py checks that the
 #: registry's edgeR entries are exactly these).
 NORM_METHODS: tuple[str, ...] = ("TMM", "TMMwsp", "RLE", "upperquartile", "none")
 
 FloatArray = npt.NDArray[np.float64]
-
-# Blocks bound the temporaries whatever the cohort size: TMM's transposed block of
-# samples and filterByExpr's CPM block each hold about this many cells (32 MB).
-_BLOCK_CELLS = 4_000_000
 
 
 def _as_counts(counts: npt.ArrayLike) -> FloatArray:
@@ -105,7 +101,7 @@ def _column_order_statistics(
     n_rows, n_columns = values.shape
     kth = np.empty(n_columns)
     following = np.empty(n_columns)
-    for block in cell_slices(n_columns, n_rows, _BLOCK_CELLS):
+    for block in cell_slices(n_columns, n_rows, BLOCK_CELLS):
         # A copy even when the transpose is already contiguous: the partition is in place.
         rows = np.array(values[:, block].T, order="C")
         if row_divisor is not None:
@@ -293,10 +289,11 @@ def _contiguous_samples(counts: FloatArray) -> Iterator[tuple[int, FloatArray]]:
     """Each sample's index and genes as a contiguous row, one transposed block at a time.
 
     TMM and TMMwsp work one sample at a time; a strided column would miss the cache on
-    every gene, a transposed block of about :data:`_BLOCK_CELLS` cells does not.
+    every gene, a transposed block of about :data:`~cohortnorm.blocks.BLOCK_CELLS` cells
+    does not.
     """
     n_genes, n_samples = counts.shape
-    for block in cell_slices(n_samples, n_genes, _BLOCK_CELLS):
+    for block in cell_slices(n_samples, n_genes, BLOCK_CELLS):
         samples = np.ascontiguousarray(counts[:, block].T)
         for offset, obs in enumerate(samples):
             yield block.start + offset, obs
@@ -604,7 +601,7 @@ def samples_reaching_cpm(
     values = np.asarray(counts)
     sizes = np.asarray(lib_size, np.float64).ravel()
     reached = np.empty(values.shape[0], dtype=np.int64)
-    for rows in cell_slices(values.shape[0], values.shape[1], _BLOCK_CELLS):
+    for rows in cell_slices(values.shape[0], values.shape[1], BLOCK_CELLS):
         reached[rows] = (cpm(values[rows], sizes) >= threshold).sum(axis=1)
     return reached
 

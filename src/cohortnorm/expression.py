@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from cohortnorm.blocks import cell_slices
+from cohortnorm.blocks import BLOCK_CELLS, cell_slices
 
 FloatArray = npt.NDArray[np.float64]
 #: Output dtypes of :func:`tpm` and :func:`fpkm`. float32 is allowed here and nowhere
@@ -23,8 +23,6 @@ FloatArray = npt.NDArray[np.float64]
 #: (at most 2**-24, about 6e-8) is invisible, whereas size factors, logCPM, normalized
 #: counts and batch-corrected values each have a 1e-9 contract with R that float32 breaks.
 OUTPUT_DTYPES: tuple[np.dtype[Any], ...] = (np.dtype(np.float64), np.dtype(np.float32))
-#: Cells per float64 temporary of the float32 path (4 Mi cells, 32 MiB).
-_BLOCK_CELLS = 1 << 22
 
 
 def _output_dtype(dtype: npt.DTypeLike) -> np.dtype[Any]:
@@ -139,7 +137,7 @@ def _float32_by_samples(
     else:
         result = np.empty(values.shape, dtype=np.float32, order="F")
     per_sample = checked.shape[1] > 1
-    for block in cell_slices(n_samples, n_genes, _BLOCK_CELLS):
+    for block in cell_slices(n_samples, n_genes, BLOCK_CELLS):
         part = np.asarray(values[:, block], dtype=np.float64)
         result[:, block] = scaled(part, checked[:, block] if per_sample else checked, block)
     return result

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike, NDArray
 
+from cohortnorm.blocks import BLOCK_CELLS
 from cohortnorm.deseq2_dispersion import (
     DispersionTrend,
     _check_counts,
@@ -47,8 +48,6 @@ __all__ = [
 ]
 
 
-#: Cells per block of the elementwise passes: bounds their temporaries to ~8 MB arrays.
-_BLOCK_CELLS = 1_000_000
 _LOG_TABLE_SIZE = 1 << 16
 _LOG_TABLE: FloatArray | None = None
 
@@ -67,7 +66,7 @@ def _libm_log_counts(values: FloatArray) -> FloatArray:
         table[1:] = [math.log(v) for v in range(1, _LOG_TABLE_SIZE)]
         _LOG_TABLE = table
     out = np.empty_like(values)
-    rows = max(1, _BLOCK_CELLS // max(1, values.shape[1]))
+    rows = max(1, BLOCK_CELLS // max(1, values.shape[1]))
     for start in range(0, values.shape[0], rows):
         block = values[start : start + rows]
         small = block < _LOG_TABLE_SIZE
@@ -150,7 +149,7 @@ def _transform_counts(counts: FloatArray, sf: FloatArray, trend: DispersionTrend
     """``transform(counts/sf)`` in blocks of rows, so a cohort-sized matrix is never
     copied more than once."""
     out = np.empty(counts.shape)
-    rows = max(1, _BLOCK_CELLS // max(1, counts.shape[1]))
+    rows = max(1, BLOCK_CELLS // max(1, counts.shape[1]))
     for start in range(0, counts.shape[0], rows):
         block = slice(start, start + rows)
         out[block] = transform(counts[block] / sf, trend)
