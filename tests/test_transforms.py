@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from cohortnorm.errors import InputError
-from cohortnorm.transforms import deseq2_rlog, deseq2_vst
+from cohortnorm.transforms import VstFallbackWarning, deseq2_rlog, deseq2_vst
 from cohortnorm.vst import variance_stabilizing_transformation, vst
 
 DATA = Path(__file__).parent / "data"
@@ -41,14 +41,26 @@ def test_nsub_none_is_the_full_transform_and_the_default_is_vst() -> None:
     np.testing.assert_array_equal(subset, vst(counts, nsub=500))
 
 
-def test_too_few_genes_names_the_config_key() -> None:
+def test_too_few_genes_stops_when_asked_and_names_the_config_key() -> None:
     with pytest.raises(InputError) as caught:
-        deseq2_vst(_pasilla()[:300], size_factors=None, design=None)
+        deseq2_vst(_pasilla()[:300], size_factors=None, design=None, too_few_genes="stop")
     assert str(caught.value) == (
         "vst with nsub=1000 needs at least 1000 genes, but there are 300. Set "
         "transforms.vst.nsub: null to run the full varianceStabilizingTransformation (the "
         "trend fitted on every gene), or a smaller transforms.vst.nsub"
     )
+
+
+@pytest.mark.parametrize("depth", ["300 genes", "1/1000 of the reads"])
+def test_too_few_genes_runs_the_full_transform_and_warns_by_default(depth: str) -> None:
+    # Too few genes, or pasilla with 1/1000 of its reads (fewer than 1000 genes with
+    # mean > 5): the low-input case, where DESeq2's vst() stops and advises
+    # varianceStabilizingTransformation.
+    counts = _pasilla()[:300] if depth == "300 genes" else np.floor(_pasilla() / 1000)
+    counts = counts[counts.sum(axis=1) > 0]
+    with pytest.warns(VstFallbackWarning, match="ran varianceStabilizingTransformation"):
+        values = deseq2_vst(counts, size_factors=None, design=None)
+    np.testing.assert_array_equal(values, variance_stabilizing_transformation(counts))
 
 
 def test_failed_parametric_trend_names_the_config_key() -> None:

@@ -243,7 +243,12 @@ NORMALIZERS: dict[str, Normalizer] = {
         "cohortnorm.transforms:deseq2_vst",
         "transform_section",
         "",
-        {"blind": "blind", "fit_type": "fit_type", "nsub": "nsub"},
+        {
+            "blind": "blind",
+            "fit_type": "fit_type",
+            "nsub": "nsub",
+            "too_few_genes": "too_few_genes",
+        },
         "matrix",
         "DESeq2::vst (nsub genes) or varianceStabilizingTransformation (nsub: null)",
         data=("size_factors", "design"),

@@ -12,6 +12,8 @@ The numerics are in :mod:`cohortnorm.vst`, :mod:`cohortnorm.deseq2_dispersion` a
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
@@ -21,6 +23,10 @@ from cohortnorm.rlog import rlog
 from cohortnorm.vst import _prepare, variance_stabilizing_transformation, vst
 
 FloatArray = NDArray[np.float64]
+
+
+class VstFallbackWarning(UserWarning):
+    """VST ran as ``varianceStabilizingTransformation``: too few genes for ``nsub``."""
 
 
 def _design(blind: bool, design: ArrayLike | None) -> ArrayLike | None:
@@ -42,8 +48,15 @@ def deseq2_vst(
     blind: bool = True,
     fit_type: str = "parametric",
     nsub: int | None = 1000,
+    too_few_genes: str = "full",
 ) -> FloatArray:
     """``DESeq2::vst`` (``nsub`` genes) or ``varianceStabilizingTransformation`` (``nsub=None``).
+
+    DESeq2's ``vst`` stops when fewer than ``nsub`` genes have a mean normalised count
+    above 5, and its message advises ``varianceStabilizingTransformation``. Low-input
+    cohorts (a few thousand reads per sample) meet this routinely, so by default
+    (``too_few_genes="full"``) that advice is followed: the full transform runs, and a
+    warning says so and why. ``too_few_genes="stop"`` stops as DESeq2 does.
 
     Parameters
     ----------
@@ -60,6 +73,10 @@ def deseq2_vst(
     nsub
         Genes the trend is fitted on (``vst``'s default 1000); ``None`` fits it on every
         gene, as ``varianceStabilizingTransformation`` does.
+    too_few_genes
+        ``"full"``: with too few genes for ``nsub``, run
+        ``varianceStabilizingTransformation`` and warn (:class:`VstFallbackWarning`);
+        ``"stop"``: raise, as ``DESeq2::vst`` does.
 
     Returns
     -------
@@ -90,6 +107,21 @@ def deseq2_vst(
             raise
         # The core's advice names DESeq2's functions; say which config key does it.
         reason = str(error).split(". Use varianceStabilizingTransformation")[0]
+        if too_few_genes == "full":
+            warnings.warn(
+                VstFallbackWarning(
+                    f"{reason}: ran varianceStabilizingTransformation instead (the trend "
+                    "fitted on every gene), as DESeq2 advises. Its values differ from "
+                    "vst()'s by the trend fit only. Set transforms.vst.too_few_genes: stop "
+                    "to stop here instead, as DESeq2's vst() does."
+                ),
+                stacklevel=2,
+            )
+            return np.asarray(
+                variance_stabilizing_transformation(
+                    counts, size_factors, chosen, blind=blind, fit_type=fit_type
+                )
+            )
         raise InputError(
             f"{reason}. Set transforms.vst.nsub: null to run the full "
             "varianceStabilizingTransformation (the trend fitted on every gene), or a "
