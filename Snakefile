@@ -19,6 +19,7 @@ include: "rules/tpm.smk"
 include: "rules/batch.smk"
 include: "rules/qc.smk"
 include: "rules/provenance.smk"
+include: "rules/export.smk"
 
 
 report: "report/workflow.rst"

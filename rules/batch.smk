@@ -11,7 +11,9 @@ for method in BATCH_CORRECTORS:
             samples=setting("samples"),
             settings=settings_files("batch_correction"),
         output:
-            corrected=f"{{outdir}}/{matrix_file(BATCH_CORRECTORS[method].output)}",
+            corrected=handoff(
+                f"{{outdir}}/{matrix_file(BATCH_CORRECTORS[method].output)}"
+            ),
             params=report(
                 f"{{outdir}}/{batch_params(method)}",
                 caption=f"../{BATCH_CORRECTORS[method].caption}",

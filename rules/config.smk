@@ -199,6 +199,13 @@ def _check_annotation(settings, what):
                 "of a GTF with gene_name attributes or of a gene_id/gene_name table, "
                 "relative to the directory snakemake runs in or to the config file."
             )
+    if config["io"]["gene_name_column"] and not annotation_file(settings):
+        raise WorkflowError(
+            f"{what}: io.gene_name_column is true, which takes the gene names from an "
+            "annotation, but this cohort has none. Set qc.annotation to a GTF with "
+            "gene_name attributes or a gene_id/gene_name table (or give lengths as a "
+            "GTF), or set io.gene_name_column: false."
+        )
 
 
 def _check_count_pattern(settings, what):

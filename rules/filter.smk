@@ -4,7 +4,7 @@ rule filter_counts:
         samples=setting("samples"),
         settings=settings_files("filter"),
     output:
-        counts=out("filtered_counts"),
+        counts=made("filtered_counts"),
         report=report(
             out("filter_report"),
             caption="../report/filter_report.rst",

@@ -3,11 +3,11 @@ rule import_counts:
         unpack(cohort_inputs),
         settings=settings_files("import"),
     output:
-        counts=out("raw_counts"),
+        counts=made("raw_counts"),
         lengths=out("gene_lengths"),
         sample_columns=out("sample_columns"),
         length_report=out("length_report"),
-        abundance=out("abundance_tpm"),
+        abundance=made("abundance_tpm"),
     log:
         log("import_counts"),
     benchmark:

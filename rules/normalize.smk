@@ -32,9 +32,9 @@ rule normalized_values:
         size_factors=out("size_factors"),
         settings=settings_files("normalization"),
     output:
-        logcpm=out("logcpm"),
-        cpm=out("cpm"),
-        normalized_counts=out("normalized_counts"),
+        logcpm=made("logcpm"),
+        cpm=made("cpm"),
+        normalized_counts=made("normalized_counts"),
     log:
         log("normalized_values"),
     benchmark:
@@ -79,7 +79,7 @@ rule transform:
         samples=setting("samples"),
         settings=settings_files("normalization", "transforms", "batch_correction"),
     output:
-        f"{{outdir}}/normalization/{{transform}}.{MATRIX_FORMAT}",
+        handoff(f"{{outdir}}/{matrix_file('normalization/{transform}')}"),
     log:
         log("transform_{transform}"),
     benchmark:

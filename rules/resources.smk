@@ -37,8 +37,7 @@ def _job_shape(wildcards, input):
     matrices = [
         path
         for path in input
-        if str(path).endswith((".tsv", ".parquet", ".h5ad", ".gz"))
-        and "/.cohortnorm/" not in str(path)
+        if str(path).endswith((".tsv", ".parquet", ".arrow", ".h5ad", ".gz"))
         and os.path.isfile(path)
         and os.path.abspath(path).startswith(os.path.abspath(wildcards.outdir) + os.sep)
     ]

@@ -5,7 +5,7 @@ rule tpm:
         abundance=out("abundance_tpm"),
         settings=settings_files("tpm"),
     output:
-        out("tpm"),
+        made("tpm"),
     log:
         log("tpm"),
     benchmark:

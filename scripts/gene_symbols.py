@@ -1,8 +1,9 @@
 """counts/gene_symbols.tsv: the annotation's gene name of every gene of the raw counts.
 
-A separate table, not a second column of the matrices: every matrix reader (ours,
-edgeR's read.delim(row.names = 1), pandas' index_col=0, AnnData) takes all columns but
-the first as samples, so a text column there would become a sample or break the read.
+A separate table by default: every matrix reader (ours, edgeR's read.delim(row.names = 1),
+pandas' index_col=0, AnnData) takes all columns but the first as samples, so a text column
+there would become a sample or break the read. With io.gene_name_column, export_matrix
+adds these names to every matrix deliverable as a second column.
 """
 
 from cohortnorm.io.tables import read_matrix, write_table

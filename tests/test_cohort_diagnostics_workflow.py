@@ -22,6 +22,8 @@ from conftest import DATA
 from scipy.stats import fisher_exact
 from test_workflow import base_config, run_snakemake
 
+from cohortnorm.io import tables
+
 pytestmark = pytest.mark.e2e
 
 MARIONI = DATA / "marioni"
@@ -183,6 +185,7 @@ def test_genes_of_interest_panel_and_gene_symbols(tmp_path: Path) -> None:
         "batch": "batch_synthetic",
         "covariates": [],
     }
+    config["io"] = {"gene_name_column": True}
     result = run_snakemake(tmp_path, config)
     assert result.returncode == 0, result.stderr[-4000:]
     outdir = tmp_path / "results"
@@ -196,6 +199,29 @@ def test_genes_of_interest_panel_and_gene_symbols(tmp_path: Path) -> None:
     raw = _read(outdir / "counts" / "raw_counts.tsv")
     assert list(symbols.index) == list(raw.index)
     assert symbols.loc["ENSG00000142192.20", "gene_name"] == "APP"
+    # io.gene_name_column: every matrix deliverable carries the name after gene_id, and
+    # the values are those of the hand-off the rules read.
+    for stem in ["counts/raw_counts", "normalization/logcpm", "batch/combat_logcpm"]:
+        named = pd.read_csv(
+            outdir / f"{stem}.tsv", sep="\t", index_col=0, float_precision="round_trip"
+        )
+        assert list(named.columns[:1]) == ["gene_name"], stem
+        assert named.loc["ENSG00000142192.20", "gene_name"] == "APP"
+        assert named.loc["ENSG00000142168.14", "gene_name"] == "SOD1"
+        handoff = tables.read_matrix(outdir / ".cohortnorm" / "handoff" / f"{stem}.arrow")
+        np.testing.assert_array_equal(named.iloc[:, 1:].to_numpy(), handoff.to_numpy())
+
+
+def test_gene_name_column_without_annotation_stops_before_any_job(tmp_path: Path) -> None:
+    config = _gtex_config(tmp_path, [])
+    del config["qc"]["annotation"]
+    config["lengths"] = str(GTEX / "lengths.tsv.gz")
+    config["io"] = {"gene_name_column": True}
+    result = run_snakemake(tmp_path, config, "-n")
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "io.gene_name_column is true" in output and "Set qc.annotation" in output
+    assert not (tmp_path / "results").exists()
 
 
 def test_unknown_gene_of_interest_stops_with_the_names_it_knows(tmp_path: Path) -> None:

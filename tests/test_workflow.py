@@ -267,15 +267,15 @@ def test_tpm_dtype_float32_runs_and_float16_is_refused(tmp_path: Path) -> None:
     config = base_config(tmp_path, tpm={"dtype": "float16"})
     assert_clean_failure(run_snakemake(tmp_path, config), tmp_path, "tpm.dtype", "float16")
     config["tpm"] = {"dtype": "float32"}
-    result = run_snakemake(tmp_path, config, str(target))
+    filtered_file = tmp_path / "results/counts/filtered_counts.tsv"
+    result = run_snakemake(tmp_path, config, str(target), str(filtered_file))
     assert result.returncode == 0, result.stderr[-3000:]
     tpm = tables.read_matrix(target, dtype=np.float32)
-    filtered = read(tmp_path / "results/counts/filtered_counts.tsv").loc[tpm.index]
+    filtered = read(filtered_file).loc[tpm.index]
     lengths = load_dataset("pasilla").lengths.reindex(tpm.index).to_numpy()
     expected = expression.tpm(filtered.to_numpy(), lengths).astype(np.float32)
     np.testing.assert_array_equal(tpm.to_numpy(), expected)  # float64 TPM rounded once
-    (log_file,) = (tmp_path / "results" / "logs").rglob("tpm.log")
-    assert "(float32)" in log_file.read_text()
+    assert "(float32)" in (tmp_path / "results" / "logs" / "tpm.log").read_text()
 
 
 def test_unknown_config_key_names_the_key(tmp_path: Path) -> None:
@@ -416,9 +416,10 @@ def test_featurecounts_columns_map_to_samples_exactly(tmp_path: Path) -> None:
         batch_correction={"method": "none"},
     )
     table = tmp_path / "results/counts/sample_columns.tsv"
-    result = run_snakemake(tmp_path, config, str(table))
+    raw_file = tmp_path / "results/counts/raw_counts.tsv"
+    result = run_snakemake(tmp_path, config, str(table), str(raw_file))
     assert result.returncode == 0, result.stderr[-3000:]
-    raw = read(tmp_path / "results/counts/raw_counts.tsv")
+    raw = read(raw_file)
     pd.testing.assert_frame_equal(raw, counts, check_names=False)
     mapping = pd.read_csv(table, sep="\t", dtype=str)
     assert list(mapping.columns) == ["sample", "source"]
@@ -588,7 +589,11 @@ def tximport_reference(kind: str, cfa: str) -> pd.DataFrame:
 @pytest.mark.parametrize("cfa", ["no", "scaledTPM", "lengthScaledTPM"])
 def test_quantifier_tpm_is_tximport_abundance(cfa: str, tmp_path: Path) -> None:
     target = tmp_path / "results" / "tpm" / "tpm.tsv"
-    result = run_snakemake(tmp_path, salmon_config(tmp_path, cfa), str(target))
+    others = [
+        tmp_path / "results" / "counts" / f"{name}.tsv"
+        for name in ("abundance_tpm", "filtered_counts")
+    ]
+    result = run_snakemake(tmp_path, salmon_config(tmp_path, cfa), str(target), *map(str, others))
     assert result.returncode == 0, result.stderr[-3000:]
     expected = tximport_reference("abundance", cfa)
     # The import keeps tximport's abundance for every gene ...
@@ -600,8 +605,7 @@ def test_quantifier_tpm_is_tximport_abundance(cfa: str, tmp_path: Path) -> None:
     assert tpm.index.tolist() == kept.index.tolist()
     assert 0 < len(kept) < len(expected)
     np.testing.assert_allclose(tpm, expected.loc[tpm.index, tpm.columns], rtol=1e-14, atol=0)
-    (log_file,) = (tmp_path / "results" / "logs").rglob("tpm.log")
-    assert "not renormalized" in log_file.read_text()
+    assert "not renormalized" in (tmp_path / "results" / "logs" / "tpm.log").read_text()
 
 
 @pytest.mark.parametrize(
@@ -707,7 +711,9 @@ def test_unversioned_lengths_match_versioned_counts(tmp_path: Path) -> None:
         lengths_path, sep="\t", index_label="gene_id"
     )
     target = tmp_path / "results" / "tpm" / "tpm.tsv"
-    result = run_snakemake(tmp_path, gtex_config(tmp_path, lengths_path), str(target))
+    filtered_file = tmp_path / "results" / "counts" / "filtered_counts.tsv"
+    config = gtex_config(tmp_path, lengths_path)
+    result = run_snakemake(tmp_path, config, str(target), str(filtered_file))
     assert result.returncode == 0, result.stderr[-3000:]
     report = read(tmp_path / "results" / "counts" / "length_report.tsv")["value"]
     n = len(original)
@@ -723,7 +729,7 @@ def test_unversioned_lengths_match_versioned_counts(tmp_path: Path) -> None:
     assert "ignoring the Ensembl version suffix" in logged and ambiguous in logged
     # Same TPM as with the versioned lengths, over the genes that have one.
     tpm = read(target)
-    filtered = read(tmp_path / "results" / "counts" / "filtered_counts.tsv")
+    filtered = read(filtered_file)
     assert ambiguous not in tpm.index
     covered = filtered.drop(index=ambiguous, errors="ignore")
     rate = covered.div(original.loc[covered.index], axis=0)
@@ -756,12 +762,13 @@ def test_normalized_counts_with_the_method_factors(tmp_path: Path) -> None:
     config = base_config(
         tmp_path, normalization={"method": "TMM", "normalized_counts_factors": "method"}
     )
-    result = run_snakemake(tmp_path, config, str(target))
+    filtered_file = tmp_path / "results" / "counts" / "filtered_counts.tsv"
+    result = run_snakemake(tmp_path, config, str(target), str(filtered_file))
     assert result.returncode == 0, result.stderr[-3000:]
     edger = load_dataset("pasilla").reference("edger_norm_factors")
     effective = (edger["lib_size_filtered"] * edger["TMM"]).to_numpy()
     divisor = effective / np.exp(np.mean(np.log(effective)))
-    filtered = read(tmp_path / "results" / "counts" / "filtered_counts.tsv")
+    filtered = read(filtered_file)
     np.testing.assert_allclose(read(target), filtered / divisor, rtol=1e-9)
     factors = read(tmp_path / "results" / "normalization" / "size_factors.tsv")
     np.testing.assert_allclose(factors["normalized_counts_factor"], divisor, rtol=1e-9)

@@ -8,7 +8,7 @@ float32 matrix in float32's shortest form, which reads back as the same float32 
 so two runs of the same input give the same bytes.
 
 Genes × samples matrices (:func:`read_matrix`, :func:`write_matrix`,
-:class:`MatrixWriter`) are TSV or Parquet, chosen by the file's extension. Both are
+:class:`MatrixWriter`) are TSV, Parquet or Arrow IPC, chosen by the file's extension. All are
 read into one numpy array without an intermediate pandas copy (each column is copied
 once and its Arrow buffer released straight away) and written in blocks of genes, so
 that a 60,000 × 17,000 cohort never needs more than one dense copy plus a block.
@@ -24,7 +24,7 @@ import itertools
 import os
 import tempfile
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -38,7 +38,10 @@ from cohortnorm.blocks import cell_slices
 from cohortnorm.errors import InputError
 
 #: Extensions of the matrix formats :func:`read_matrix` and :func:`write_matrix` know.
-MATRIX_FORMATS: dict[str, str] = {".tsv": "tsv", ".parquet": "parquet"}
+#: ``.arrow`` (Arrow IPC, uncompressed) is the workflow's hand-off between rules: it is
+#: memory-mapped and copied into numpy at memory speed, where a 60,000 × 1,000 TSV takes
+#: several seconds to parse and to format.
+MATRIX_FORMATS: dict[str, str] = {".tsv": "tsv", ".parquet": "parquet", ".arrow": "arrow"}
 #: Cells per written block (a row group in Parquet): 16 Mi cells, 128 MiB of float64.
 BLOCK_CELLS = 1 << 24
 # Text read per pyarrow CSV block: enough rows per block that a 17,000-column table
@@ -563,7 +566,7 @@ def write_table(
 
 
 def matrix_format(path: str | Path) -> str:
-    """``"tsv"`` or ``"parquet"``, from the extension of a matrix file."""
+    """``"tsv"``, ``"parquet"`` or ``"arrow"``, from the extension of a matrix file."""
     suffix = Path(path).suffix.lower()
     if suffix not in MATRIX_FORMATS:
         raise InputError(
@@ -577,50 +580,110 @@ def row_blocks(n_rows: int, n_columns: int) -> list[slice]:
     return cell_slices(n_rows, n_columns, BLOCK_CELLS)
 
 
+#: Rows formatted per thread and call: large enough that the per-call overhead is
+#: negligible, small enough that every thread gets work on a 20,000-gene block.
+_TSV_ROWS_PER_PART = 2048
+
+
+def _format_tsv(table: pa.Table) -> pa.Buffer:
+    """The TSV text of ``table`` (no header), shortest round-trip floats."""
+    sink = pa.BufferOutputStream()
+    pacsv.write_csv(
+        table,
+        sink,
+        write_options=pacsv.WriteOptions(
+            delimiter="\t", quoting_style="none", include_header=False
+        ),
+    )
+    return sink.getvalue()
+
+
+def _tsv_text(table: pa.Table) -> Iterator[pa.Buffer]:
+    """The TSV text of ``table`` in row order, formatted by ``pyarrow.cpu_count()`` threads.
+
+    pyarrow's CSV writer formats on one thread and releases the GIL, so consecutive row
+    ranges formatted side by side and written in order give the same bytes as one call:
+    formatting floats is most of a TSV deliverable's cost (about 1 s per 6 million
+    float64 cells on one core), and two threads halve it.
+    """
+    threads = max(1, pa.cpu_count())
+    parts = [
+        table.slice(start, _TSV_ROWS_PER_PART)
+        for start in range(0, table.num_rows, _TSV_ROWS_PER_PART)
+    ]
+    if threads == 1 or len(parts) <= 1:
+        yield from map(_format_tsv, parts)
+        return
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        yield from pool.map(_format_tsv, parts)
+
+
 class MatrixWriter:
-    """Appends row blocks of a genes × samples matrix to an open TSV or Parquet file.
+    """Appends row blocks of a genes × samples matrix to an open TSV, Parquet or Arrow file.
 
     Made by :func:`matrix_writer`, which handles the atomic rename. The TSV is
-    byte-identical to :func:`write_table` of the whole matrix; the Parquet file holds a
-    string column ``gene_id`` then one column per sample, one row group per block,
-    Snappy-compressed, without dictionary pages or statistics (fast for 17,000 columns).
+    byte-identical to :func:`write_table` of the whole matrix; its text is formatted by
+    ``pyarrow.cpu_count()`` threads (the rule's ``threads``, see
+    :func:`cohortnorm.runner.limit_threads`), each on its own consecutive rows, and
+    written in row order, so the bytes do not depend on the thread count. The Parquet
+    file holds a string column ``gene_id`` then one column per sample, one row group per
+    block, Snappy-compressed, without dictionary pages or statistics (fast for 17,000
+    columns). The Arrow IPC file holds the same columns, one uncompressed record batch
+    per block.
     """
 
-    def __init__(self, temporary: Path, file_format: str, names: list[str]) -> None:
+    def __init__(
+        self, temporary: Path, file_format: str, names: list[str], text_columns: int = 1
+    ) -> None:
         self.format = file_format
         self.names = names
+        # The leading text columns: gene_id, and gene_name when the deliverable has it.
+        self.text_columns = text_columns
         self._temporary = temporary
         self._handle = None
         self._parquet: pq.ParquetWriter | None = None
+        self._arrow: pa.ipc.RecordBatchFileWriter | None = None
+        self._arrow_schema: pa.Schema | None = None
         if file_format == "tsv":
             self._handle = open(temporary, "wb")  # closed in close()
             self._handle.write(("\t".join(names) + "\n").encode())
 
-    def _table(self, values: np.ndarray, genes: pd.Index | list[str] | np.ndarray) -> pa.Table:
+    def _table(
+        self, values: np.ndarray, genes: pd.Index | list[str] | np.ndarray, *text: Sequence[str]
+    ) -> pa.Table:
         values = np.asarray(values)
-        if values.ndim != 2 or values.shape[1] != len(self.names) - 1:
-            raise ValueError(
-                f"a block of shape {values.shape} does not fit {len(self.names) - 1} samples"
-            )
+        n_samples = len(self.names) - self.text_columns
+        if values.ndim != 2 or values.shape[1] != n_samples:
+            raise ValueError(f"a block of shape {values.shape} does not fit {n_samples} samples")
+        if len(text) != self.text_columns - 1:
+            raise ValueError(f"{self.text_columns - 1} text column(s) expected, got {len(text)}")
         if values.dtype.kind not in "iuf":
             values = values.astype(str)
         # Column slices of a Fortran-ordered block are contiguous: pyarrow takes them as is.
         values = np.asfortranarray(values)
-        gene_array = pa.array(np.asarray(genes).astype(str), type=pa.string())
-        columns = [gene_array] + [values[:, j] for j in range(values.shape[1])]
+        columns = [
+            pa.array(np.asarray(column).astype(str), type=pa.string()) for column in (genes, *text)
+        ]
+        columns += [values[:, j] for j in range(values.shape[1])]
         return pa.Table.from_arrays(columns, names=self.names)
 
-    def write(self, values: np.ndarray, genes: pd.Index | list[str] | np.ndarray) -> None:
-        """Append the rows ``values`` (genes × samples) named ``genes``."""
-        table = self._table(values, genes)
+    def write(
+        self, values: np.ndarray, genes: pd.Index | list[str] | np.ndarray, *text: Sequence[str]
+    ) -> None:
+        """Append the rows ``values`` (genes × samples) named ``genes``; ``text``: the
+        other leading text columns of these rows (e.g. gene names)."""
+        table = self._table(values, genes, *text)
         if self._handle is not None:
-            pacsv.write_csv(
-                table,
-                self._handle,
-                write_options=pacsv.WriteOptions(
-                    delimiter="\t", quoting_style="none", include_header=False
-                ),
-            )
+            for text in _tsv_text(table):
+                self._handle.write(text)
+            return
+        if self.format == "arrow":
+            if self._arrow is None:
+                self._arrow_schema = table.schema
+                self._arrow = pa.ipc.new_file(self._temporary, table.schema)
+            elif table.schema != self._arrow_schema:
+                table = table.cast(self._arrow_schema)
+            self._arrow.write_table(table, max_chunksize=max(table.num_rows, 1))
             return
         if self._parquet is None:
             self._parquet = pq.ParquetWriter(
@@ -642,16 +705,23 @@ class MatrixWriter:
         elif self._parquet is not None:
             self._parquet.close()
             self._parquet = None
-        elif self.format == "parquet":
-            self.write(np.empty((0, len(self.names) - 1)), [])
+        elif self._arrow is not None:
+            self._arrow.close()
+            self._arrow = None
+        elif self.format in ("parquet", "arrow"):
+            empty = [[] for _ in range(self.text_columns - 1)]
+            self.write(np.empty((0, len(self.names) - self.text_columns)), [], *empty)
             self.close()
 
 
 @contextlib.contextmanager
 def matrix_writer(
-    path: str | Path, samples: list[str] | pd.Index, index_label: str = "gene_id"
+    path: str | Path,
+    samples: list[str] | pd.Index,
+    index_label: str = "gene_id",
+    text_labels: Sequence[str] = (),
 ) -> Iterator[MatrixWriter]:
-    """Open ``path`` (``.tsv`` or ``.parquet``) for writing a matrix block by block.
+    """Open ``path`` (``.tsv``, ``.parquet`` or ``.arrow``) for writing a matrix block by block.
 
     The file appears under its final name only when the ``with`` block ends without
     error (see :func:`atomic_output`)::
@@ -660,10 +730,10 @@ def matrix_writer(
             for rows in blocks:
                 writer.write(values[rows], genes[rows])
     """
-    names = [index_label, *(str(sample) for sample in samples)]
+    names = [index_label, *text_labels, *(str(sample) for sample in samples)]
     file_format = matrix_format(path)
     with atomic_output(path) as temporary:
-        writer = MatrixWriter(temporary, file_format, names)
+        writer = MatrixWriter(temporary, file_format, names, 1 + len(text_labels))
         try:
             yield writer
         finally:
@@ -685,7 +755,7 @@ def write_matrix(
     With ``finite``, a block holding NaN or ±inf stops the write with an
     :class:`InputError` naming the genes and samples, and nothing appears under ``path``.
 
-    The format follows the extension (``.tsv`` or ``.parquet``). ``rows`` (a boolean
+    The format follows the extension (``.tsv``, ``.parquet`` or ``.arrow``). ``rows`` (a boolean
     mask or row indices) writes only those rows, without copying the selection whole;
     ``dtype`` converts block by block (int64 counts held as float64 are written as
     integers, as large whole floats would be written as ``1e+15``). The values keep
@@ -708,6 +778,51 @@ def write_matrix(
             if finite:
                 check_finite(part, genes[index], samples, path)
             writer.write(part, genes[index])
+
+
+def convert_matrix(
+    source: str | Path, target: str | Path, gene_names: Mapping[str, str] | None = None
+) -> tuple[int, int]:
+    """Write the Arrow IPC matrix ``source`` as ``target`` (TSV, Parquet or Arrow), block
+    by block, so that only one block is held in memory.
+
+    The deliverables are written this way from the workflow's hand-off files; the bytes
+    equal :func:`write_matrix` of the whole matrix. With ``gene_names`` (gene ID → name)
+    a text column ``gene_name`` follows ``gene_id`` (an empty cell for an unnamed gene).
+
+    Returns
+    -------
+    tuple of int
+        The genes × samples of the matrix.
+    """
+    source = Path(source)
+    if matrix_format(source) != "arrow":
+        raise InputError(f"{source}: the source of a conversion must be an .arrow matrix.")
+    if not source.exists():
+        raise InputError(f"{source}: file not found.")
+    rows = 0
+    with pa.memory_map(str(source)) as mapped:
+        reader = pa.ipc.open_file(mapped)
+        names = reader.schema.names
+        labels = ["gene_name"] if gene_names is not None else []
+        with matrix_writer(target, names[1:], names[0], labels) as writer:
+            for index in range(reader.num_record_batches):
+                batch = reader.get_batch(index)
+                genes = batch.column(0).to_numpy(zero_copy_only=False)
+                columns = [pa.chunked_array([column]) for column in batch.columns[1:]]
+                values = _matrix_values(columns, batch.num_rows, None)
+                if values is None:
+                    raise InputError(f"{source}: a matrix column is not numeric.")
+                text = [[gene_names.get(str(g), "") for g in genes]] if labels else []
+                writer.write(values, genes, *text)
+                rows += batch.num_rows
+            if reader.num_record_batches == 0 or rows == 0:
+                dtype = np.float64
+                if len(names) > 1:
+                    dtype = reader.schema.field(1).type.to_pandas_dtype()
+                empty = [[] for _ in labels]
+                writer.write(np.empty((0, len(names) - 1), dtype=dtype), [], *empty)
+    return rows, len(names) - 1
 
 
 def _matrix_values(
@@ -738,12 +853,14 @@ def _matrix_values(
 def read_matrix(path: str | Path, *, dtype: np.dtype | type | None = None) -> pd.DataFrame:
     """Read a matrix written by :func:`write_matrix` back, indexed by ``gene_id``.
 
-    TSV or Parquet by extension. The values are one Fortran-ordered numpy array (the
+    TSV, Parquet or Arrow IPC by extension. The values are one Fortran-ordered numpy array (the
     frame's single block, so ``frame.to_numpy()`` does not copy): int64 when every
     column holds integers, else float64, or ``dtype`` when given (e.g. float64 counts
     read straight from the text, without an int64 copy).
     """
     path = Path(path)
+    if matrix_format(path) == "arrow":
+        return _read_arrow_matrix(path, dtype)
     if matrix_format(path) == "parquet":
         if not path.exists():
             raise InputError(f"{path}: file not found.")
@@ -773,6 +890,23 @@ def read_matrix(path: str | Path, *, dtype: np.dtype | type | None = None) -> pd
         index = pd.Index(np.concatenate(genes) if genes else [], dtype=object, name="gene_id")
         return pd.DataFrame(values, index=index, columns=names[1:], copy=False)
     return read_text_matrix(path, dtype=dtype)
+
+
+def _read_arrow_matrix(path: Path, dtype: np.dtype | type | None) -> pd.DataFrame:
+    """Read an Arrow IPC matrix written by :class:`MatrixWriter` (memory-mapped)."""
+    if not path.exists():
+        raise InputError(f"{path}: file not found.")
+    with pa.memory_map(str(path)) as source:
+        table = pa.ipc.open_file(source).read_all()
+        names = table.column_names
+        genes = table.column(0).to_numpy(zero_copy_only=False).astype(object)
+        columns = table.columns[1:]
+        del table
+        values = _matrix_values(columns, len(genes), dtype)
+        if values is None:  # text cells: not a matrix the workflow writes
+            raise InputError(f"{path}: a matrix column is not numeric.")
+    index = pd.Index(genes, dtype=object, name="gene_id")
+    return pd.DataFrame(values, index=index, columns=names[1:], copy=False)
 
 
 def _count_lines(path: Path) -> int:
