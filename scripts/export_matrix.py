@@ -14,5 +14,4 @@ def main(smk, logger):
     logger.info("wrote %s: %d genes × %d samples", smk.output[0], genes, samples)
 
 
-if __name__ == "__main__":
-    run(main, snakemake)  # noqa: F821
+run(main, snakemake)
