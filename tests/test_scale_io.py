@@ -58,6 +58,57 @@ def test_parquet_and_blocked_tsv_match_write_table(tmp_path, monkeypatch, matrix
         np.testing.assert_array_equal(as_float, values.astype(np.float64))
 
 
+@pytest.mark.parametrize("kind", ["float64", "float32", "int"])
+def test_arrow_handoff_and_exported_deliverables_equal_direct_writes(
+    tmp_path, monkeypatch, matrix, kind
+) -> None:
+    # The workflow's hand-off (.arrow) reads back the same values and dtype, and the
+    # deliverable export_matrix writes from it has the bytes of a direct write, whatever
+    # the number of formatting threads (small TSV parts: many parts per block).
+    values, genes, samples = matrix
+    if kind == "int":
+        values = np.random.default_rng(1).poisson(50, size=values.shape).astype(np.int64)
+    values = values.astype(np.float32) if kind == "float32" else values
+    monkeypatch.setattr(tables, "BLOCK_CELLS", 7 * len(samples))
+    monkeypatch.setattr(tables, "_TSV_ROWS_PER_PART", 3)
+    tables.write_matrix(values, genes, samples, tmp_path / "m.arrow")
+    back = tables.read_matrix(tmp_path / "m.arrow", dtype=values.dtype)
+    assert back.to_numpy().dtype == values.dtype and back.to_numpy().flags.f_contiguous
+    np.testing.assert_array_equal(back.to_numpy(), values)
+    assert list(back.index) == genes and list(back.columns) == samples
+    threads = pa.cpu_count()
+    try:
+        for count in (1, 3):
+            pa.set_cpu_count(count)
+            for suffix in ("tsv", "parquet"):
+                tables.write_matrix(values, genes, samples, tmp_path / f"direct{count}.{suffix}")
+                shape = tables.convert_matrix(tmp_path / "m.arrow", tmp_path / f"x{count}.{suffix}")
+                assert shape == values.shape
+            assert (tmp_path / f"x{count}.tsv").read_bytes() == (
+                tmp_path / f"direct{count}.tsv"
+            ).read_bytes()
+            parquet = tables.read_matrix(tmp_path / f"x{count}.parquet").to_numpy()
+            np.testing.assert_array_equal(parquet, values)
+    finally:
+        pa.set_cpu_count(threads)
+    assert (tmp_path / "x1.tsv").read_bytes() == (tmp_path / "x3.tsv").read_bytes()
+
+
+def test_exported_deliverable_with_gene_names(tmp_path, matrix) -> None:
+    values, genes, samples = matrix
+    tables.write_matrix(values[:4], genes[:4], samples, tmp_path / "m.arrow")
+    names = {genes[0]: "TARDBP", genes[2]: "MAPT"}
+    tables.convert_matrix(tmp_path / "m.arrow", tmp_path / "named.tsv", names)
+    lines = (tmp_path / "named.tsv").read_text().splitlines()
+    assert lines[0].split("\t")[:3] == ["gene_id", "gene_name", "S0"]
+    assert [line.split("\t")[1] for line in lines[1:]] == ["TARDBP", "", "MAPT", ""]
+    text = pd.read_csv(tmp_path / "named.tsv", sep="\t", index_col=0, float_precision="round_trip")
+    np.testing.assert_array_equal(text.iloc[:, 1:].to_numpy(), values[:4])
+    tables.write_matrix(values[:0], [], samples, tmp_path / "empty.arrow")
+    tables.convert_matrix(tmp_path / "empty.arrow", tmp_path / "empty.parquet", names)
+    assert pq.read_schema(tmp_path / "empty.parquet").names[:2] == ["gene_id", "gene_name"]
+
+
 def test_float32_matrix_round_trips_as_float32(tmp_path, monkeypatch, matrix) -> None:
     # tpm.dtype float32: float32 Parquet columns, float32's shortest text in TSV.
     values, genes, samples = matrix

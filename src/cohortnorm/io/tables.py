@@ -780,6 +780,13 @@ def write_matrix(
             writer.write(part, genes[index])
 
 
+def _stored_dtype(schema: pa.Schema) -> type | None:
+    """float32 when every value column is float32 (tpm.dtype: float32), else ``None``
+    (int64 for integers, else float64), so that a conversion keeps float32's text."""
+    types = [schema.field(i).type for i in range(1, len(schema.names))]
+    return np.float32 if types and all(t == pa.float32() for t in types) else None
+
+
 def convert_matrix(
     source: str | Path, target: str | Path, gene_names: Mapping[str, str] | None = None
 ) -> tuple[int, int]:
@@ -810,7 +817,7 @@ def convert_matrix(
                 batch = reader.get_batch(index)
                 genes = batch.column(0).to_numpy(zero_copy_only=False)
                 columns = [pa.chunked_array([column]) for column in batch.columns[1:]]
-                values = _matrix_values(columns, batch.num_rows, None)
+                values = _matrix_values(columns, batch.num_rows, _stored_dtype(reader.schema))
                 if values is None:
                     raise InputError(f"{source}: a matrix column is not numeric.")
                 text = [[gene_names.get(str(g), "") for g in genes]] if labels else []
