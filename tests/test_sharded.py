@@ -1,0 +1,340 @@
+"""The sharded (scatter–gather) steps equal the in-memory ones, and the chunked store.
+
+Each sharded result is compared with the in-memory function on the same
+Fortran-ordered float64 matrix (the layout ``read_matrix`` gives), on the four
+reference datasets in shards of 2 and 3 samples and on simulated cohorts whose shard
+size does not divide the sample count. ``docs/sharding.md`` lists which outputs are
+bitwise equal (asserted with ``assert_array_equal``) and which within 1e-12 relative.
+"""
+
+from __future__ import annotations
+
+import gzip
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+from conftest import Dataset
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cohortnorm import deseq2, edger, expression, sharded
+from cohortnorm.errors import InputError
+from cohortnorm.io import chunked
+
+RTOL = 1e-12
+
+
+def _values(counts: np.ndarray | pd.DataFrame) -> np.ndarray:
+    return np.asfortranarray(np.asarray(counts, dtype=np.float64))
+
+
+def _simulated(n_genes: int, n_samples: int, seed: int, sparse: float = 0.3) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    depth = rng.uniform(0.3, 3.0, n_samples)
+    mean = rng.lognormal(3, 2, n_genes)[:, None] * depth
+    counts = rng.negative_binomial(5, 5 / (5 + mean)).astype(np.float64)
+    counts[rng.random(counts.shape) < sparse * rng.random((n_genes, 1))] = 0
+    return _values(counts)
+
+
+def _group(dataset: Dataset) -> np.ndarray | None:
+    return dataset.condition.to_numpy() if dataset.has_condition else None
+
+
+# --- reference datasets, shards of 2 and 3 samples ---------------------------------------
+
+
+@pytest.mark.parametrize("per_shard", [2, 3])
+def test_filter_by_expr_on_datasets(dataset: Dataset, per_shard: int) -> None:
+    values = _values(dataset.counts)
+    source = sharded.ArraySource(values)
+    expected = edger.filter_by_expr(values, group=_group(dataset))
+    keep = sharded.sharded_filter_by_expr(source, per_shard, group=_group(dataset))
+    np.testing.assert_array_equal(keep, expected)
+    # and against R, so that the in-memory side is not the only witness
+    np.testing.assert_array_equal(keep, dataset.reference("edger_filterByExpr_keep")["keep"])
+
+
+@pytest.mark.parametrize("method", ["TMM", "TMMwsp", "RLE", "upperquartile", "none"])
+@pytest.mark.parametrize("per_shard", [2, 3])
+def test_norm_factors_on_datasets(dataset: Dataset, method: str, per_shard: int) -> None:
+    values = _values(dataset.counts)
+    keep = dataset.reference("edger_filterByExpr_keep")["keep"].to_numpy()
+    values = np.asfortranarray(values[keep])
+    expected = edger.calc_norm_factors(values, method)
+    factors = sharded.sharded_norm_factors(sharded.ArraySource(values), per_shard, method)
+    if method == "RLE":  # log sums added shard by shard
+        np.testing.assert_allclose(factors, expected, rtol=RTOL, atol=0)
+    else:
+        np.testing.assert_array_equal(factors, expected)
+
+
+@pytest.mark.parametrize("type_", ["ratio", "poscounts"])
+@pytest.mark.parametrize("per_shard", [2, 3])
+def test_size_factors_on_datasets(dataset: Dataset, type_: str, per_shard: int) -> None:
+    values = _values(dataset.counts)
+    expected = deseq2.size_factors(values, type_)  # type: ignore[arg-type]
+    factors = sharded.sharded_size_factors(sharded.ArraySource(values), per_shard, type_)  # type: ignore[arg-type]
+    np.testing.assert_allclose(factors, expected, rtol=RTOL, atol=0)
+    reference = dataset.reference("deseq2_size_factors")
+    if type_ == "ratio" and "sizeFactor" in reference:
+        np.testing.assert_allclose(factors, reference["sizeFactor"], rtol=1e-9)
+
+
+@pytest.mark.parametrize("per_shard", [2, 3])
+def test_cpm_logcpm_tpm_on_datasets(dataset: Dataset, per_shard: int) -> None:
+    keep = dataset.reference("edger_filterByExpr_keep")["keep"].to_numpy()
+    values = np.asfortranarray(_values(dataset.counts)[keep])
+    factors = edger.calc_norm_factors(values)
+    effective = values.sum(axis=0) * factors
+    expected_log = edger.cpm(values, effective, log=True)
+    expected_cpm = edger.cpm(values, effective)
+    source = sharded.ArraySource(values)
+    mean = float(effective.mean())
+    for columns, part in sharded.shards(source, per_shard):
+        np.testing.assert_array_equal(
+            sharded.apply_cpm(part, effective[columns], log=True, mean_effective_size=mean),
+            expected_log[:, columns],
+        )
+        np.testing.assert_array_equal(
+            sharded.apply_cpm(part, effective[columns]), expected_cpm[:, columns]
+        )
+    if dataset.lengths is not None:
+        lengths = dataset.lengths.reindex(dataset.counts.index).to_numpy(float)[keep]
+        known = np.isfinite(lengths) & (lengths > 0)
+        values, lengths = np.asfortranarray(values[known]), lengths[known]
+        expected_tpm = expression.tpm(values, lengths)
+        for columns, out in sharded.sharded_apply(
+            sharded.ArraySource(values),
+            per_shard,
+            lambda _, part: sharded.apply_tpm(part, lengths),
+        ):
+            np.testing.assert_array_equal(out, expected_tpm[:, columns])
+
+
+def test_logcpm_of_a_shard_needs_the_cohort_mean() -> None:
+    with pytest.raises(ValueError, match="mean effective library size of the cohort"):
+        sharded.apply_cpm(np.ones((2, 2)), np.ones(2), log=True)
+
+
+# --- simulated cohorts: shard sizes that do not divide the sample count -------------------
+
+
+@pytest.mark.parametrize(("n_samples", "per_shard"), [(23, 5), (17, 4), (9, 8), (7, 7), (11, 1)])
+def test_simulated_cohort_all_steps(n_samples: int, per_shard: int) -> None:
+    values = _simulated(800, n_samples, seed=n_samples)
+    source = sharded.ArraySource(values)
+    group = np.array(["a", "b", "c"])[np.arange(n_samples) % 3]
+    np.testing.assert_array_equal(
+        sharded.sharded_filter_by_expr(source, per_shard, group=group),
+        edger.filter_by_expr(values, group=group),
+    )
+    for method in ("TMM", "TMMwsp", "upperquartile"):
+        np.testing.assert_array_equal(
+            sharded.sharded_norm_factors(source, per_shard, method),
+            edger.calc_norm_factors(values, method),
+        )
+    np.testing.assert_allclose(
+        sharded.sharded_size_factors(source, per_shard, "poscounts"),
+        deseq2.size_factors(values, "poscounts"),
+        rtol=RTOL,
+    )
+
+
+def test_sparse_cohort_takes_the_square_root_reference() -> None:
+    # Most counts zero: the upper quartiles are 0 and edgeR picks the sample with the
+    # largest sum of square roots; the shards must agree on it.
+    rng = np.random.default_rng(3)
+    values = _values(rng.poisson(0.2, (500, 13)) * rng.integers(1, 50, (500, 13)))
+    source = sharded.ArraySource(values)
+    assert np.median(edger.upper_quartile_factors(values[values.any(axis=1)], values.sum(0))) == 0
+    np.testing.assert_array_equal(
+        sharded.sharded_norm_factors(source, 4, "TMM"), edger.calc_norm_factors(values, "TMM")
+    )
+
+
+def test_fractional_counts_within_tolerance() -> None:
+    # Estimated counts (not whole): per-gene sums added by shard may differ in the last bit.
+    rng = np.random.default_rng(5)
+    values = _simulated(600, 14, seed=5) + rng.random((600, 14))
+    values = np.asfortranarray(values)
+    source = sharded.ArraySource(values)
+    for method in ("TMM", "RLE"):
+        np.testing.assert_allclose(
+            sharded.sharded_norm_factors(source, 3, method),
+            edger.calc_norm_factors(values, method),
+            rtol=RTOL,
+        )
+    np.testing.assert_allclose(
+        sharded.sharded_size_factors(source, 3), deseq2.size_factors(values), rtol=RTOL
+    )
+
+
+@settings(max_examples=8, deadline=None)
+@given(per_shard=st.integers(1, 12), seed=st.integers(0, 1000))
+def test_any_shard_size_gives_the_same_factors(per_shard: int, seed: int) -> None:
+    values = _simulated(300, 12, seed=seed)
+    source = sharded.ArraySource(values)
+    np.testing.assert_array_equal(
+        sharded.sharded_norm_factors(source, per_shard), edger.calc_norm_factors(values)
+    )
+    np.testing.assert_array_equal(
+        sharded.sharded_filter_by_expr(source, per_shard), edger.filter_by_expr(values)
+    )
+    np.testing.assert_allclose(
+        sharded.sharded_size_factors(source, per_shard, "poscounts"),
+        deseq2.size_factors(values, "poscounts"),
+        rtol=RTOL,
+    )
+
+
+def test_sharded_errors_match_in_memory() -> None:
+    values = _values(np.array([[0, 5], [0, 7], [0, 1]]))
+    with pytest.raises(ValueError, match="no reads"):
+        sharded.sharded_norm_factors(sharded.ArraySource(values), 1)
+    zeros = _values(np.array([[0, 5], [3, 0]]))
+    with pytest.raises(ValueError, match="every gene contains at least one zero"):
+        sharded.sharded_size_factors(sharded.ArraySource(zeros), 1)
+    with pytest.raises(ValueError, match="shard 3 does not exist"):
+        chunked.shard_columns(5, 3, 2)
+
+
+# --- the store ----------------------------------------------------------------------------
+
+
+def _write_tsv(path, frame: pd.DataFrame) -> None:  # type: ignore[no-untyped-def]
+    frame.rename_axis("gene_id").to_csv(path, sep="\t")
+
+
+@pytest.mark.parametrize("block_rows", [1, 7, 5000])
+def test_tsv_store_round_trip(tmp_path, block_rows: int) -> None:  # type: ignore[no-untyped-def]
+    values = _simulated(53, 11, seed=1).astype(np.int64)
+    frame = pd.DataFrame(
+        values, index=[f"g{i}" for i in range(53)], columns=[f"s{j}" for j in range(11)]
+    )
+    _write_tsv(tmp_path / "counts.tsv", frame)
+    chunked.tsv_to_store(tmp_path / "counts.tsv", tmp_path / "counts.h5", block_rows=block_rows)
+    with chunked.open_store(tmp_path / "counts.h5") as store:
+        assert list(store.genes) == list(frame.index)
+        assert list(store.samples) == list(frame.columns)
+        parts = [chunked.read_sample_shard(store, k, 3) for k in range(4)]
+        assert [p.shape[1] for p in parts] == [3, 3, 3, 2]
+        np.testing.assert_array_equal(np.hstack(parts), values)
+        np.testing.assert_array_equal(chunked.read_gene_block(store, slice(10, 20)), values[10:20])
+        np.testing.assert_array_equal(
+            sharded.sharded_norm_factors(store, 3), edger.calc_norm_factors(values)
+        )
+
+
+def test_tsv_gzip_to_store(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    with gzip.open(tmp_path / "counts.tsv.gz", "wt") as handle:
+        handle.write("gene\ta\tb\ng1\t1\t2\ng2\t3\t4\n")
+    chunked.tsv_to_store(tmp_path / "counts.tsv.gz", tmp_path / "c.h5")
+    with chunked.open_store(tmp_path / "c.h5") as store:
+        np.testing.assert_array_equal(store.read_columns(slice(None)), [[1, 2], [3, 4]])
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "gene\ta\tb\ng1\t1\t2\ng2\t3\t4\ng1\t5\t6\n",
+            "1 gene ID(s) appear on more than one row: g1. Sum or remove the duplicate rows",
+        ),
+        ("gene\ta\tb\ta\ng1\t1\t2\t3\n", "sample column name(s) appear more than once: a."),
+        (
+            "gene\ta\tb\ng1\t1\t2\ng2\t3\tseven\n",
+            "gene g2, sample b: 'seven' is not a number (1 such cell(s) in that column)",
+        ),
+        ("gene\ta\tb\ng1\t1\t-2\ng2\t3\t4\n", "gene g1, sample b: negative count -2.0"),
+        ("gene\ta\tb\ng1\t0\t2\ng2\t0\t4\n", "sample(s) a have 0 for every gene"),
+    ],
+)
+def test_tsv_store_bad_input(tmp_path, text: str, message: str) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "counts.tsv"
+    path.write_text(text)
+    with pytest.raises(InputError) as error:
+        chunked.tsv_to_store(path, tmp_path / "counts.h5", block_rows=1)
+    assert str(path) in str(error.value)
+    assert message in str(error.value)
+    assert not (tmp_path / "counts.h5").exists()
+
+
+def test_bad_cell_in_a_later_block_is_named(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    lines = ["gene\ta\tb"] + [f"g{i}\t{i}\t{i + 1}" for i in range(3000)]
+    lines[2500] = "g2499\t1\t2,5"
+    path = tmp_path / "counts.tsv"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(InputError, match=r"gene g2499, sample b: '2,5' has a decimal comma"):
+        chunked.tsv_to_store(path, tmp_path / "counts.h5", block_rows=64)
+
+
+@pytest.mark.parametrize("kind", ["dense", "csr", "csc"])
+def test_h5ad_source_without_text(tmp_path, kind: str) -> None:  # type: ignore[no-untyped-def]
+    values = _simulated(40, 9, seed=2)  # genes × samples
+    matrix = values.T.copy()  # AnnData: samples × genes
+    x = {"dense": matrix, "csr": sp.csr_matrix(matrix), "csc": sp.csc_matrix(matrix)}[kind]
+    adata = ad.AnnData(
+        X=x,
+        obs=pd.DataFrame(index=[f"s{j}" for j in range(9)]),
+        var=pd.DataFrame(index=[f"g{i}" for i in range(40)]),
+    )
+    adata.write_h5ad(tmp_path / "c.h5ad")
+    with chunked.open_store(tmp_path / "c.h5ad") as source:
+        assert list(source.samples) == [f"s{j}" for j in range(9)]
+        assert list(source.genes) == [f"g{i}" for i in range(40)]
+        np.testing.assert_array_equal(chunked.read_sample_shard(source, 2, 4), values[:, 8:9])
+        np.testing.assert_array_equal(chunked.read_gene_block(source, slice(5, 9)), values[5:9])
+        np.testing.assert_array_equal(
+            sharded.sharded_filter_by_expr(source, 4), edger.filter_by_expr(values)
+        )
+    chunked.h5ad_to_store(tmp_path / "c.h5ad", tmp_path / "c.h5", samples_per_read=4)
+    with chunked.open_store(tmp_path / "c.h5") as store:
+        np.testing.assert_array_equal(store.read_columns(slice(None)), values)
+
+
+@pytest.mark.filterwarnings("ignore:Variable names are not unique")
+def test_h5ad_duplicated_gene_is_refused(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    adata = ad.AnnData(
+        X=np.ones((2, 3)),
+        obs=pd.DataFrame(index=["s1", "s2"]),
+        var=pd.DataFrame(index=["g1", "g2", "g1"]),
+    )
+    adata.write_h5ad(tmp_path / "c.h5ad")
+    with pytest.raises(InputError, match=r"gene ID\(s\) appear on more than one row: g1"):
+        chunked.open_store(tmp_path / "c.h5ad")
+
+
+def test_results_written_shard_by_shard_then_gathered(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    values = _simulated(30, 7, seed=4)
+    source = sharded.ArraySource(values)
+    effective = values.sum(axis=0) * edger.calc_norm_factors(values)
+    mean = float(effective.mean())
+    genes, samples = [f"g{i}" for i in range(30)], [f"s{j}" for j in range(7)]
+    paths = []
+    for index, (columns, out) in enumerate(
+        sharded.sharded_apply(
+            source,
+            3,
+            lambda c, part: sharded.apply_cpm(
+                part, effective[c], log=True, mean_effective_size=mean
+            ),
+        )
+    ):
+        paths.append(tmp_path / f"shard{index}.h5")
+        chunked.write_shard_store(paths[-1], out, genes, samples[columns])
+    chunked.gather_shards(paths, tmp_path / "logcpm.h5")
+    with chunked.open_store(tmp_path / "logcpm.h5") as store:
+        assert list(store.samples) == samples
+        np.testing.assert_array_equal(
+            store.read_columns(slice(None)), edger.cpm(values, effective, log=True)
+        )
+
+
+def test_store_that_is_not_a_store(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "x.h5").write_text("not hdf5")
+    with pytest.raises(InputError, match="not an HDF5 count store"):
+        chunked.open_store(tmp_path / "x.h5")
