@@ -21,6 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cohortnorm import deseq2, edger, expression, sharded
+from cohortnorm.combat import combat, design_matrix
 from cohortnorm.errors import InputError
 from cohortnorm.io import chunked
 
@@ -338,3 +339,73 @@ def test_store_that_is_not_a_store(tmp_path) -> None:  # type: ignore[no-untyped
     (tmp_path / "x.h5").write_text("not hdf5")
     with pytest.raises(InputError, match="not an HDF5 count store"):
         chunked.open_store(tmp_path / "x.h5")
+
+
+# --- ComBat -------------------------------------------------------------------------------
+
+
+def _condition_mod(samples: pd.DataFrame) -> np.ndarray:
+    cond = pd.Categorical(samples["condition"], categories=pd.unique(samples["condition"]))
+    return design_matrix(pd.DataFrame({"condition": cond}), ["condition"])
+
+
+def _assert_combat_equal(data, batch, per_shard, mod=None, **options) -> None:  # type: ignore[no-untyped-def]
+    expected = combat(data, batch, mod, **options)
+    plan = sharded.plan_combat(
+        batch,
+        mod,
+        parametric=options.get("parametric", True),
+        mean_only=options.get("mean_only", False),
+        ref_batch=options.get("ref_batch"),
+    )
+    fit, adjusted = sharded.sharded_combat(sharded.ArraySource(data), per_shard, plan)
+    result = np.hstack([part for _, part in adjusted])
+    scale = np.nanmax(np.abs(data))
+    # relative to the data's scale: values near 0 have no meaningful relative error
+    np.testing.assert_allclose(result, expected.adjusted, rtol=RTOL, atol=RTOL * scale)
+    keep = ~expected.zero_variance_genes
+    for ours, theirs in (
+        (fit.gamma_star, expected.gamma_star[:, keep]),
+        (fit.delta_star, expected.delta_star[:, keep]),
+    ):
+        np.testing.assert_allclose(ours, theirs, rtol=RTOL, atol=RTOL * np.nanmax(np.abs(theirs)))
+
+
+@pytest.mark.parametrize("parametric", [True, False])
+@pytest.mark.parametrize("per_shard", [2, 3])
+def test_combat_on_datasets(dataset: Dataset, parametric: bool, per_shard: int) -> None:
+    logcpm = dataset.reference("edger_logcpm_filtered_TMM").to_numpy()
+    if not parametric:
+        logcpm = logcpm[:1500]  # the non-parametric prior is O(genes²)
+    mod = _condition_mod(dataset.samples) if dataset.has_condition else None
+    _assert_combat_equal(
+        np.ascontiguousarray(logcpm),
+        dataset.batch.to_numpy(),
+        per_shard,
+        mod,
+        parametric=parametric,
+    )
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"parametric": False}, {"ref_batch": "b"}, {"mean_only": True}],
+    ids=["parametric", "nonparametric", "ref_batch", "mean_only"],
+)
+def test_combat_batches_spanning_shards(options: dict) -> None:  # type: ignore[type-arg]
+    rng = np.random.default_rng(11)
+    batch = np.array(list("aabbbcacbbacabc"))  # interleaved: every shard holds several
+    data = rng.normal(6, 1, (400, batch.size)) + (batch == "b") * 0.8
+    data *= np.where(batch == "c", 1.5, 1.0)
+    data[:3, batch == "a"] = 4.0  # constant in a batch: not adjusted
+    cond = pd.DataFrame({"cond": list("xyxyxyxyxyxyxyx")})
+    mod = design_matrix(cond, ["cond"])
+    _assert_combat_equal(data, batch, 4, mod, **options)
+
+
+def test_sharded_combat_refuses_missing_values() -> None:
+    data = np.random.default_rng(1).normal(size=(20, 6))
+    data[3, 4] = np.nan
+    plan = sharded.plan_combat(list("aabbab"))
+    with pytest.raises(InputError, match="samples 4 to 6 hold a missing or infinite value"):
+        sharded.sharded_combat(sharded.ArraySource(data), 3, plan)
