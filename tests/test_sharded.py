@@ -20,7 +20,7 @@ from conftest import Dataset
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cohortnorm import deseq2, edger, expression, sharded
+from cohortnorm import deseq2, edger, expression, qc, sharded
 from cohortnorm.combat import combat, design_matrix
 from cohortnorm.errors import InputError
 from cohortnorm.io import chunked
@@ -409,3 +409,29 @@ def test_sharded_combat_refuses_missing_values() -> None:
     plan = sharded.plan_combat(list("aabbab"))
     with pytest.raises(InputError, match="samples 4 to 6 hold a missing or infinite value"):
         sharded.sharded_combat(sharded.ArraySource(data), 3, plan)
+
+
+# --- QC PCA -------------------------------------------------------------------------------
+
+
+def _assert_pca_equal(values: np.ndarray, per_shard: int, top_genes: int) -> None:
+    expected = qc.pca(values, top_genes=top_genes)
+    result = sharded.sharded_pca(sharded.ArraySource(values), per_shard, top_genes=top_genes)
+    np.testing.assert_array_equal(result.genes, expected.genes)
+    # Scores relative to the largest score: the eigenvectors of the cross-product against
+    # the SVD of the centred matrix (see docs/sharding.md).
+    scale = np.abs(expected.scores).max()
+    np.testing.assert_allclose(result.scores, expected.scores, rtol=RTOL, atol=RTOL * scale)
+    np.testing.assert_allclose(result.variance, expected.variance, rtol=RTOL)
+    np.testing.assert_allclose(result.variance_ratio, expected.variance_ratio, rtol=RTOL)
+
+
+@pytest.mark.parametrize("per_shard", [2, 3])
+def test_pca_on_datasets(dataset: Dataset, per_shard: int) -> None:
+    logcpm = dataset.reference("edger_logcpm_filtered_TMM").to_numpy()
+    _assert_pca_equal(np.asfortranarray(logcpm), per_shard, top_genes=500)
+
+
+def test_pca_on_a_simulated_cohort() -> None:
+    values = np.log2(_simulated(700, 29, seed=9) + 1)
+    _assert_pca_equal(np.asfortranarray(values), 6, top_genes=300)

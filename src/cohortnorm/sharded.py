@@ -37,6 +37,7 @@ from cohortnorm.deseq2 import SIZE_FACTOR_TYPES, SizeFactorType, median_ratio_fa
 from cohortnorm.errors import InputError
 from cohortnorm.expression import tpm
 from cohortnorm.io.chunked import n_shard_count, shard_columns
+from cohortnorm.qc import PCAResult, cross_product, loading_signs, top_genes_by_variance
 
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
@@ -678,3 +679,87 @@ def sharded_combat(  # type: ignore[no-untyped-def]
     return fit, sharded_apply(
         source, samples_per_shard, lambda c, s: combat_shard_apply(s, c, plan, fit)
     )
+
+
+# --------------------------------------------------------------------------- QC PCA
+
+
+def shard_gene_sums(shard: FloatArray) -> FloatArray:
+    """Pass 1 of the PCA: per-gene sums over the shard's samples (for the gene means)."""
+    return shard.sum(axis=1)
+
+
+def shard_gene_squares(shard: FloatArray, gene_mean: FloatArray) -> FloatArray:
+    """Pass 2: per-gene ``Σ (x − mean)²`` over the shard's samples (for the variances)."""
+    dev = shard - gene_mean[:, None]
+    dev *= dev
+    return dev.sum(axis=1)
+
+
+def shard_gene_cross_product(
+    shard: FloatArray, genes: npt.NDArray[np.intp], gene_mean: FloatArray
+) -> FloatArray:
+    """Pass 3: the shard's ``Σ_samples x̃ x̃ᵀ`` over the chosen genes, ``x̃`` centred
+    (genes × genes: memory is ``len(genes)²`` plus the shard's rows of those genes)."""
+    centred = shard[genes] - gene_mean[genes][:, None]
+    return cross_product(centred)
+
+
+@dataclass(frozen=True)
+class PCAAxes:
+    """The gathered PCA: genes used, their means, loadings (genes × k) and scales."""
+
+    genes: npt.NDArray[np.intp]
+    gene_mean: FloatArray
+    loadings: FloatArray
+    variance: FloatArray
+    variance_ratio: FloatArray
+
+
+def gather_pca_axes(
+    gram: FloatArray,
+    genes: npt.NDArray[np.intp],
+    gene_mean: FloatArray,
+    n_samples: int,
+    n_pcs: int = 5,
+) -> PCAAxes:
+    """Eigenvectors of the gathered cross-product: the right singular vectors of the
+    centred samples × genes matrix, signed as :func:`cohortnorm.qc.pca` signs them."""
+    k = max(0, min(n_pcs, n_samples - 1, len(genes)))
+    eigenvalues, vectors = np.linalg.eigh(gram)
+    order = np.argsort(eigenvalues)[::-1][:k]
+    squares = np.clip(eigenvalues[order], 0.0, None)
+    vt = vectors[:, order].T
+    loadings = (vt * loading_signs(vt)[:, None]).T if k else np.empty((len(genes), 0))
+    total = float(np.trace(gram))
+    variance = squares / max(n_samples - 1, 1)
+    ratio = squares / total if total > 0 else np.zeros(k)
+    return PCAAxes(genes, gene_mean, loadings, variance, ratio)
+
+
+def shard_pca_scores(shard: FloatArray, axes: PCAAxes) -> FloatArray:
+    """The shard's samples' scores (samples × k): centred data times the loadings."""
+    centred = shard[axes.genes] - axes.gene_mean[axes.genes][:, None]
+    return centred.T @ axes.loadings
+
+
+def sharded_pca(  # type: ignore[no-untyped-def]
+    source, samples_per_shard: int, *, top_genes: int = 1000, n_pcs: int = 5
+) -> PCAResult:
+    """:func:`cohortnorm.qc.pca` over sample shards, through the gene × gene
+    cross-product of the top variable genes (see ``docs/sharding.md`` for accuracy)."""
+    n_samples = source.shape[1]
+    sums = [shard_gene_sums(s) for _, s in shards(source, samples_per_shard)]
+    gene_mean = np.sum(sums, axis=0) / n_samples
+    squares = [shard_gene_squares(s, gene_mean) for _, s in shards(source, samples_per_shard)]
+    genes = top_genes_by_variance(np.sum(squares, axis=0) / n_samples, top_genes)
+    gram = np.sum(
+        [
+            shard_gene_cross_product(s, genes, gene_mean)
+            for _, s in shards(source, samples_per_shard)
+        ],
+        axis=0,
+    )
+    axes = gather_pca_axes(gram, genes, gene_mean, n_samples, n_pcs)
+    scores = np.vstack([shard_pca_scores(s, axes) for _, s in shards(source, samples_per_shard)])
+    return PCAResult(scores, axes.variance, axes.variance_ratio, genes)
