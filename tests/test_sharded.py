@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 
 from cohortnorm import deseq2, edger, expression, qc, sharded
 from cohortnorm.combat import combat, design_matrix
+from cohortnorm.combat_seq import combat_seq, seq_plan
 from cohortnorm.errors import InputError
 from cohortnorm.io import chunked
 
@@ -435,3 +436,34 @@ def test_pca_on_datasets(dataset: Dataset, per_shard: int) -> None:
 def test_pca_on_a_simulated_cohort() -> None:
     values = np.log2(_simulated(700, 29, seed=9) + 1)
     _assert_pca_equal(np.asfortranarray(values), 6, top_genes=300)
+
+
+# --- ComBat-seq ---------------------------------------------------------------------------
+
+
+def _assert_combat_seq_equal(counts, batch, group, per_shard, per_block) -> None:  # type: ignore[no-untyped-def]
+    counts = _values(counts)
+    expected = combat_seq(counts, batch, group)
+    plan = seq_plan(batch, counts.shape[1], group)
+    blocks = list(
+        sharded.sharded_combat_seq(sharded.ArraySource(counts), per_shard, per_block, plan)
+    )
+    assert [rows.start for rows, _ in blocks] == list(range(0, counts.shape[0], per_block))
+    np.testing.assert_array_equal(np.vstack([b for _, b in blocks]), expected.adjusted)
+
+
+@pytest.mark.parametrize("per_shard", [2, 3])
+def test_combat_seq_on_datasets(dataset: Dataset, per_shard: int) -> None:
+    keep = dataset.reference("edger_filterByExpr_keep")["keep"].to_numpy()
+    counts = dataset.counts.to_numpy()[keep][:1500]  # a slice of genes keeps this quick
+    cond = dataset.condition.to_numpy()
+    group = pd.Categorical(cond, categories=pd.unique(cond)) if dataset.has_condition else None
+    _assert_combat_seq_equal(counts, dataset.batch.to_numpy(), group, per_shard, 400)
+
+
+def test_combat_seq_batches_spanning_shards() -> None:
+    batch = list("aabbbcacbbacabc")
+    group = list("xyxyxyxyxyxyxyx")
+    counts = _simulated(300, 15, seed=21)
+    counts[:5, [0, 1, 6, 10, 13]] = 0  # zero in the whole of batch a: left as they are
+    _assert_combat_seq_equal(counts, batch, group, 4, 64)

@@ -32,7 +32,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 import numpy.typing as npt
 
-from cohortnorm import combat, edger
+from cohortnorm import combat, combat_seq, edger
+from cohortnorm.combat_seq import SeqPlan
 from cohortnorm.deseq2 import SIZE_FACTOR_TYPES, SizeFactorType, median_ratio_factors
 from cohortnorm.errors import InputError
 from cohortnorm.expression import tpm
@@ -763,3 +764,89 @@ def sharded_pca(  # type: ignore[no-untyped-def]
     axes = gather_pca_axes(gram, genes, gene_mean, n_samples, n_pcs)
     scores = np.vstack([shard_pca_scores(s, axes) for _, s in shards(source, samples_per_shard)])
     return PCAResult(scores, axes.variance, axes.variance_ratio, genes)
+
+
+# --------------------------------------------------------------------------- ComBat-seq
+
+
+def seq_shard_nonzero(shard: FloatArray, columns: slice, plan: SeqPlan) -> BoolArray:
+    """Pass 1 (sample shards): per batch × gene, whether the shard has a nonzero count
+    of that gene in that batch (sva keeps genes nonzero somewhere in every batch)."""
+    codes = plan.bcode[columns]
+    out = np.zeros((len(plan.blevels), shard.shape[0]), dtype=bool)
+    for k in np.unique(codes):
+        out[k] = (shard[:, codes == k] != 0).any(axis=1)
+    return out
+
+
+def gather_seq_keep(parts: Sequence[BoolArray]) -> BoolArray:
+    """The genes ComBat-seq adjusts: nonzero in every batch."""
+    return np.logical_or.reduce(list(parts)).all(axis=0)
+
+
+def seq_shard_lib_size(shard: FloatArray, keep: BoolArray) -> FloatArray:
+    """Pass 2 (sample shards): each sample's sum over the kept genes."""
+    return shard[keep].sum(axis=0)
+
+
+def seq_common_dispersions(  # type: ignore[no-untyped-def]
+    source, plan: SeqPlan, keep: BoolArray, lib_size: FloatArray, threads: int = 1
+) -> list[float]:
+    """The pooled pass: each batch's common dispersion over all kept genes.
+
+    edgeR maximises the adjusted profile likelihood summed over every gene, so this
+    step reads one batch at a time whole (kept genes × that batch's samples): its
+    memory is ``n_kept_genes × batch size``, the largest of the sharded ComBat-seq.
+    """
+    common = []
+    for k, ind in enumerate(plan.batches_ind):
+        y_b = np.asarray(source.read_columns(ind), dtype=np.float64)[keep]
+        common.append(combat_seq.batch_common_dispersion(y_b, plan, k, lib_size[ind], threads))
+    return common
+
+
+def seq_gene_block(
+    block: FloatArray,
+    keep: BoolArray,
+    plan: SeqPlan,
+    common: Sequence[float],
+    lib_size: FloatArray,
+    threads: int = 1,
+) -> tuple[npt.NDArray[np.int64], FloatArray, FloatArray]:
+    """One gene block (those genes × all samples): adjusted counts, and the kept genes'
+    ``gamma.hat`` and dispersions. Every step after the pooled ones is per gene."""
+    yk = block[keep]
+    if yk.shape[0] == 0:  # nothing to fit in this block: every gene stays as it is
+        empty = np.empty((0, len(plan.blevels)))
+        return block.astype(np.int64), empty, empty
+    phi_hat = combat_seq.batch_dispersions(yk, plan, threads, common, lib_size)
+    gamma_hat, mu_hat, phi_matrix = combat_seq.fit_batch_glm(yk, plan, phi_hat, lib_size, threads)
+    adjusted = block.copy()
+    adjusted[keep] = combat_seq.adjust_kept_counts(
+        yk, mu_hat, phi_matrix, gamma_hat, phi_hat, plan.bcode, threads
+    )
+    return adjusted.astype(np.int64), gamma_hat, phi_hat
+
+
+def sharded_combat_seq(  # type: ignore[no-untyped-def]
+    source, samples_per_shard: int, genes_per_block: int, plan: SeqPlan, threads: int = 1
+) -> Iterator[tuple[slice, npt.NDArray[np.int64]]]:
+    """sva's ``ComBat_seq`` (``shrink = FALSE``) over gene blocks, equal to
+    :func:`combat_seq.combat_seq`.
+
+    Two sample-shard passes (kept genes; library sizes over them), the pooled pass
+    (:func:`seq_common_dispersions`), then one job per gene block of all samples.
+    Yields each block's rows and adjusted counts.
+    """
+    nonzero = [seq_shard_nonzero(s, c, plan) for c, s in shards(source, samples_per_shard)]
+    keep = gather_seq_keep(nonzero)
+    lib_size = np.concatenate(
+        [seq_shard_lib_size(s, keep) for _, s in shards(source, samples_per_shard)]
+    )
+    common = seq_common_dispersions(source, plan, keep, lib_size, threads)
+    n_genes = source.shape[0]
+    for start in range(0, n_genes, genes_per_block):
+        rows = slice(start, min(start + genes_per_block, n_genes))
+        block = np.asarray(source.read_rows(rows), dtype=np.float64)
+        adjusted, _, _ = seq_gene_block(block, keep[rows], plan, common, lib_size, threads)
+        yield rows, adjusted
