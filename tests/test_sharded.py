@@ -473,3 +473,61 @@ def test_combat_seq_batches_spanning_shards() -> None:
     counts = _simulated(300, 15, seed=21)
     counts[:5, [0, 1, 6, 10, 13]] = 0  # zero in the whole of batch a: left as they are
     _assert_combat_seq_equal(counts, batch, group, 4, 64)
+
+
+def test_integer_store_refuses_fractional_counts(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "counts.tsv"
+    path.write_text("gene\ta\tb\ng1\t1\t2\ng2\t3\t4.5\n")
+    with pytest.raises(InputError, match=r"gene g2, sample b: 4.5 is not a whole number"):
+        chunked.tsv_to_store(path, tmp_path / "counts.h5", dtype=np.int64)
+    chunked.tsv_to_store(path, tmp_path / "float.h5")  # estimated counts: a float store
+    with chunked.open_store(tmp_path / "float.h5") as store:
+        assert store.read_columns(slice(1, 2))[1, 0] == 4.5
+
+
+def test_h5ad_unknown_layer(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    adata = ad.AnnData(
+        X=np.ones((2, 3)),
+        obs=pd.DataFrame(index=["s1", "s2"]),
+        var=pd.DataFrame(index=["g1", "g2", "g3"]),
+    )
+    adata.write_h5ad(tmp_path / "c.h5ad")
+    with pytest.raises(InputError, match=r"no layer 'raw' \(layers: none\)"):
+        chunked.open_store(tmp_path / "c.h5ad", layer="raw")
+
+
+class _ShardOnlySource(sharded.ArraySource):
+    """Fails any read wider than one shard, except single columns (TMM's reference)."""
+
+    def __init__(self, values: np.ndarray, per_shard: int) -> None:
+        super().__init__(values)
+        self.per_shard = per_shard
+
+    def read_columns(self, columns):  # type: ignore[no-untyped-def]
+        width = len(range(*columns.indices(self.shape[1])))
+        assert width <= self.per_shard or width == 1, f"read {width} samples at once"
+        return super().read_columns(columns)
+
+    def read_rows(self, rows):  # type: ignore[no-untyped-def]
+        raise AssertionError("a sample-shard step read a gene block")
+
+
+def test_every_sample_shard_step_reads_one_shard_at_most() -> None:
+    values = _simulated(300, 13, seed=8)
+    source = _ShardOnlySource(values, 4)
+    for method in ("TMM", "TMMwsp", "RLE", "upperquartile"):
+        sharded.sharded_norm_factors(source, 4, method)
+    sharded.sharded_filter_by_expr(source, 4)
+    sharded.sharded_size_factors(source, 4, "poscounts")
+    sharded.sharded_pca(source, 4, top_genes=50)
+    _, adjusted = sharded.sharded_combat(source, 4, sharded.plan_combat(list("abcabcabcabca")))
+    assert len(list(adjusted)) == 4
+
+
+@settings(max_examples=4, deadline=None)
+@given(per_shard=st.integers(1, 13), seed=st.integers(0, 100))
+def test_any_shard_size_gives_the_same_combat(per_shard: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    batch = np.array(list("abcabcabcabca"))
+    data = rng.normal(5, 1, (150, 13)) + (batch == "b") * 0.5
+    _assert_combat_equal(data, batch, per_shard)

@@ -146,7 +146,21 @@ class H5adSource:
         self.genes = pd.Index(
             read_elem(self.handle["var"]).index.astype(str), dtype=object, name="gene_id"
         )
-        element = self.handle["X"] if layer is None else self.handle["layers"][layer]
+        layers = self.handle.get("layers")
+        if layer is not None and (layers is None or layer not in layers):
+            available = sorted(layers) if layers is not None else []
+            self.handle.close()
+            raise InputError(
+                f"{self.source}: no layer {layer!r} (layers: {available or 'none'}). Set "
+                "counts.h5ad_layer to the layer holding raw counts, or null for X."
+            )
+        if layer is None and "X" not in self.handle:
+            self.handle.close()
+            raise InputError(
+                f"{self.source}: X is empty; name the layer holding the raw counts with "
+                "counts.h5ad_layer."
+            )
+        element = self.handle["X"] if layer is None else layers[layer]  # type: ignore[index]
         self._matrix = element if isinstance(element, h5py.Dataset) else sparse_dataset(element)
         self.shape = (len(self.genes), len(self.samples))
         if tuple(self._matrix.shape) != (self.shape[1], self.shape[0]):
@@ -362,8 +376,14 @@ def tsv_to_store(
                         row_major=False, null_to_nan=True
                     )
                 )
+                # An integer store must not truncate a fractional count silently.
                 _check_count_values(
-                    values, ids, samples, source, require_integer=False, allow_all_zero=True
+                    values,
+                    ids,
+                    samples,
+                    source,
+                    require_integer=np.dtype(dtype).kind in "iu",
+                    allow_all_zero=True,
                 )
                 expressed |= values.any(axis=0)
                 counts.resize(start + len(ids), axis=0)
