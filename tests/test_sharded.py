@@ -531,3 +531,18 @@ def test_any_shard_size_gives_the_same_combat(per_shard: int, seed: int) -> None
     batch = np.array(list("abcabcabcabca"))
     data = rng.normal(5, 1, (150, 13)) + (batch == "b") * 0.5
     _assert_combat_equal(data, batch, per_shard)
+
+
+def test_h5ad_shard_with_a_bad_count_is_named(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    matrix = np.arange(1.0, 13.0).reshape(4, 3)  # 4 samples × 3 genes
+    matrix[2, 1] = 2.5
+    adata = ad.AnnData(
+        X=matrix,
+        obs=pd.DataFrame(index=["s1", "s2", "s3", "s4"]),
+        var=pd.DataFrame(index=["g1", "g2", "g3"]),
+    )
+    adata.write_h5ad(tmp_path / "c.h5ad")
+    with chunked.open_store(tmp_path / "c.h5ad") as source:
+        chunked.read_sample_shard(source, 0, 2)  # s1, s2 are fine
+        with pytest.raises(InputError, match=r"gene g2, sample s3: 2.5 is not a whole number"):
+            chunked.read_sample_shard(source, 1, 2)

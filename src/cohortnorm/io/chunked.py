@@ -124,9 +124,12 @@ class H5adSource:
 
     AnnData is samples × genes (``obs_names`` the samples, ``var_names`` the genes), so a
     sample shard is a row range of ``X`` and a gene block a column range, transposed on
-    reading. Dense ``X`` is read as HDF5 hyperslabs; sparse CSR/CSC through anndata's
-    backed sparse datasets (a shard of a CSR matrix and a gene block of a CSC matrix
-    read only their own entries; the other way round reads the index arrays too).
+    reading. Every read is checked as :func:`~cohortnorm.io.importers.import_h5ad` checks
+    the whole matrix (whole non-negative counts; a sample shard also has no empty sample),
+    so a bad value stops the shard's job with the gene and sample named. Dense ``X`` is
+    read as HDF5 hyperslabs; sparse CSR/CSC through anndata's backed sparse datasets (a
+    shard of a CSR matrix and a gene block of a CSC matrix read only their own entries;
+    the other way round reads the index arrays too).
     """
 
     def __init__(self, path: str | Path, layer: str | None = None) -> None:
@@ -177,13 +180,26 @@ class H5adSource:
             part = part.toarray()
         return np.asarray(part, dtype=np.float64).T
 
-    def read_columns(self, columns: slice) -> np.ndarray:
-        """All genes × the samples ``columns`` (float64)."""
-        return self._dense(self._matrix[columns])
+    def read_columns(self, columns: slice | np.ndarray) -> np.ndarray:
+        """All genes × the samples ``columns`` (float64), checked as the importer checks
+        raw counts (whole, non-negative, no sample without reads)."""
+        values = self._dense(self._matrix[columns])
+        samples = list(self.samples[columns])
+        _check_count_values(values, self.genes, samples, self.source, require_integer=True)
+        return values
 
     def read_rows(self, rows: slice | np.ndarray) -> np.ndarray:
-        """The genes ``rows`` × all samples (float64)."""
-        return self._dense(self._matrix[:, rows])
+        """The genes ``rows`` × all samples (float64), checked as raw counts."""
+        values = self._dense(self._matrix[:, rows])
+        _check_count_values(
+            values,
+            self.genes[rows],
+            list(self.samples),
+            self.source,
+            require_integer=True,
+            allow_all_zero=True,
+        )
+        return values
 
     def close(self) -> None:
         self.handle.close()
