@@ -272,11 +272,14 @@ def test_tsv_store_bad_input(tmp_path, text: str, message: str) -> None:  # type
 
 
 def test_bad_cell_in_a_later_block_is_named(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    lines = ["gene\ta\tb"] + [f"g{i}\t{i}\t{i + 1}" for i in range(3000)]
-    lines[2500] = "g2499\t1\t2,5"
+    # About 3 MB of text: several 1 MiB blocks, the bad cell in the last one.
+    row = "\t".join(["1234"] * 40)
+    lines = ["gene\t" + "\t".join(f"s{j}" for j in range(41))]
+    lines += [f"g{i}\t{row}\t{i}" for i in range(15000)]
+    lines[14001] = f"g14000\t{row}\t2,5"
     path = tmp_path / "counts.tsv"
     path.write_text("\n".join(lines) + "\n")
-    with pytest.raises(InputError, match=r"gene g2499, sample b: '2,5' has a decimal comma"):
+    with pytest.raises(InputError, match=r"gene g14000, sample s40: '2,5' has a decimal comma"):
         chunked.tsv_to_store(path, tmp_path / "counts.h5", block_rows=64)
 
 

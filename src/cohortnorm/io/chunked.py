@@ -32,6 +32,7 @@ from cohortnorm.errors import InputError, preview
 from cohortnorm.io.importers import _check_count_values, _check_labels, _numeric_values
 from cohortnorm.io.tables import (
     _first_line_fields,
+    _line_width,
     atomic_output,
     check_input_file,
     explain_read_errors,
@@ -42,8 +43,9 @@ from cohortnorm.io.tables import (
 GENE_CHUNK = 2048
 #: Default samples per chunk (a sample shard is best a multiple of it).
 SAMPLE_CHUNK = 16
-#: Genes parsed per block of text when converting a TSV.
-BLOCK_ROWS = 4096
+#: Cells parsed per block of text when converting a TSV (16 MiB of float64): the rows
+#: per block are this divided by the number of samples.
+BLOCK_CELLS = 1 << 21
 
 COUNTS, GENE_IDS, SAMPLE_IDS = "counts", "gene_ids", "sample_ids"
 _STRINGS = h5py.string_dtype("utf-8")
@@ -308,18 +310,26 @@ def write_shard_store(
 
 
 def _bad_block_message(path: Path, header: list[str], delimiter: str, first_row: int) -> None:
-    """Re-read the text as strings from ``first_row`` on and raise naming the bad cell."""
+    """Re-read the text as strings and raise naming the first bad cell from ``first_row`` on.
+
+    Only on the error path: the blocks before ``first_row`` are parsed (pyarrow cannot
+    start in the middle of a file) but not checked again.
+    """
     source = str(path)
     types = dict.fromkeys(header, pa.string())
     reader = pacsv.open_csv(
         path,
-        read_options=pacsv.ReadOptions(column_names=header, skip_rows=1 + first_row),
+        read_options=pacsv.ReadOptions(column_names=header, skip_rows=1),
         parse_options=pacsv.ParseOptions(delimiter=delimiter),
         convert_options=pacsv.ConvertOptions(column_types=types, strings_can_be_null=False),
     )
+    row = 0
     for batch in reader:
+        row += batch.num_rows
+        if row <= first_row:
+            continue
         frame = batch.to_pandas().set_index(header[0])
-        frame.columns = [name.strip() for name in header[1:]]
+        frame.columns = header[1:]
         _numeric_values(frame, source)  # raises naming gene, sample and cell
     raise InputError(f"{source}: a value from data row {first_row + 1} on could not be read.")
 
@@ -328,15 +338,16 @@ def tsv_to_store(
     path: str | Path,
     store_path: str | Path,
     *,
-    block_rows: int = BLOCK_ROWS,
+    block_rows: int | None = None,
     sample_chunk: int = SAMPLE_CHUNK,
     dtype: np.dtype | type = np.float64,
 ) -> None:
     """Convert a genes × samples TSV/CSV count matrix to a chunked store in one pass.
 
-    The text is parsed ``block_rows`` genes at a time by pyarrow's streaming CSV reader
-    and each block appended to the store, so memory is one block plus the gene IDs,
-    whatever the number of genes. The checks are the importer's: unique non-empty gene
+    The text is parsed about ``block_rows`` genes at a time (default: :data:`BLOCK_CELLS`
+    cells' worth) by pyarrow's streaming CSV reader and each block appended to the store,
+    so memory is one block (its text and its values) plus the gene IDs, whatever the
+    number of genes. The checks are the importer's: unique non-empty gene
     IDs and sample names, every cell a number (the first bad cell is named), no missing,
     infinite or negative count, no sample whose counts are all zero.
 
@@ -356,12 +367,17 @@ def tsv_to_store(
         _check_labels(pd.Index(["?"]), samples, source)  # sample names, before any parsing
         delimiter = sniff_delimiter(path)
         types = {header[0]: pa.string()} | dict.fromkeys(samples, pa.float64())
-        width = max(1, sum(len(name) + 8 for name in header))
+        if block_rows is None:
+            block_rows = max(1, BLOCK_CELLS // len(samples))
+        # pyarrow refuses a row longer than a block: at least four first-line widths (and
+        # 1 MiB), so that a later, longer line still fits.
+        width = _line_width(path)
+        block_size = max(1 << 20, 4 * width, width * block_rows)
         try:  # the reader parses its first block on opening
             reader = pacsv.open_csv(
                 path,
                 read_options=pacsv.ReadOptions(
-                    column_names=header, skip_rows=1, block_size=max(1 << 16, width * block_rows)
+                    column_names=header, skip_rows=1, block_size=block_size
                 ),
                 parse_options=pacsv.ParseOptions(delimiter=delimiter),
                 convert_options=pacsv.ConvertOptions(column_types=types, strings_can_be_null=False),
