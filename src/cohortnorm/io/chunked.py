@@ -377,7 +377,7 @@ def tsv_to_store(
             reader = pacsv.open_csv(
                 path,
                 read_options=pacsv.ReadOptions(
-                    column_names=header, skip_rows=1, block_size=block_size
+                    column_names=header, skip_rows=1, block_size=block_size, use_threads=False
                 ),
                 parse_options=pacsv.ParseOptions(delimiter=delimiter),
                 convert_options=pacsv.ConvertOptions(column_types=types, strings_can_be_null=False),
