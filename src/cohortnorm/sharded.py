@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
+from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -37,10 +38,11 @@ from cohortnorm.combat_seq import SeqPlan
 from cohortnorm.deseq2 import SIZE_FACTOR_TYPES, SizeFactorType, median_ratio_factors
 from cohortnorm.errors import InputError
 from cohortnorm.expression import tpm
-from cohortnorm.io.chunked import n_shard_count, shard_columns
+from cohortnorm.io.chunked import MatrixSource, n_shard_count, shard_columns
 from cohortnorm.qc import PCAResult, cross_product, loading_signs, top_genes_by_variance
 
 FloatArray = npt.NDArray[np.float64]
+T = TypeVar("T")
 BoolArray = npt.NDArray[np.bool_]
 
 
@@ -55,14 +57,14 @@ class ArraySource:
         self.values = np.asarray(values, dtype=np.float64)
         self.shape = self.values.shape
 
-    def read_columns(self, columns: slice) -> FloatArray:
+    def read_columns(self, columns: slice | npt.NDArray[np.intp]) -> FloatArray:
         return np.array(self.values[:, columns])
 
     def read_rows(self, rows: slice | npt.NDArray[np.intp]) -> FloatArray:
         return np.array(self.values[rows, :])
 
 
-def shards(source, samples_per_shard: int) -> Iterator[tuple[slice, FloatArray]]:  # type: ignore[no-untyped-def]
+def shards(source: MatrixSource, samples_per_shard: int) -> Iterator[tuple[slice, FloatArray]]:
     """Each shard's columns and values, Fortran-ordered (as ``read_matrix`` gives).
 
     The in-memory path reads Fortran-ordered matrices; a shard in the same layout sums
@@ -98,6 +100,8 @@ class ShardSummary:
 
 def shard_summary(shard: FloatArray) -> ShardSummary:
     """Library sizes, per-gene totals and positive-count flags of one shard."""
+    if np.isnan(shard).any():  # edgeR's message, as calc_norm_factors gives it
+        raise ValueError("NA counts not permitted")
     return ShardSummary(shard.sum(axis=0), shard.sum(axis=1), (shard > 0).any(axis=1))
 
 
@@ -167,7 +171,9 @@ def gather_filter(
     )
 
 
-def sharded_filter_by_expr(source, samples_per_shard: int, **options: object) -> BoolArray:  # type: ignore[no-untyped-def]
+def sharded_filter_by_expr(
+    source: MatrixSource, samples_per_shard: int, **options: object
+) -> BoolArray:
     """``edgeR::filterByExpr`` in two passes over sample shards (see module notes).
 
     ``options`` are :func:`plan_filter`'s (``group``, ``design``, ``min_count``,
@@ -281,8 +287,13 @@ def shard_norm_factors(
     raise ValueError(f"unknown normalization method {method!r}; use one of {edger.NORM_METHODS}")
 
 
-def sharded_norm_factors(  # type: ignore[no-untyped-def]
-    source, samples_per_shard: int, method: str = "TMM", *, p: float = 0.75, **options: float
+def sharded_norm_factors(
+    source: MatrixSource,
+    samples_per_shard: int,
+    method: str = "TMM",
+    *,
+    p: float = 0.75,
+    **options: float,
 ) -> FloatArray:
     """``edgeR::calcNormFactors`` over sample shards, equal to :func:`edger.calc_norm_factors`.
 
@@ -387,8 +398,8 @@ def shard_size_factors(
     return median_ratio_factors(shard, log_means, rows, type)
 
 
-def sharded_size_factors(  # type: ignore[no-untyped-def]
-    source,
+def sharded_size_factors(
+    source: MatrixSource,
     samples_per_shard: int,
     type: SizeFactorType = "ratio",
     *,
@@ -453,8 +464,8 @@ def apply_tpm(shard: FloatArray, lengths: FloatArray) -> FloatArray:
     return tpm(shard, lengths)
 
 
-def sharded_apply(  # type: ignore[no-untyped-def]
-    source, samples_per_shard: int, apply: Callable[[slice, FloatArray], FloatArray]
+def sharded_apply(
+    source: MatrixSource, samples_per_shard: int, apply: Callable[[slice, FloatArray], FloatArray]
 ) -> Iterator[tuple[slice, FloatArray]]:
     """Each shard's columns and ``apply(columns, shard)``, one shard at a time."""
     for columns, shard in shards(source, samples_per_shard):
@@ -596,7 +607,9 @@ def combat_shard_residuals(
     return (resid * resid) @ np.full(resid.shape[1], 1.0 / n)
 
 
-def _standardised(shard: FloatArray, columns: slice, plan: CombatPlan, fit: CombatFit):  # type: ignore[no-untyped-def]
+def _standardised(
+    shard: FloatArray, columns: slice, plan: CombatPlan, fit: CombatFit
+) -> tuple[combat._Model, FloatArray, FloatArray, FloatArray]:
     model = plan.shard(columns)
     block = np.ascontiguousarray(shard[fit.keep])
     s, stand_mean = combat.standardise_given(block, fit.beta, fit.var_pooled, model)  # type: ignore[arg-type]
@@ -644,8 +657,8 @@ def combat_shard_apply(
     return adjusted
 
 
-def sharded_combat(  # type: ignore[no-untyped-def]
-    source, samples_per_shard: int, plan: CombatPlan, *, threads: int | None = None
+def sharded_combat(
+    source: MatrixSource, samples_per_shard: int, plan: CombatPlan, *, threads: int | None = None
 ) -> tuple[CombatFit, Iterator[tuple[slice, FloatArray]]]:
     """sva's ``ComBat`` over sample shards (batches may span shards), equal to
     :func:`combat.combat` on complete data within 1e-12 relative.
@@ -658,7 +671,7 @@ def sharded_combat(  # type: ignore[no-untyped-def]
     shards.
     """
 
-    def each(step):  # type: ignore[no-untyped-def]
+    def each(step: Callable[..., T]) -> list[T]:
         return [step(s, c, plan, fit) for c, s in shards(source, samples_per_shard)]
 
     fit = gather_combat_fit(
@@ -744,8 +757,8 @@ def shard_pca_scores(shard: FloatArray, axes: PCAAxes) -> FloatArray:
     return centred.T @ axes.loadings
 
 
-def sharded_pca(  # type: ignore[no-untyped-def]
-    source, samples_per_shard: int, *, top_genes: int = 1000, n_pcs: int = 5
+def sharded_pca(
+    source: MatrixSource, samples_per_shard: int, *, top_genes: int = 1000, n_pcs: int = 5
 ) -> PCAResult:
     """:func:`cohortnorm.qc.pca` over sample shards, through the gene × gene
     cross-product of the top variable genes (see ``docs/sharding.md`` for accuracy)."""
@@ -789,8 +802,8 @@ def seq_shard_lib_size(shard: FloatArray, keep: BoolArray) -> FloatArray:
     return shard[keep].sum(axis=0)
 
 
-def seq_common_dispersions(  # type: ignore[no-untyped-def]
-    source, plan: SeqPlan, keep: BoolArray, lib_size: FloatArray, threads: int = 1
+def seq_common_dispersions(
+    source: MatrixSource, plan: SeqPlan, keep: BoolArray, lib_size: FloatArray, threads: int = 1
 ) -> list[float]:
     """The pooled pass: each batch's common dispersion over all kept genes.
 
@@ -828,8 +841,12 @@ def seq_gene_block(
     return adjusted.astype(np.int64), gamma_hat, phi_hat
 
 
-def sharded_combat_seq(  # type: ignore[no-untyped-def]
-    source, samples_per_shard: int, genes_per_block: int, plan: SeqPlan, threads: int = 1
+def sharded_combat_seq(
+    source: MatrixSource,
+    samples_per_shard: int,
+    genes_per_block: int,
+    plan: SeqPlan,
+    threads: int = 1,
 ) -> Iterator[tuple[slice, npt.NDArray[np.int64]]]:
     """sva's ``ComBat_seq`` (``shrink = FALSE``) over gene blocks, equal to
     :func:`combat_seq.combat_seq`.

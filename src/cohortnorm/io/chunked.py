@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Protocol
 
 import h5py
 import numpy as np
@@ -214,6 +215,16 @@ class H5adSource:
 
 
 Source = CountStore | H5adSource
+
+
+class MatrixSource(Protocol):
+    """What the sharded steps read from: a store, an ``.h5ad`` file or an array."""
+
+    shape: tuple[int, int]
+
+    def read_columns(self, columns: slice | np.ndarray) -> np.ndarray: ...
+
+    def read_rows(self, rows: slice | np.ndarray) -> np.ndarray: ...
 
 
 def open_store(path: str | Path, *, layer: str | None = None) -> Source:
