@@ -549,3 +549,27 @@ def test_h5ad_shard_with_a_bad_count_is_named(tmp_path) -> None:  # type: ignore
         chunked.read_sample_shard(source, 0, 2)  # s1, s2 are fine
         with pytest.raises(InputError, match=r"gene g2, sample s3: 2.5 is not a whole number"):
             chunked.read_sample_shard(source, 1, 2)
+
+
+@pytest.mark.parametrize("kind", ["store", "dense", "csr"])
+def test_combat_seq_from_a_store_or_h5ad(tmp_path, kind: str) -> None:  # type: ignore[no-untyped-def]
+    # The pooled pass reads one batch's (non-contiguous) columns; gene blocks read rows.
+    batch = list("aabbbcacbbacabc")
+    counts = _simulated(120, 15, seed=31)
+    genes, samples = [f"g{i}" for i in range(120)], [f"s{j}" for j in range(15)]
+    if kind == "store":
+        path = tmp_path / "c.h5"
+        with chunked.create_store(path, genes, samples, sample_chunk=4) as out:
+            out.write_columns(0, counts)
+    else:
+        path = tmp_path / "c.h5ad"
+        x = counts.T.copy() if kind == "dense" else sp.csr_matrix(counts.T)
+        ad.AnnData(X=x, obs=pd.DataFrame(index=samples), var=pd.DataFrame(index=genes)).write_h5ad(
+            path
+        )
+    plan = seq_plan(batch, 15)
+    with chunked.open_store(path) as source:
+        blocks = list(sharded.sharded_combat_seq(source, 4, 50, plan))
+    np.testing.assert_array_equal(
+        np.vstack([b for _, b in blocks]), combat_seq(counts, batch).adjusted
+    )
