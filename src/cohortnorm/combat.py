@@ -160,11 +160,6 @@ def _standardise(
         beta = _ls_fit_na(block, x, gene_ids, names)
     else:
         beta = _ls_fit(block, x, model.xtx)
-    nb = model.n_batch
-    if model.ref is not None:
-        grand_mean = beta[model.ref]
-    else:
-        grand_mean = (model.n_per_batch / model.n_per_batch.sum()) @ beta[:nb]
     # Products are taken as (p × genes)ᵀ @ (samples × p)ᵀ so that they come out genes ×
     # samples in row order, like the block: mixing orders makes every later pass strided.
     fitted = beta.T @ x.T
@@ -179,11 +174,26 @@ def _standardise(
     else:
         var_pooled = (resid * resid) @ np.full(resid.shape[1], 1.0 / resid.shape[1])
     del resid
+    s, stand_mean = standardise_given(block, beta, var_pooled, model)
+    return s, stand_mean, var_pooled
+
+
+def standardise_given(
+    block: np.ndarray, beta: np.ndarray, var_pooled: np.ndarray, model: _Model
+) -> tuple[np.ndarray, np.ndarray]:
+    """sva's ``s.data`` and ``stand.mean`` of ``block`` from the fitted ``beta`` (p ×
+    genes) and ``var.pooled``; ``model`` may hold only some samples' design rows
+    (a sample shard, ``cohortnorm.sharded``) with the cohort's ``n_per_batch``."""
+    x, nb = model.design, model.n_batch
+    if model.ref is not None:
+        grand_mean = beta[model.ref]
+    else:
+        grand_mean = (model.n_per_batch / model.n_per_batch.sum()) @ beta[:nb]
     stand_mean = beta[nb:].T @ x[:, nb:].T
     stand_mean += grand_mean[:, None]
     s = block - stand_mean
     s /= np.sqrt(var_pooled)[:, None]
-    return s, stand_mean, var_pooled
+    return s, stand_mean
 
 
 # --------------------------------------------------------------------------- shrinkage
@@ -720,12 +730,29 @@ def _adjust(
         gene_rows = rows if isinstance(genes, slice) else genes[rows]
         block_data = dat[gene_rows]
         s, stand_mean, var_pooled = _standardise(block_data, model, ids[rows], work_names)
-        s -= gamma_star[:, rows].T @ model.batch_design.T
-        s /= np.take(sqrt_dstar[:, rows].T, model.batch_idx, axis=1)
-        s *= np.sqrt(var_pooled)[:, None]
-        s += stand_mean
-        if model.ref is not None:
-            cols = model.batch_idx == model.ref
-            s[:, cols] = block_data[:, cols]
-        adjusted[gene_rows] = s
+        adjusted[gene_rows] = adjust_standardised(
+            s, stand_mean, var_pooled, gamma_star[:, rows], sqrt_dstar[:, rows], model, block_data
+        )
     return adjusted
+
+
+def adjust_standardised(
+    s: np.ndarray,
+    stand_mean: np.ndarray,
+    var_pooled: np.ndarray,
+    gamma_star: np.ndarray,
+    sqrt_dstar: np.ndarray,
+    model: _Model,
+    block_data: np.ndarray,
+) -> np.ndarray:
+    """sva's ``bayesdata`` from the standardised ``s`` (overwritten), in sva's order of
+    operations; the reference batch's samples are returned unchanged. ``model`` may
+    hold only a sample shard's design rows."""
+    s -= gamma_star.T @ model.batch_design.T
+    s /= np.take(sqrt_dstar.T, model.batch_idx, axis=1)
+    s *= np.sqrt(var_pooled)[:, None]
+    s += stand_mean
+    if model.ref is not None:
+        cols = model.batch_idx == model.ref
+        s[:, cols] = block_data[:, cols]
+    return s

@@ -622,41 +622,21 @@ def combat_seq(
         degrees of freedom; see :func:`cohortnorm.model_matrix.check_residual_df`).
     """
     y = checked_counts(counts)
-    nsamples = y.shape[1]
-    blevels, bcode, n_batches = _batches(batch, nsamples)
-    n_batch = len(blevels)
-    batches_ind = [np.flatnonzero(bcode == k) for k in range(n_batch)]
+    plan = seq_plan(batch, y.shape[1], group, covariates, full_mod, covariate_names)
+    blevels, bcode, batches_ind = plan.blevels, plan.bcode, plan.batches_ind
+    glevels, gcode, full, cov = plan.glevels, plan.gcode, plan.full, plan.cov
+    messages = plan.messages
 
     # sva leaves genes all-zero within any batch as they are.
     keep = np.logical_and.reduce([np.any(y[:, ind] != 0, axis=1) for ind in batches_ind])
     yk = y[keep]
-    messages = [f"Found {n_batch} batches"]
-    glevels: list[str] = []
-    gcode = np.zeros(nsamples, dtype=np.intp)
-    if group is not None:
-        if len(group) != nsamples:
-            raise InputError(f"group has {len(group)} labels for {nsamples} samples")
-        gcode, glevels = factor_codes(group, "group")
-    full = full_mod and len(glevels) > 1
-    cov = None if covariates is None else _checked_covariates(covariates, nsamples)
-    design, mod = _seq_design(
-        blevels, bcode, gcode if full else None, glevels, cov, covariate_names, messages
-    )
 
     messages.append("Estimating dispersions")
     n_threads = available_cpus() if threads is None else max(1, int(threads))
-    phi_hat = _batch_dispersions(yk, mod, batches_ind, design.shape[1] - n_batch, n_threads)
-    phi_matrix = phi_hat[:, bcode]
+    phi_hat = batch_dispersions(yk, plan, n_threads)
 
     messages.append("Fitting the GLM model")
-    lib_offset = np.log(yk.sum(axis=0))
-    # sva uses only the coefficients of this first fit.
-    coef1 = glm_coefficients(yk, design, phi_matrix, lib_offset, 1e-4, n_threads)
-    alpha_g = coef1[:, :n_batch] @ (n_batches / nsamples)
-    new_offset = lib_offset[None, :] + alpha_g[:, None]
-    fit2 = glm_fit(yk, design, phi_matrix, new_offset, prior_count=1e-4, threads=n_threads)
-    gamma_hat = fit2.coefficients[:, :n_batch]
-    mu_hat = fit2.fitted_values
+    gamma_hat, mu_hat, phi_matrix = fit_batch_glm(yk, plan, phi_hat, yk.sum(axis=0), n_threads)
 
     if shrink:
         gamma_star, phi_star_mat = _shrink_estimates(
@@ -667,11 +647,10 @@ def combat_seq(
         gamma_star = gamma_hat
         phi_star_mat = phi_hat
 
-    with np.errstate(divide="ignore"):
-        mu_star = np.exp(np.log(mu_hat) - gamma_star[:, bcode])
-    phi_star = phi_star_mat.mean(axis=1)
     messages.append("Adjusting the data")
-    adjusted_kept = _match_quantiles(yk, mu_hat, phi_matrix, mu_star, phi_star, n_threads)
+    adjusted_kept = adjust_kept_counts(
+        yk, mu_hat, phi_matrix, gamma_star, phi_star_mat, bcode, n_threads
+    )
     adjusted = y.copy()
     adjusted[keep] = adjusted_kept
     divergent = divergent_levels(
@@ -690,7 +669,138 @@ def combat_seq(
     )
 
 
-# The steps of combat_seq(), in order.
+# The steps of combat_seq(), in order; the public ones are shared with the sharded mode
+# (cohortnorm.sharded), which runs them on gene blocks with the pooled quantities given.
+
+
+@dataclass(frozen=True)
+class SeqPlan:
+    """ComBat-seq's batches, groups, design and model, from the sample sheet alone."""
+
+    blevels: list[str]
+    bcode: NDArray[np.intp]
+    n_batches: NDArray[np.intp]
+    batches_ind: list[NDArray[np.intp]]
+    glevels: list[str]
+    gcode: NDArray[np.intp]
+    full: bool
+    cov: FloatArray | None
+    design: FloatArray
+    mod: FloatArray
+    messages: list[str]
+
+
+def seq_plan(
+    batch: Sequence[object],
+    nsamples: int,
+    group: Sequence[object] | None = None,
+    covariates: ArrayLike | None = None,
+    full_mod: bool = True,
+    covariate_names: Sequence[str] | None = None,
+) -> SeqPlan:
+    """Check the batches, groups and covariates and build sva's design (no counts needed)."""
+    blevels, bcode, n_batches = _batches(batch, nsamples)
+    n_batch = len(blevels)
+    batches_ind = [np.flatnonzero(bcode == k) for k in range(n_batch)]
+    messages = [f"Found {n_batch} batches"]
+    glevels: list[str] = []
+    gcode = np.zeros(nsamples, dtype=np.intp)
+    if group is not None:
+        if len(group) != nsamples:
+            raise InputError(f"group has {len(group)} labels for {nsamples} samples")
+        gcode, glevels = factor_codes(group, "group")
+    full = full_mod and len(glevels) > 1
+    cov = None if covariates is None else _checked_covariates(covariates, nsamples)
+    design, mod = _seq_design(
+        blevels, bcode, gcode if full else None, glevels, cov, covariate_names, messages
+    )
+    return SeqPlan(
+        blevels, bcode, n_batches, batches_ind, glevels, gcode, full, cov, design, mod, messages
+    )
+
+
+def common_dispersion_needs_no_design(plan: SeqPlan, k: int) -> bool:
+    """Whether batch ``k`` has too few samples for ``mod``: one common dispersion then."""
+    mod_b = plan.mod[plan.batches_ind[k]]
+    n_cov = plan.design.shape[1] - len(plan.blevels)
+    return len(plan.batches_ind[k]) <= n_cov + 1 or rank(mod_b) < plan.mod.shape[1]
+
+
+def batch_common_dispersion(
+    y_b: FloatArray, plan: SeqPlan, k: int, lib_size: FloatArray | None, n_threads: int
+) -> float:
+    """edgeR's common dispersion of batch ``k`` (kept genes × that batch's samples).
+
+    Pooled over every kept gene: the one quantity of ComBat-seq that a gene block
+    cannot compute. ``lib_size`` are the batch's samples' sums over the kept genes
+    (default: the column sums of ``y_b``, the same numbers when ``y_b`` is all of them).
+    """
+    offset = None if lib_size is None else np.log(lib_size)
+    design = None if common_dispersion_needs_no_design(plan, k) else plan.mod[plan.batches_ind[k]]
+    return estimate_glm_common_disp(y_b, design, offset, subset=None, threads=n_threads)
+
+
+def batch_dispersions(
+    yk: FloatArray,
+    plan: SeqPlan,
+    n_threads: int,
+    common: Sequence[float] | None = None,
+    lib_size: FloatArray | None = None,
+) -> FloatArray:
+    """Genes × batches NB dispersions: tagwise with ``mod``, or common where too few samples.
+
+    ``common`` (one per batch) and ``lib_size`` (per sample, over all kept genes) are
+    given when ``yk`` is only a block of the kept genes; the tagwise step is per gene.
+    """
+    phi_hat = np.empty((yk.shape[0], len(plan.batches_ind)))
+    for k, ind in enumerate(plan.batches_ind):
+        y_b = yk[:, ind]
+        sizes = None if lib_size is None else lib_size[ind]
+        phi = (
+            batch_common_dispersion(y_b, plan, k, sizes, n_threads) if common is None else common[k]
+        )
+        if common_dispersion_needs_no_design(plan, k):
+            phi_hat[:, k] = phi
+        else:
+            offset = None if sizes is None else np.log(sizes)
+            phi_hat[:, k] = estimate_glm_tagwise_disp(
+                y_b, plan.mod[ind], phi, offset, prior_df=0, threads=n_threads
+            )
+    return phi_hat
+
+
+def fit_batch_glm(
+    yk: FloatArray, plan: SeqPlan, phi_hat: FloatArray, lib_size: FloatArray, n_threads: int
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """sva's two GLM fits: ``gamma.hat``, ``mu.hat`` and the per-sample dispersions.
+
+    ``lib_size``: each sample's sum over all kept genes (per gene otherwise).
+    """
+    n_batch, nsamples = len(plan.blevels), yk.shape[1]
+    phi_matrix = phi_hat[:, plan.bcode]
+    lib_offset = np.log(lib_size)
+    # sva uses only the coefficients of this first fit.
+    coef1 = glm_coefficients(yk, plan.design, phi_matrix, lib_offset, 1e-4, n_threads)
+    alpha_g = coef1[:, :n_batch] @ (plan.n_batches / nsamples)
+    new_offset = lib_offset[None, :] + alpha_g[:, None]
+    fit2 = glm_fit(yk, plan.design, phi_matrix, new_offset, prior_count=1e-4, threads=n_threads)
+    return fit2.coefficients[:, :n_batch], fit2.fitted_values, phi_matrix
+
+
+def adjust_kept_counts(
+    yk: FloatArray,
+    mu_hat: FloatArray,
+    phi_matrix: FloatArray,
+    gamma_star: FloatArray,
+    phi_star_mat: FloatArray,
+    bcode: NDArray[np.intp],
+    n_threads: int,
+) -> FloatArray:
+    """sva's quantile matching of each count to the batch-free distribution (per gene)."""
+    with np.errstate(divide="ignore"):
+        mu_star = np.exp(np.log(mu_hat) - gamma_star[:, bcode])
+    phi_star = phi_star_mat.mean(axis=1)
+    return _match_quantiles(yk, mu_hat, phi_matrix, mu_star, phi_star, n_threads)
 
 
 def checked_counts(counts: ArrayLike, method: str = "ComBat-seq") -> FloatArray:
@@ -793,29 +903,6 @@ def _seq_design(
             covariate_names=names[n_batch:],
         )
     return design, mod
-
-
-def _batch_dispersions(
-    yk: FloatArray,
-    mod: FloatArray,
-    batches_ind: list[NDArray[np.intp]],
-    n_cov: int,
-    n_threads: int,
-) -> FloatArray:
-    """Genes × batches NB dispersions: tagwise with ``mod``, or common where too few samples."""
-    phi_hat = np.empty((yk.shape[0], len(batches_ind)))
-    for k, ind in enumerate(batches_ind):
-        mod_b = mod[ind]
-        y_b = yk[:, ind]
-        if len(ind) <= n_cov + 1 or rank(mod_b) < mod.shape[1]:
-            common = estimate_glm_common_disp(y_b, None, subset=None, threads=n_threads)
-            phi_hat[:, k] = common
-        else:
-            common = estimate_glm_common_disp(y_b, mod_b, subset=None, threads=n_threads)
-            phi_hat[:, k] = estimate_glm_tagwise_disp(
-                y_b, mod_b, common, prior_df=0, threads=n_threads
-            )
-    return phi_hat
 
 
 def _shrink_estimates(

@@ -103,7 +103,21 @@ def size_factors(
         raise ValueError(
             "every gene contains at least one zero, cannot compute log geometric means"
         )
-    rows = np.flatnonzero(usable)
+    factors = median_ratio_factors(values, log_means, np.flatnonzero(usable), type)
+    if type == "poscounts":
+        factors = factors / np.exp(np.mean(np.log(factors)))
+    return factors
+
+
+def median_ratio_factors(
+    values: FloatArray, log_means: FloatArray, rows: npt.NDArray[np.intp], type: SizeFactorType
+) -> FloatArray:
+    """Each sample's median ratio to the geometric means over the genes ``rows``.
+
+    The second half of :func:`size_factors`, before poscounts' re-centring: one median
+    per sample, so a shard of samples given the cohort's ``log_means`` gets exactly its
+    factors (``cohortnorm.sharded``).
+    """
     factors = np.empty(values.shape[1])
     for block in cell_slices(values.shape[1], rows.size, BLOCK_CELLS):
         # One sample per contiguous row, so that each median partitions contiguous data.
@@ -119,8 +133,6 @@ def size_factors(
             # A zero count has no log ratio: DESeq2 takes the median over c_j > 0 only.
             log_ratios[~np.isfinite(log_ratios)] = np.nan
             factors[block] = np.exp(np.nanmedian(log_ratios, axis=1))
-    if type == "poscounts":
-        factors = factors / np.exp(np.mean(np.log(factors)))
     return factors
 
 

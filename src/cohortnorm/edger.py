@@ -7,7 +7,7 @@ counts and returns plain numpy arrays; nothing here reads files or knows about S
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -161,10 +161,27 @@ def upper_quartile_factors(counts: FloatArray, lib_size: FloatArray, p: float = 
 
 def _tmm_reference_column(counts: FloatArray, lib_size: FloatArray, p: float) -> int:
     f75 = upper_quartile_factors(counts, lib_size, p)
+    return tmm_reference(f75, lambda: sqrt_column_sums(counts))
+
+
+def tmm_reference(f75: FloatArray, sqrt_sums: Callable[[], npt.NDArray[np.longdouble]]) -> int:
+    """edgeR's TMM reference sample from every sample's raw upper-quartile factor.
+
+    Shared by the in-memory and the sharded paths (``cohortnorm.sharded``), which
+    gather ``f75`` (and, only when needed, the square-root sums) from their shards.
+
+    Parameters
+    ----------
+    f75
+        :func:`upper_quartile_factors` of every sample (all-zero genes removed).
+    sqrt_sums
+        Gives :func:`sqrt_column_sums` of every sample; called only when the upper
+        quartiles are useless.
+    """
     # Since edgeR 3.31.5: when most counts are zero the upper quartiles are useless, so
     # the sample with the largest sum of square-root counts serves as reference.
     if np.median(f75) < 1e-20:
-        return _largest_sqrt_sum_column(counts)
+        return int(np.argmax(sqrt_sums().astype(np.float64)))
     # The reference is the sample nearest the mean: a comparison, so the mean is R's.
     return int(np.argmin(np.abs(f75 - r_mean(f75))))
 
@@ -197,10 +214,19 @@ def _largest_sqrt_sum_column(counts: FloatArray) -> int:
     These sums decide the reference sample of TMMwsp (and of TMM on sparse data), so
     they carry R's extra precision rather than float64 rounding.
     """
+    return int(np.argmax(sqrt_column_sums(counts).astype(np.float64)))
+
+
+def sqrt_column_sums(counts: FloatArray) -> npt.NDArray[np.longdouble]:
+    """``colSums(sqrt(x))`` in long double, each column summed gene by gene in order.
+
+    The sum of a column does not depend on the other columns (nor on the row blocks),
+    so a shard of samples gives exactly its columns' sums.
+    """
     sums = np.zeros(counts.shape[1], dtype=np.longdouble)
     for rows in cell_slices(counts.shape[0], counts.shape[1], CACHE_BLOCK_CELLS):
         sums += np.sqrt(counts[rows]).sum(axis=0, dtype=np.longdouble)
-    return int(np.argmax(sums.astype(np.float64)))
+    return sums
 
 
 def _trim_window(ordered: FloatArray, low: int, high: int) -> tuple[float, float]:
@@ -309,10 +335,37 @@ def _tmm_factors(
     a_cutoff: float,
 ) -> FloatArray:
     """edgeR's ``.calcFactorTMM`` for every sample against column ``ref``."""
+    return tmm_factors_against(
+        counts,
+        lib_size,
+        counts[:, ref],
+        float(lib_size[ref]),
+        logratio_trim,
+        sum_trim,
+        do_weighting,
+        a_cutoff,
+    )
+
+
+def tmm_factors_against(
+    counts: FloatArray,
+    lib_size: FloatArray,
+    ref_counts: FloatArray,
+    n_ref: float,
+    logratio_trim: float = 0.3,
+    sum_trim: float = 0.05,
+    do_weighting: bool = True,
+    a_cutoff: float = -1e10,
+) -> FloatArray:
+    """edgeR's ``.calcFactorTMM`` of every column against the reference ``ref_counts``.
+
+    Each factor depends only on its sample and the reference (library size ``n_ref``),
+    so a shard of samples given the reference column gets exactly its factors, not yet
+    rescaled (:func:`rescale_factors`).
+    """
     n_genes, n_samples = counts.shape
     log_factors = np.zeros(n_samples)
-    ref_counts = np.ascontiguousarray(counts[:, ref])
-    n_ref = lib_size[ref]
+    ref_counts = np.ascontiguousarray(ref_counts, dtype=np.float64)
     workspace = (
         np.empty(n_genes),
         np.empty(n_genes),
@@ -418,14 +471,38 @@ def _tmmwsp_factors(
     do_weighting: bool,
 ) -> FloatArray:
     """``_tmmwsp_factor`` for every sample, each a contiguous row."""
+    return tmmwsp_factors_against(
+        counts,
+        lib_size,
+        counts[:, ref],
+        float(lib_size[ref]),
+        logratio_trim,
+        sum_trim,
+        do_weighting,
+    )
+
+
+def tmmwsp_factors_against(
+    counts: FloatArray,
+    lib_size: FloatArray,
+    ref_counts: FloatArray,
+    n_ref: float,
+    logratio_trim: float = 0.3,
+    sum_trim: float = 0.05,
+    do_weighting: bool = True,
+) -> FloatArray:
+    """edgeR's ``.calcFactorTMMwsp`` of every column against ``ref_counts``, unscaled.
+
+    As :func:`tmm_factors_against`: one sample and the reference decide each factor.
+    """
     factors = np.ones(counts.shape[1])
-    ref_counts = np.ascontiguousarray(counts[:, ref])
+    ref_counts = np.ascontiguousarray(ref_counts, dtype=np.float64)
     for j, obs in _contiguous_samples(counts):
         factors[j] = _tmmwsp_factor(
             obs,
             ref_counts,
             float(lib_size[j]),
-            float(lib_size[ref]),
+            n_ref,
             logratio_trim,
             sum_trim,
             do_weighting,
@@ -534,7 +611,12 @@ def calc_norm_factors(
         else:
             ref = _largest_sqrt_sum_column(values) if ref_column is None else ref_column
             factors = _tmmwsp_factors(values, sizes, ref, logratio_trim, sum_trim, do_weighting)
-        return factors / np.exp(np.mean(np.log(factors)))
+        return rescale_factors(factors)
+
+
+def rescale_factors(factors: FloatArray) -> FloatArray:
+    """edgeR's last step: divide by the geometric mean, so the factors multiply to 1."""
+    return factors / np.exp(np.mean(np.log(factors)))
 
 
 def cpm(
@@ -543,6 +625,7 @@ def cpm(
     *,
     log: bool = False,
     prior_count: float = 2.0,
+    mean_lib_size: float | None = None,
 ) -> FloatArray:
     """Counts per million, ``edgeR::cpm`` (3.40) on a matrix or DGEList.
 
@@ -558,6 +641,9 @@ def cpm(
     prior_count
         Average prior count added to every count, scaled per sample by its library
         size relative to the mean library size (``prior.count=2`` in edgeR).
+    mean_lib_size
+        The mean of the whole cohort's library sizes, for a shard of its samples
+        (``cohortnorm.sharded``); default the mean of ``lib_size``.
 
     Returns
     -------
@@ -577,7 +663,7 @@ def cpm(
         return values * (1e6 / sizes)
     if not np.isfinite(prior_count) or prior_count < 0:
         raise ValueError("prior counts must be finite non-negative values")
-    prior = prior_count * sizes / sizes.mean()
+    prior = prior_count * sizes / (sizes.mean() if mean_lib_size is None else mean_lib_size)
     adjusted_size = np.log(sizes + 2 * prior)
     result = np.empty(values.shape)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -669,22 +755,57 @@ def filter_by_expr_details(
     """
     values = np.asarray(counts, dtype=np.float64)
     sizes = values.sum(axis=0) if lib_size is None else np.asarray(lib_size, np.float64).ravel()
+    min_sample_size = filter_min_sample_size(
+        values.shape[1], group=group, design=design, large_n=large_n, min_prop=min_prop
+    )
+    cutoff = filter_cutoff_cpm(sizes, min_count)
+    # R's rowSums/colSums add in long double; on whole counts (all the workflow passes,
+    # below 2**53) float64 sums are exact too, so the comparisons are R's. Long double
+    # sums would cost most of this function's time for nothing on such counts.
+    keep = filter_keep(
+        samples_reaching_cpm(values, sizes, cutoff),
+        values.sum(axis=1),
+        min_sample_size,
+        min_total_count,
+    )
+    return FilterDetails(keep, cutoff, min_sample_size)
+
+
+def filter_min_sample_size(
+    n_samples: int,
+    *,
+    group: npt.ArrayLike | None = None,
+    design: npt.ArrayLike | None = None,
+    large_n: float = 10,
+    min_prop: float = 0.7,
+) -> float:
+    """filterByExpr's ``MinSampleSize``: smallest group, ``1/max(hat)``, or all samples,
+    then the large-n adjustment. Shared by the in-memory and sharded paths."""
     if group is not None:
         group_sizes = pd.Series(np.asarray(group)).value_counts()
         min_sample_size = float(group_sizes[group_sizes > 0].min())
     elif design is not None:
         min_sample_size = 1 / _hat_max(np.asarray(design, dtype=np.float64))
     else:
-        min_sample_size = float(values.shape[1])
+        min_sample_size = float(n_samples)
     if min_sample_size > large_n:
         min_sample_size = large_n + (min_sample_size - large_n) * min_prop
-    cutoff = min_count / float(np.median(sizes)) * 1e6
-    expressed = samples_reaching_cpm(values, sizes, cutoff) >= min_sample_size - 1e-14
-    # R's rowSums/colSums add in long double; on whole counts (all the workflow passes,
-    # below 2**53) float64 sums are exact too, so the comparisons are R's. Long double
-    # sums would cost most of this function's time for nothing on such counts.
-    enough_total = values.sum(axis=1) >= min_total_count - 1e-14
-    return FilterDetails(expressed & enough_total, cutoff, min_sample_size)
+    return min_sample_size
+
+
+def filter_cutoff_cpm(lib_size: FloatArray, min_count: float = 10) -> float:
+    """filterByExpr's CPM cutoff, ``min.count / median(lib.size) · 1e6``."""
+    return min_count / float(np.median(lib_size)) * 1e6
+
+
+def filter_keep(
+    reached: npt.NDArray[np.int64],
+    totals: FloatArray,
+    min_sample_size: float,
+    min_total_count: float = 15,
+) -> npt.NDArray[np.bool_]:
+    """filterByExpr's decision from per-gene sample counts at the cutoff and totals."""
+    return (reached >= min_sample_size - 1e-14) & (totals >= min_total_count - 1e-14)
 
 
 def filter_by_expr(counts: npt.ArrayLike, **options: object) -> npt.NDArray[np.bool_]:

@@ -256,8 +256,14 @@ def top_variable_genes(values: np.ndarray, n: int) -> np.ndarray:
 
     Ties are broken by row order; genes with zero variance are never chosen.
     """
-    values = _as_float(values)
-    variance = values.var(axis=1)
+    return top_genes_by_variance(_as_float(values).var(axis=1), n)
+
+
+def top_genes_by_variance(variance: np.ndarray, n: int) -> np.ndarray:
+    """The ``n`` largest positive ``variance`` entries' indices, ties by index order.
+
+    Shared with the sharded PCA (``cohortnorm.sharded``), which gathers the variances.
+    """
     order = np.lexsort((np.arange(len(variance)), -variance))
     order = order[variance[order] > 0]
     return order[: min(n, len(order))]
@@ -308,13 +314,19 @@ def pca(values: np.ndarray, *, top_genes: int = 1000, n_pcs: int = 5, seed: int 
     matrix = values[genes].T  # samples × genes
     matrix = matrix - matrix.mean(axis=0)
     u, s, vt = _svd(matrix, k, seed)
-    signs = np.sign(vt[np.arange(k), np.abs(vt).argmax(axis=1)])
-    signs[signs == 0] = 1.0
+    signs = loading_signs(vt)
     scores = u * s * signs
     total = float(np.square(matrix).sum())
     variance = s**2 / max(n_samples - 1, 1)
     ratio = s**2 / total if total > 0 else np.zeros(k)
     return PCAResult(scores, variance, ratio, genes)
+
+
+def loading_signs(vt: np.ndarray) -> np.ndarray:
+    """The sign making each component's largest-magnitude gene loading positive."""
+    signs = np.sign(vt[np.arange(vt.shape[0]), np.abs(vt).argmax(axis=1)])
+    signs[signs == 0] = 1.0
+    return signs
 
 
 def _codes(labels: Sequence[object]) -> np.ndarray:
