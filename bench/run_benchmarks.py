@@ -55,7 +55,7 @@ from suite_prepare import prepare  # noqa: E402
 from suite_report import describe_environment, report  # noqa: E402
 from suite_stages import worker  # noqa: E402
 from suite_timing import earlier_peers, extrapolate, run_r, run_stage  # noqa: E402
-from suite_workflow import workflow_run  # noqa: E402
+from suite_workflow import r_script_run, workflow_run  # noqa: E402
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -67,9 +67,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument(
         "--stages",
-        default="scaling,combat,accuracy,workflow",
-        help="comma list of parts: scaling, combat, accuracy, workflow; anything else (e.g. "
-        "report) only merges the parts of earlier invocations and reports",
+        default="scaling,combat,accuracy,workflow,workflow-vs-R",
+        help="comma list of parts: scaling, combat, accuracy, workflow, workflow-vs-R; "
+        "anything else (e.g. report) only merges the parts of earlier invocations and reports",
+    )
+    parser.add_argument(
+        "--workflow-vs-r-sizes",
+        default="60000x1000,20000x200",
+        help="comma list of GENESxSAMPLES for the part workflow-vs-R",
     )
     parser.add_argument("--peers", default="r,python", help="comma list: r, python, or none")
     parser.add_argument(
@@ -138,7 +143,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.fresh or args.quick:
         for old in [
             *outdir.glob("size_g*.json"),
-            *(outdir / f"{part}.json" for part in ("combat", "accuracy", "workflow")),
+            *(
+                outdir / f"{part}.json"
+                for part in ("combat", "accuracy", "workflow", "workflow_vs_r")
+            ),
         ]:
             old.unlink(missing_ok=True)
     results: dict[str, Any] = {"environment": describe_environment(argv), "sizes": []}
@@ -156,6 +164,9 @@ def main(argv: list[str] | None = None) -> None:
     if "accuracy" in parts:
         run_accuracy(args, outdir, log)
 
+    if "workflow-vs-R" in parts:
+        run_workflow_vs_r(args, outdir, log)
+
     # Parts may come from separate invocations (each kept under ~10 min): merge them.
     results["sizes"] = [
         json.loads(p.read_text())
@@ -164,7 +175,7 @@ def main(argv: list[str] | None = None) -> None:
             key=lambda p: int(p.stem.rsplit("_s", 1)[1]),
         )
     ]
-    for part in ("combat", "accuracy", "workflow"):
+    for part in ("combat", "accuracy", "workflow", "workflow_vs_r"):
         if (outdir / f"{part}.json").exists():
             results[part] = json.loads((outdir / f"{part}.json").read_text())
     (outdir / "results.json").write_text(json.dumps(results, indent=1))
@@ -288,6 +299,38 @@ def run_workflow(args: argparse.Namespace, outdir: Path, log: Callable) -> None:
     run = workflow_run(workdir, outdir)
     log(f"   {status_text(run) if run['status'] != 'ok' else fmt_seconds(run['wall_seconds'])}")
     (outdir / "workflow.json").write_text(json.dumps(run))
+
+
+def run_workflow_vs_r(args: argparse.Namespace, outdir: Path, log: Callable) -> None:
+    """The R script, the workflow (TSV, then Parquet) and the in-process numerics on the
+    same simulated cohorts, one after the other (``workflow_vs_r.json``)."""
+    runs = []
+    for size_text in args.workflow_vs_r_sizes.split(","):
+        genes, samples = parse_size(size_text)
+        workdir = outdir / f"g{genes}_s{samples}"
+        if not (workdir / "counts.tsv").exists():
+            log(f"== workflow-vs-R: simulating {genes} x {samples}")
+            cohort = simulate_cohort(genes, samples, seed=args.seed)
+            prepare(workdir, cohort, logcpm_tsv=False)
+            del cohort
+        run: dict[str, Any] = {"genes": genes, "samples": samples}
+        log(f"== workflow-vs-R {genes} x {samples}: R script")
+        run["r"] = r_script_run(workdir)
+        # Three QC stages, as the R script's work: VST (on by default) is timed on its own.
+        settings = {"transforms": {"vst": {"enabled": False}}}
+        for kind in ("tsv", "parquet"):
+            log(f"== workflow-vs-R {genes} x {samples}: workflow, {kind}")
+            run[kind] = workflow_run(
+                workdir, outdir, matrix_format=kind, settings=settings, tag=f"_{kind}"
+            )
+        log(f"== workflow-vs-R {genes} x {samples}: numerics in one process")
+        run["e2e"] = run_stage("e2e", workdir)
+        for key in ("r", "tsv", "parquet"):
+            rec = run[key]
+            ok = rec["status"] == "ok"
+            log(f"   {key}: {fmt_seconds(rec['wall_seconds']) if ok else status_text(rec)}")
+        runs.append(run)
+    (outdir / "workflow_vs_r.json").write_text(json.dumps(runs))
 
 
 def run_accuracy(args: argparse.Namespace, outdir: Path, log: Callable) -> None:

@@ -22,7 +22,7 @@ from suite_common import (
     loglog_slope,
     status_text,
 )
-from suite_workflow import workflow_section
+from suite_workflow import workflow_section, workflow_vs_r_section
 
 
 def report(results: dict[str, Any], outdir: Path, publish: bool) -> str:
@@ -52,6 +52,7 @@ def report(results: dict[str, Any], outdir: Path, publish: bool) -> str:
     lines += _combat_section(results.get("combat"))
     lines += _accuracy_sections(results.get("accuracy") or [])
     lines += workflow_section(results.get("workflow"))
+    lines += workflow_vs_r_section(results.get("workflow_vs_r"))
     lines += _targets(results, slopes)
     text = "\n".join(lines) + "\n"
     (outdir / "results.md").write_text(text)

@@ -19,7 +19,7 @@ from conftest import DATA, load_dataset
 from test_workflow import base_config, run_snakemake
 
 from cohortnorm import edger, runner
-from cohortnorm.io import tables
+from cohortnorm.io import matrix_files, tables
 from cohortnorm.io.h5ad import write_h5ad_layers
 from cohortnorm.io.importers import import_counts
 
@@ -70,7 +70,7 @@ def test_arrow_handoff_and_exported_deliverables_equal_direct_writes(
         values = np.random.default_rng(1).poisson(50, size=values.shape).astype(np.int64)
     values = values.astype(np.float32) if kind == "float32" else values
     monkeypatch.setattr(tables, "BLOCK_CELLS", 7 * len(samples))
-    monkeypatch.setattr(tables, "_TSV_ROWS_PER_PART", 3)
+    monkeypatch.setattr(matrix_files, "_TSV_ROWS_PER_PART", 3)
     tables.write_matrix(values, genes, samples, tmp_path / "m.arrow")
     back = tables.read_matrix(tmp_path / "m.arrow", dtype=values.dtype)
     assert back.to_numpy().dtype == values.dtype and back.to_numpy().flags.f_contiguous

@@ -22,9 +22,8 @@ import gzip
 import io
 import itertools
 import os
-import tempfile
 import zlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -36,12 +35,17 @@ import pyarrow.parquet as pq
 
 from cohortnorm.blocks import cell_slices
 from cohortnorm.errors import InputError
+from cohortnorm.io.matrix_files import (  # noqa: F401  (re-exported)
+    MATRIX_FORMATS,
+    MatrixWriter,
+    atomic_output,
+    check_finite,
+    columns_to_array,
+    convert_matrix,
+    matrix_format,
+    matrix_writer,
+)
 
-#: Extensions of the matrix formats :func:`read_matrix` and :func:`write_matrix` know.
-#: ``.arrow`` (Arrow IPC, uncompressed) is the workflow's hand-off between rules: it is
-#: memory-mapped and copied into numpy at memory speed, where a 60,000 × 1,000 TSV takes
-#: several seconds to parse and to format.
-MATRIX_FORMATS: dict[str, str] = {".tsv": "tsv", ".parquet": "parquet", ".arrow": "arrow"}
 #: Cells per written block (a row group in Parquet): 16 Mi cells, 128 MiB of float64.
 BLOCK_CELLS = 1 << 24
 # Text read per pyarrow CSV block: enough rows per block that a 17,000-column table
@@ -444,71 +448,6 @@ def read_table(
     return frame
 
 
-@contextlib.contextmanager
-def atomic_output(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it to ``path`` on success.
-
-    On any error the temporary file is removed and ``path`` is left untouched.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    temporary_path = Path(temporary)
-    try:
-        yield temporary_path
-        os.chmod(temporary_path, 0o644)
-        os.replace(temporary_path, path)
-    except BaseException:
-        temporary_path.unlink(missing_ok=True)
-        raise
-
-
-def _not_finite_message(path: str | Path, cells: list[tuple[str, str]], count: int) -> str:
-    shown = "; ".join(f"{row} / {column}" for row, column in cells)
-    more = f", and {count - len(cells)} more in the same rows" if count > len(cells) else ""
-    return (
-        f"{path} was not written: it would hold NaN or infinite values, at (gene or row / "
-        f"sample or column) {shown}{more}. "
-        "The workflow never writes NaN under a final name. The input of this step "
-        "(or a setting in the config) produced them: check the samples and genes named "
-        "here, and the warnings above in this log."
-    )
-
-
-def check_finite(
-    values: np.ndarray,
-    rows: Sequence[object] | np.ndarray,
-    columns: Sequence[object],
-    path: str | Path,
-    *,
-    limit: int = 5,
-) -> None:
-    """Raise :class:`InputError` if ``values`` holds NaN or ±inf, naming the cells.
-
-    Parameters
-    ----------
-    values
-        A 2-D block (rows × columns); integer blocks are always finite.
-    rows, columns
-        Names of the rows (genes, or a table's first column) and of the columns.
-    path
-        The output the values were meant for, for the message.
-    limit
-        How many (row / column) pairs the message names.
-    """
-    values = np.asarray(values)
-    if values.dtype.kind != "f" or values.size == 0:
-        return
-    bad = ~np.isfinite(values)
-    count = int(bad.sum())
-    if not count:
-        return
-    where = np.argwhere(bad)[:limit]
-    cells = [(str(rows[i]), str(columns[j])) for i, j in where]
-    raise InputError(_not_finite_message(path, cells, count))
-
-
 def write_table(
     frame: pd.DataFrame,
     path: str | Path,
@@ -565,179 +504,9 @@ def write_table(
         )
 
 
-def matrix_format(path: str | Path) -> str:
-    """``"tsv"``, ``"parquet"`` or ``"arrow"``, from the extension of a matrix file."""
-    suffix = Path(path).suffix.lower()
-    if suffix not in MATRIX_FORMATS:
-        raise InputError(
-            f"{path}: a matrix file must end in {' or '.join(MATRIX_FORMATS)} (got {suffix!r})."
-        )
-    return MATRIX_FORMATS[suffix]
-
-
 def row_blocks(n_rows: int, n_columns: int) -> list[slice]:
     """Consecutive row slices of about :data:`BLOCK_CELLS` cells each."""
     return cell_slices(n_rows, n_columns, BLOCK_CELLS)
-
-
-#: Rows formatted per thread and call: large enough that the per-call overhead is
-#: negligible, small enough that every thread gets work on a 20,000-gene block.
-_TSV_ROWS_PER_PART = 2048
-
-
-def _format_tsv(table: pa.Table) -> pa.Buffer:
-    """The TSV text of ``table`` (no header), shortest round-trip floats."""
-    sink = pa.BufferOutputStream()
-    pacsv.write_csv(
-        table,
-        sink,
-        write_options=pacsv.WriteOptions(
-            delimiter="\t", quoting_style="none", include_header=False
-        ),
-    )
-    return sink.getvalue()
-
-
-def _tsv_text(table: pa.Table) -> Iterator[pa.Buffer]:
-    """The TSV text of ``table`` in row order, formatted by ``pyarrow.cpu_count()`` threads.
-
-    pyarrow's CSV writer formats on one thread and releases the GIL, so consecutive row
-    ranges formatted side by side and written in order give the same bytes as one call:
-    formatting floats is most of a TSV deliverable's cost (about 1 s per 6 million
-    float64 cells on one core), and two threads halve it.
-    """
-    threads = max(1, pa.cpu_count())
-    parts = [
-        table.slice(start, _TSV_ROWS_PER_PART)
-        for start in range(0, table.num_rows, _TSV_ROWS_PER_PART)
-    ]
-    if threads == 1 or len(parts) <= 1:
-        yield from map(_format_tsv, parts)
-        return
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        yield from pool.map(_format_tsv, parts)
-
-
-class MatrixWriter:
-    """Appends row blocks of a genes × samples matrix to an open TSV, Parquet or Arrow file.
-
-    Made by :func:`matrix_writer`, which handles the atomic rename. The TSV is
-    byte-identical to :func:`write_table` of the whole matrix; its text is formatted by
-    ``pyarrow.cpu_count()`` threads (the rule's ``threads``, see
-    :func:`cohortnorm.runner.limit_threads`), each on its own consecutive rows, and
-    written in row order, so the bytes do not depend on the thread count. The Parquet
-    file holds a string column ``gene_id`` then one column per sample, one row group per
-    block, Snappy-compressed, without dictionary pages or statistics (fast for 17,000
-    columns). The Arrow IPC file holds the same columns, one uncompressed record batch
-    per block.
-    """
-
-    def __init__(
-        self, temporary: Path, file_format: str, names: list[str], text_columns: int = 1
-    ) -> None:
-        self.format = file_format
-        self.names = names
-        # The leading text columns: gene_id, and gene_name when the deliverable has it.
-        self.text_columns = text_columns
-        self._temporary = temporary
-        self._handle = None
-        self._parquet: pq.ParquetWriter | None = None
-        self._arrow: pa.ipc.RecordBatchFileWriter | None = None
-        self._arrow_schema: pa.Schema | None = None
-        if file_format == "tsv":
-            self._handle = open(temporary, "wb")  # closed in close()
-            self._handle.write(("\t".join(names) + "\n").encode())
-
-    def _table(
-        self, values: np.ndarray, genes: pd.Index | list[str] | np.ndarray, *text: Sequence[str]
-    ) -> pa.Table:
-        values = np.asarray(values)
-        n_samples = len(self.names) - self.text_columns
-        if values.ndim != 2 or values.shape[1] != n_samples:
-            raise ValueError(f"a block of shape {values.shape} does not fit {n_samples} samples")
-        if len(text) != self.text_columns - 1:
-            raise ValueError(f"{self.text_columns - 1} text column(s) expected, got {len(text)}")
-        if values.dtype.kind not in "iuf":
-            values = values.astype(str)
-        # Column slices of a Fortran-ordered block are contiguous: pyarrow takes them as is.
-        values = np.asfortranarray(values)
-        columns = [
-            pa.array(np.asarray(column).astype(str), type=pa.string()) for column in (genes, *text)
-        ]
-        columns += [values[:, j] for j in range(values.shape[1])]
-        return pa.Table.from_arrays(columns, names=self.names)
-
-    def write(
-        self, values: np.ndarray, genes: pd.Index | list[str] | np.ndarray, *text: Sequence[str]
-    ) -> None:
-        """Append the rows ``values`` (genes × samples) named ``genes``; ``text``: the
-        other leading text columns of these rows (e.g. gene names)."""
-        table = self._table(values, genes, *text)
-        if self._handle is not None:
-            for text in _tsv_text(table):
-                self._handle.write(text)
-            return
-        if self.format == "arrow":
-            if self._arrow is None:
-                self._arrow_schema = table.schema
-                self._arrow = pa.ipc.new_file(self._temporary, table.schema)
-            elif table.schema != self._arrow_schema:
-                table = table.cast(self._arrow_schema)
-            self._arrow.write_table(table, max_chunksize=max(table.num_rows, 1))
-            return
-        if self._parquet is None:
-            self._parquet = pq.ParquetWriter(
-                self._temporary,
-                table.schema,
-                compression="snappy",
-                use_dictionary=False,
-                write_statistics=False,
-            )
-        elif table.schema != self._parquet.schema:
-            table = table.cast(self._parquet.schema)
-        self._parquet.write_table(table, row_group_size=max(table.num_rows, 1))
-
-    def close(self) -> None:
-        """Flush and close the file (an empty matrix still gets its columns)."""
-        if self._handle is not None:
-            self._handle.close()
-            self._handle = None
-        elif self._parquet is not None:
-            self._parquet.close()
-            self._parquet = None
-        elif self._arrow is not None:
-            self._arrow.close()
-            self._arrow = None
-        elif self.format in ("parquet", "arrow"):
-            empty = [[] for _ in range(self.text_columns - 1)]
-            self.write(np.empty((0, len(self.names) - self.text_columns)), [], *empty)
-            self.close()
-
-
-@contextlib.contextmanager
-def matrix_writer(
-    path: str | Path,
-    samples: list[str] | pd.Index,
-    index_label: str = "gene_id",
-    text_labels: Sequence[str] = (),
-) -> Iterator[MatrixWriter]:
-    """Open ``path`` (``.tsv``, ``.parquet`` or ``.arrow``) for writing a matrix block by block.
-
-    The file appears under its final name only when the ``with`` block ends without
-    error (see :func:`atomic_output`)::
-
-        with matrix_writer("logcpm.parquet", samples) as writer:
-            for rows in blocks:
-                writer.write(values[rows], genes[rows])
-    """
-    names = [index_label, *text_labels, *(str(sample) for sample in samples)]
-    file_format = matrix_format(path)
-    with atomic_output(path) as temporary:
-        writer = MatrixWriter(temporary, file_format, names, 1 + len(text_labels))
-        try:
-            yield writer
-        finally:
-            writer.close()
 
 
 def write_matrix(
@@ -780,83 +549,6 @@ def write_matrix(
             writer.write(part, genes[index])
 
 
-def _stored_dtype(schema: pa.Schema) -> type | None:
-    """float32 when every value column is float32 (tpm.dtype: float32), else ``None``
-    (int64 for integers, else float64), so that a conversion keeps float32's text."""
-    types = [schema.field(i).type for i in range(1, len(schema.names))]
-    return np.float32 if types and all(t == pa.float32() for t in types) else None
-
-
-def convert_matrix(
-    source: str | Path, target: str | Path, gene_names: Mapping[str, str] | None = None
-) -> tuple[int, int]:
-    """Write the Arrow IPC matrix ``source`` as ``target`` (TSV, Parquet or Arrow), block
-    by block, so that only one block is held in memory.
-
-    The deliverables are written this way from the workflow's hand-off files; the bytes
-    equal :func:`write_matrix` of the whole matrix. With ``gene_names`` (gene ID → name)
-    a text column ``gene_name`` follows ``gene_id`` (an empty cell for an unnamed gene).
-
-    Returns
-    -------
-    tuple of int
-        The genes × samples of the matrix.
-    """
-    source = Path(source)
-    if matrix_format(source) != "arrow":
-        raise InputError(f"{source}: the source of a conversion must be an .arrow matrix.")
-    if not source.exists():
-        raise InputError(f"{source}: file not found.")
-    rows = 0
-    with pa.memory_map(str(source)) as mapped:
-        reader = pa.ipc.open_file(mapped)
-        names = reader.schema.names
-        labels = ["gene_name"] if gene_names is not None else []
-        with matrix_writer(target, names[1:], names[0], labels) as writer:
-            for index in range(reader.num_record_batches):
-                batch = reader.get_batch(index)
-                genes = batch.column(0).to_numpy(zero_copy_only=False)
-                columns = [pa.chunked_array([column]) for column in batch.columns[1:]]
-                values = _matrix_values(columns, batch.num_rows, _stored_dtype(reader.schema))
-                if values is None:
-                    raise InputError(f"{source}: a matrix column is not numeric.")
-                text = [[gene_names.get(str(g), "") for g in genes]] if labels else []
-                writer.write(values, genes, *text)
-                rows += batch.num_rows
-            if reader.num_record_batches == 0 or rows == 0:
-                dtype = np.float64
-                if len(names) > 1:
-                    dtype = reader.schema.field(1).type.to_pandas_dtype()
-                empty = [[] for _ in labels]
-                writer.write(np.empty((0, len(names) - 1), dtype=dtype), [], *empty)
-    return rows, len(names) - 1
-
-
-def _matrix_values(
-    columns: list[pa.ChunkedArray], n_rows: int, dtype: np.dtype | type | None, out=None
-) -> np.ndarray | None:
-    """Copy Arrow columns into one Fortran-ordered array, releasing each column after use.
-
-    Returns ``None`` when a column is not numeric (the caller falls back to pandas).
-    """
-    types = [column.type for column in columns]
-    if not all(pa.types.is_integer(t) or pa.types.is_floating(t) for t in types):
-        return None
-    if dtype is None:
-        has_nulls = any(column.null_count for column in columns)
-        dtype = np.int64 if all(pa.types.is_integer(t) for t in types) and not has_nulls else None
-        dtype = dtype or np.float64
-    values = np.empty((n_rows, len(columns)), dtype=dtype, order="F") if out is None else out
-    for j in range(len(columns)):
-        start = 0
-        for chunk in columns[j].chunks:
-            stop = start + len(chunk)
-            values[start:stop, j] = chunk.to_numpy(zero_copy_only=False)
-            start = stop
-        columns[j] = None  # type: ignore[call-overload]  # free the Arrow buffers now
-    return values
-
-
 def read_matrix(path: str | Path, *, dtype: np.dtype | type | None = None) -> pd.DataFrame:
     """Read a matrix written by :func:`write_matrix` back, indexed by ``gene_id``.
 
@@ -892,7 +584,7 @@ def read_matrix(path: str | Path, *, dtype: np.dtype | type | None = None) -> pd
             genes.append(table.column(0).to_numpy(zero_copy_only=False))
             columns = table.columns[1:]
             del table
-            _matrix_values(columns, stop - start, dtype, out=values[start:stop])
+            columns_to_array(columns, stop - start, dtype, out=values[start:stop])
             start = stop
         index = pd.Index(np.concatenate(genes) if genes else [], dtype=object, name="gene_id")
         return pd.DataFrame(values, index=index, columns=names[1:], copy=False)
@@ -909,7 +601,7 @@ def _read_arrow_matrix(path: Path, dtype: np.dtype | type | None) -> pd.DataFram
         genes = table.column(0).to_numpy(zero_copy_only=False).astype(object)
         columns = table.columns[1:]
         del table
-        values = _matrix_values(columns, len(genes), dtype)
+        values = columns_to_array(columns, len(genes), dtype)
         if values is None:  # text cells: not a matrix the workflow writes
             raise InputError(f"{path}: a matrix column is not numeric.")
     index = pd.Index(genes, dtype=object, name="gene_id")
