@@ -159,12 +159,11 @@ def test_a_registered_transform_runs_through_the_generic_rule(tmp_path: Path) ->
     config = base_config(tmp_path, normalization={"transforms": ["norm_transform"]})
     config["batch_correction"] = {"method": "none"}
     target = str(tmp_path / "results" / "normalization" / "norm_transform.tsv")
-    result = run_snakemake(tmp_path, config, target)
+    filtered_file = tmp_path / "results" / "counts" / "filtered_counts.tsv"
+    result = run_snakemake(tmp_path, config, target, str(filtered_file))
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     ours = pd.read_csv(target, sep="\t", index_col=0)
-    filtered = pd.read_csv(
-        tmp_path / "results" / "counts" / "filtered_counts.tsv", sep="\t", index_col=0
-    )
+    filtered = pd.read_csv(filtered_file, sep="\t", index_col=0)
     reference = DATA / "pasilla" / "reference" / "deseq2_size_factors.tsv.gz"
     size_factor = pd.read_csv(reference, sep="\t", index_col=0)["size_factor_filtered"]
     # DESeq2::normTransform(dds, f = log2, pc = 1) with R's size factors of the same genes.
