@@ -207,6 +207,69 @@ def test_distribution_summary_matches_numpy_and_matplotlib() -> None:
     np.testing.assert_allclose(rle["median"], np.median(values - center[:, None], axis=0))
 
 
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 8, 1001])
+def test_sorted_quantiles_equal_numpy_quantile_bit_for_bit(n: int) -> None:
+    rng = np.random.default_rng(n)
+    # Rounded values: ties, and both interpolation branches of numpy's _lerp.
+    rows = np.round(rng.normal(size=(7, n)), 1)
+    probabilities = [0.0, 0.001, 0.25, 0.5, 0.75, 0.999, 1.0]
+    ours = qc.sorted_quantiles(np.sort(rows, axis=1), probabilities)
+    np.testing.assert_array_equal(ours, np.quantile(rows, probabilities, axis=1))
+
+
+def test_distribution_summary_equals_numpy_per_column() -> None:
+    """Every column (quantiles, ends, mean, whiskers) equals numpy on the matrix exactly,
+    including the whiskers' definition (extreme values within 1.5 IQR)."""
+    rng = np.random.default_rng(11)
+    values = np.round(rng.standard_t(2, size=(999, 141)), 2)  # ties and far outliers
+    summary = qc.distribution_summary(values)
+    q1, median, q3 = np.quantile(values, [0.25, 0.5, 0.75], axis=0)
+    iqr = q3 - q1
+    inside_low = np.where(values >= q1 - 1.5 * iqr, values, np.inf).min(axis=0)
+    inside_high = np.where(values <= q3 + 1.5 * iqr, values, -np.inf).max(axis=0)
+    expected = {
+        "min": values.min(axis=0),
+        "q1": q1,
+        "median": median,
+        "q3": q3,
+        "max": values.max(axis=0),
+        "iqr": iqr,
+        "whislo": inside_low,
+        "whishi": inside_high,
+    }
+    for column, numbers in expected.items():
+        np.testing.assert_array_equal(summary[column].to_numpy(), numbers, err_msg=column)
+    np.testing.assert_allclose(summary["mean"], values.mean(axis=0), rtol=0, atol=1e-14)
+    assert (summary["whislo"] > summary["min"]).any()  # the outliers were left out
+
+
+def test_gene_summary_equals_numpy() -> None:
+    rng = np.random.default_rng(12)
+    for n in (1000, 999):  # even and odd number of samples: two medians
+        values = np.round(rng.normal(size=(2500, n)), 2)
+        genes = qc.gene_summary(np.asfortranarray(values))
+        np.testing.assert_array_equal(genes.median, np.median(values, axis=1))
+        np.testing.assert_array_equal(genes.mean, values.mean(axis=1))
+        np.testing.assert_array_equal(genes.variance, values.var(axis=1))
+        assert (genes.low, genes.high) == (values.min(), values.max())
+
+
+def test_stage_qc_one_pass_equals_the_separate_summaries(cohort: dict) -> None:
+    """The fused pass of stage_qc gives what each summary function gives alone."""
+    values, samples = cohort["logcpm"], cohort["samples"]
+    result = qc.stage_qc(values, samples, batch=cohort["batch"], top_genes=300, n_pcs=3)
+    pd.testing.assert_frame_equal(result.distribution, qc.distribution_summary(values, samples))
+    rle = qc.distribution_summary(values, samples, center=np.median(values, axis=1))
+    pd.testing.assert_frame_equal(result.rle, rle)
+    np.testing.assert_array_equal(
+        result.density, qc.density_histograms(values, result.density_edges)
+    )
+    assert result.density_edges[[0, -1]].tolist() == [values.min(), values.max()]
+    np.testing.assert_array_equal(result.gene_variance, values.var(axis=1))
+    np.testing.assert_array_equal(result.pca.genes, qc.top_variable_genes(values, 300))
+    np.testing.assert_array_equal(result.pca.scores, qc.pca(values, top_genes=300, n_pcs=3).scores)
+
+
 def test_density_histograms_match_numpy() -> None:
     rng = np.random.default_rng(4)
     values = rng.normal(size=(2000, 5))

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from cohortnorm.blocks import cell_slices
 from cohortnorm.errors import InputError
 from cohortnorm.qc import cramers_v, cross_product, top_variable_genes
 
@@ -29,6 +30,8 @@ from cohortnorm.qc import cramers_v, cross_product, top_variable_genes
 #: permutation then costs samples² operations); above it, on the samples × genes matrix
 #: (two passes per permutation), so 17,000 samples never need a 17,000² matrix.
 GRAM_SAMPLES = 2000
+#: Cells of a block of genes in :func:`variance_explained` (8 MB of float64).
+VARIANCE_BLOCK_CELLS = 1 << 20
 #: Below this expected count in a cell of a 2 × 2 table, Fisher's exact test replaces the
 #: chi-square test (Cochran's rule: the chi-square approximation needs expected counts ≥ 5).
 MIN_EXPECTED = 5.0
@@ -341,6 +344,7 @@ def gpca_delta(
     n_permutations: int = 1000,
     seed: int = 0,
     top_genes: int | None = None,
+    gene_variance: np.ndarray | None = None,
 ) -> GPCAResult:
     """gPCA's δ and its permutation p-value, as ``gPCA::gPCA.batchdetect``.
 
@@ -366,6 +370,9 @@ def gpca_delta(
     top_genes
         Keep the most variable genes only (``filt``); ``None`` uses every gene. Give it
         for large cohorts: the genes × samples matrix of the genes kept is copied.
+    gene_variance
+        ``values.var(axis=1)`` when already known (QC computes it for its PCA): saves
+        a pass over the matrix.
 
     Returns
     -------
@@ -389,8 +396,12 @@ def gpca_delta(
     codes, levels = pd.factorize(pd.Series(labels), sort=True)
     if len(levels) < 2:
         raise InputError(f"gPCA needs at least two batches; every sample is in batch {levels[0]!r}")
-    genes = top_variable_genes(x, x.shape[0] if top_genes is None else top_genes)
-    centred = x[genes].T - x[genes].T.mean(axis=0)  # samples × genes, genes centred
+    genes = top_variable_genes(
+        x, x.shape[0] if top_genes is None else top_genes, variance=gene_variance
+    )
+    kept = x[genes].T  # one copy of the genes kept, samples × genes
+    centred = kept - kept.mean(axis=0)  # genes centred
+    del kept
     total = float(np.square(centred).sum())
     if total <= 0:
         raise InputError("gPCA needs genes that vary across samples; every gene is constant")
@@ -449,17 +460,21 @@ def variance_explained(values: np.ndarray, factor: Sequence[object]) -> np.ndarr
     if len(labels) != x.shape[1]:
         raise InputError(f"{len(labels)} labels for {x.shape[1]} samples")
     codes, levels = pd.factorize(pd.Series(labels), sort=True)
-    centred = x - x.mean(axis=1, keepdims=True)
-    total = np.square(centred).sum(axis=1)
     indicator = np.zeros((len(codes), len(levels)))
     indicator[np.arange(len(codes)), codes] = 1.0
-    sums = centred @ indicator  # genes × levels: per-level sums of the centred values
     sizes = np.bincount(codes, minlength=len(levels))
-    between = (np.square(sums) / sizes).sum(axis=1)
+    total, between, scale = (np.empty(x.shape[0]) for _ in range(3))
+    # By blocks of genes: the same row-wise arithmetic without matrix-sized temporaries.
+    for rows in cell_slices(x.shape[0], x.shape[1], VARIANCE_BLOCK_CELLS):
+        block = np.array(x[rows], order="C")
+        scale[rows] = np.square(block).sum(axis=1)
+        centred = block - block.mean(axis=1, keepdims=True)
+        total[rows] = np.square(centred).sum(axis=1)
+        sums = centred @ indicator  # genes × levels: per-level sums of the centred values
+        between[rows] = (np.square(sums) / sizes).sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         r2 = np.where(total > 0, between / np.where(total > 0, total, 1.0), np.nan)
     # Constant up to rounding: relative to the gene's scale, not an absolute cut-off.
-    scale = np.square(x).sum(axis=1)
     r2[total <= 1e-24 * np.maximum(scale, 1.0)] = np.nan
     return np.clip(r2, 0.0, 1.0)
 
