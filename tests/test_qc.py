@@ -767,7 +767,11 @@ def test_many_samples_are_drawn_as_bands_per_group(tmp_path) -> None:
             "density": plots.density_figure(result.density_edges, result.density, groups=batch),
             "library": plots.library_size_figure(summary, groups=batch),
         }
-        counts[n] = {name: _artists(figure) for name, figure in figures.items()}
+        # Every figure of a stage too (RLE, PCA, heatmap, MA): as many artists either way.
+        stage = {f"stage {k}": f for k, f in plots.stage_figures(result).items()}
+        counts[n] = {name: _artists(figure) for name, figure in {**figures, **stage}.items()}
+        rle_ax = stage["stage rle"].axes[0]
+        assert rle_ax.get_xlabel().startswith(f"{n} samples, grouped by batch")
         box_ax = figures["box"].axes[0]
         assert box_ax.get_xlabel() == (
             f"{n} samples, grouped by batch, in sample-sheet order within each group"
