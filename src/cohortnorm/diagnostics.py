@@ -20,7 +20,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from cohortnorm.blocks import cell_slices
 from cohortnorm.errors import InputError
@@ -80,6 +79,10 @@ def _is_numeric(column: pd.Series, name: str, numeric: Sequence[str]) -> bool:
 
 
 def _categorical_row(name: str, batch: np.ndarray, level: np.ndarray) -> dict[str, object]:
+    # scipy.stats is imported where used: it takes half a second to load, and the QC stage
+    # jobs (gPCA, variance explained) never need it.
+    from scipy import stats
+
     table = pd.crosstab(pd.Series(batch, name="batch"), pd.Series(level, name="level"))
     n = int(table.to_numpy().sum())
     n_batches, n_levels = table.shape
@@ -147,6 +150,8 @@ def _categorical_row(name: str, batch: np.ndarray, level: np.ndarray) -> dict[st
 
 
 def _numeric_row(name: str, batch: np.ndarray, values: np.ndarray) -> dict[str, object]:
+    from scipy import stats
+
     levels = sorted(set(batch))
     groups = [values[batch == b] for b in levels]
     row: dict[str, object] = {

@@ -31,7 +31,6 @@ from matplotlib.collections import LineCollection, PolyCollection
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
-from scipy.cluster import hierarchy
 
 from cohortnorm.io.tables import atomic_output
 from cohortnorm.qc import MAHistograms, PCAResult, StageQC
@@ -507,6 +506,8 @@ def correlation_figure(
     tree_ax = fig.add_subplot(grid[0, 0])
     order = np.arange(n)
     if len(linkage):
+        from scipy.cluster import hierarchy  # only here: a quarter of a second to load
+
         tree = hierarchy.dendrogram(
             linkage, ax=tree_ax, no_labels=True, color_threshold=0, above_threshold_color="k"
         )

@@ -23,8 +23,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from scipy.cluster import hierarchy
-from scipy.spatial.distance import squareform
 
 from cohortnorm.blocks import cell_slices, slices
 
@@ -761,6 +759,11 @@ def correlation_clustering(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         samples × samples correlation, and the scipy linkage matrix of ``1 - r``
         (empty with fewer than two samples).
     """
+    # Imported here: scipy.cluster loads scipy.spatial and scipy.sparse (a quarter of a
+    # second), which the modules importing qc for its small helpers do not need.
+    from scipy.cluster import hierarchy
+    from scipy.spatial.distance import squareform
+
     values = _as_float(values)
     n = values.shape[1]
     if n < 2:
