@@ -270,6 +270,29 @@ def test_stage_qc_one_pass_equals_the_separate_summaries(cohort: dict) -> None:
     np.testing.assert_array_equal(result.pca.scores, qc.pca(values, top_genes=300, n_pcs=3).scores)
 
 
+@pytest.mark.parametrize("shape", [(40, 300), (300, 40)])
+def test_exact_pca_triplets_equal_a_full_svd(shape: tuple[int, int]) -> None:
+    """The exact path (top eigenvectors of the smaller Gram matrix) gives numpy's SVD."""
+    rng = np.random.default_rng(shape[0])
+    matrix = rng.normal(size=shape) * np.linspace(3, 1, shape[1])
+    matrix -= matrix.mean(axis=0)
+    u, s, vt = qc._svd(matrix, 5, seed=0)
+    full_u, full_s, full_vt = np.linalg.svd(matrix, full_matrices=False)
+    np.testing.assert_allclose(s, full_s[:5], rtol=1e-12)
+    signs = np.sign(np.sum(vt * full_vt[:5], axis=1))
+    np.testing.assert_allclose(vt * signs[:, None], full_vt[:5], atol=1e-10)
+    np.testing.assert_allclose(u * signs, full_u[:, :5], atol=1e-10)
+
+
+def test_exact_pca_of_duplicated_samples_has_zero_not_nan_components() -> None:
+    one = np.random.default_rng(1).normal(size=(50, 1))
+    values = np.hstack([one, one, one + 1.0, one + 1.0])  # rank 1 after centring
+    result = qc.pca(values, top_genes=50, n_pcs=3)
+    assert np.isfinite(result.scores).all()
+    np.testing.assert_allclose(np.abs(result.scores[:, 0]), np.sqrt(50) / 2, rtol=1e-12)
+    np.testing.assert_allclose(result.scores[:, 1:], 0.0, atol=1e-12)
+
+
 def test_density_histograms_match_numpy() -> None:
     rng = np.random.default_rng(4)
     values = rng.normal(size=(2000, 5))
