@@ -57,3 +57,25 @@ def test_the_qc_stage_loads_matplotlib_but_not_scipy_stats() -> None:
     modules = loaded_after_imports("qc_stage")
     assert "matplotlib" in modules  # it draws (the check above is not vacuous)
     assert "scipy.stats" not in modules and "scipy.cluster" not in modules
+
+
+def test_scipy_loaded_late_still_gets_the_rule_threads() -> None:
+    """scipy is now loaded inside the functions that use it, after runner.limit_threads
+    ran: its own OpenBLAS must still start with the rule's threads."""
+    code = (
+        "import threadpoolctl\n"
+        "from cohortnorm.runner import limit_threads\n"
+        "limit_threads(1)\n"
+        "import numpy as np\n"
+        "from cohortnorm import qc\n"
+        "qc.pca(np.random.default_rng(0).normal(size=(80, 30)), top_genes=50, n_pcs=3)\n"
+        "info = threadpoolctl.threadpool_info()\n"
+        "assert any('scipy' in pool['filepath'] for pool in info), info\n"
+        "assert all(pool['num_threads'] == 1 for pool in info), info\n"
+        "print('ok')\n"
+    )
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "2", "PYTHONPATH": str(REPO / "src")}
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False
+    )
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
