@@ -455,7 +455,11 @@ def gpca_delta(
     rng = np.random.default_rng(seed)
     labelings = [codes, *(rng.permutation(codes) for _ in range(n_permutations))]
     if centred.shape[0] <= GRAM_SAMPLES:
-        gram = cross_product(centred)
+        # centred is the transpose of the C-ordered centred_t: multiplying it by a plain
+        # copy of centred_t is the same gemm with the same bits as cross_product, without
+        # its transposing copy of the genes × samples matrix. Two buffers: never syrk
+        # (docs/blas.md).
+        gram = np.matmul(centred, centred_t.copy())
         unguided = _top_eigenvalue(gram)
         guided_all = _guided_variances(gram, labelings, len(levels))
     else:
