@@ -336,3 +336,19 @@ def test_gpca_large_cohort_path_equals_gram_path(monkeypatch, limit, top_genes):
     assert result.delta == pytest.approx(expected.delta, rel=1e-9)
     np.testing.assert_allclose(result.permuted, expected.permuted, rtol=1e-9)
     assert result.p_value == expected.p_value
+
+
+def test_variance_explained_table_of_two_factors_equals_each_alone():
+    """The table computes every factor in one pass over the matrix; the numbers are those
+    of variance_explained on each factor, digit for digit, constant genes left out."""
+    values, batch = _batch_cohort(shift=1.0, seed=12)
+    values[7] = 3.0  # a constant gene: no R²
+    condition = np.tile(["A", "B"], 12)
+    table = variance_explained_table(
+        {"s": values}, {"batch": batch, "condition": condition}, [f"g{i}" for i in range(400)]
+    )
+    for name, labels in (("batch", batch), ("condition", condition)):
+        alone = variance_explained(values, labels)
+        rows = table[table["factor"] == name]
+        assert "g7" not in set(rows["gene_id"]) and np.isnan(alone[7])
+        np.testing.assert_array_equal(rows["r2"].to_numpy(), alone[~np.isnan(alone)])

@@ -506,28 +506,42 @@ def variance_explained(values: np.ndarray, factor: Sequence[object]) -> np.ndarr
         One R² per gene in [0, 1]; NaN for a gene that is constant across samples (no
         variance to explain). With a single level every R² is 0.
     """
+    return _variance_explained(values, [factor])[0]
+
+
+def _variance_explained(values: np.ndarray, factors: Sequence[Sequence[object]]) -> list:
+    """:func:`variance_explained` of several factors in one pass over ``values``: the
+    centring and the total sum of squares of each gene do not depend on the factor."""
     x = np.asarray(values, dtype=np.float64)
-    labels = _labels(factor, "the factor")
-    if len(labels) != x.shape[1]:
-        raise InputError(f"{len(labels)} labels for {x.shape[1]} samples")
-    codes, levels = pd.factorize(pd.Series(labels), sort=True)
-    indicator = np.zeros((len(codes), len(levels)))
-    indicator[np.arange(len(codes)), codes] = 1.0
-    sizes = np.bincount(codes, minlength=len(levels))
-    total, between, scale = (np.empty(x.shape[0]) for _ in range(3))
+    models = []
+    for factor in factors:
+        labels = _labels(factor, "the factor")
+        if len(labels) != x.shape[1]:
+            raise InputError(f"{len(labels)} labels for {x.shape[1]} samples")
+        codes, levels = pd.factorize(pd.Series(labels), sort=True)
+        indicator = np.zeros((len(codes), len(levels)))
+        indicator[np.arange(len(codes)), codes] = 1.0
+        models.append((indicator, np.bincount(codes, minlength=len(levels))))
+    total, scale = np.empty(x.shape[0]), np.empty(x.shape[0])
+    between = [np.empty(x.shape[0]) for _ in models]
     # By blocks of genes: the same row-wise arithmetic without matrix-sized temporaries.
     for rows in cell_slices(x.shape[0], x.shape[1], VARIANCE_BLOCK_CELLS):
         block = np.array(x[rows], order="C")
         scale[rows] = np.square(block).sum(axis=1)
         centred = block - block.mean(axis=1, keepdims=True)
         total[rows] = np.square(centred).sum(axis=1)
-        sums = centred @ indicator  # genes × levels: per-level sums of the centred values
-        between[rows] = (np.square(sums) / sizes).sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        r2 = np.where(total > 0, between / np.where(total > 0, total, 1.0), np.nan)
+        for (indicator, sizes), result in zip(models, between, strict=True):
+            sums = centred @ indicator  # genes × levels: per-level sums of the centred values
+            result[rows] = (np.square(sums) / sizes).sum(axis=1)
     # Constant up to rounding: relative to the gene's scale, not an absolute cut-off.
-    r2[total <= 1e-24 * np.maximum(scale, 1.0)] = np.nan
-    return np.clip(r2, 0.0, 1.0)
+    constant = total <= 1e-24 * np.maximum(scale, 1.0)
+    results = []
+    for part in between:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            r2 = np.where(total > 0, part / np.where(total > 0, total, 1.0), np.nan)
+        r2[constant] = np.nan
+        results.append(np.clip(r2, 0.0, 1.0))
+    return results
 
 
 def variance_explained_table(
@@ -541,8 +555,11 @@ def variance_explained_table(
     """
     frames = []
     for stage, values in values_by_stage.items():
-        for name, labels in factors.items():
-            r2 = variance_explained(values, labels)
+        if not factors:
+            break
+        for name, r2 in zip(
+            factors, _variance_explained(values, list(factors.values())), strict=True
+        ):
             keep = ~np.isnan(r2)
             frames.append(
                 pd.DataFrame(
