@@ -195,12 +195,13 @@ def sorted_quantiles(rows: np.ndarray, probabilities: Sequence[float]) -> np.nda
 DISTRIBUTION_COLUMNS = ["min", "q1", "median", "q3", "max", "mean", "iqr", "whislo", "whishi"]
 
 
-def _distribution_rows(chunk: np.ndarray) -> np.ndarray:
+def _distribution_rows(chunk: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The :data:`DISTRIBUTION_COLUMNS` of each row of ``chunk`` (samples × genes).
 
     One sort per row gives the quartiles, the ends and the whiskers (the first sorted
     value at or above q1 - 1.5 IQR, the last at or below q3 + 1.5 IQR); the mean is
-    taken on the unsorted row, so its summation order is numpy's usual one.
+    taken on the unsorted row, so its summation order is numpy's usual one. The sorted
+    rows are returned too.
     """
     mean = chunk.mean(axis=1)
     ordered = np.sort(chunk, axis=1)
@@ -215,9 +216,10 @@ def _distribution_rows(chunk: np.ndarray) -> np.ndarray:
         [np.searchsorted(r, v, side="right") - 1 for r, v in zip(ordered, high, strict=True)]
     )
     whislo, whishi = ordered[rows, first], ordered[rows, last]
-    return np.column_stack(
+    table = np.column_stack(
         [ordered[:, 0], q1, median, q3, ordered[:, -1], mean, iqr, whislo, whishi]
     )
+    return table, ordered
 
 
 def _summary_frame(table: np.ndarray, samples: Sequence[str] | None) -> pd.DataFrame:
@@ -262,7 +264,7 @@ def distribution_summary(
         chunk = _sample_block(values, block)
         if center is not None:
             chunk -= center[None, :]
-        table[block] = _distribution_rows(chunk)
+        table[block] = _distribution_rows(chunk)[0]
     return _summary_frame(table, samples)
 
 
@@ -326,6 +328,30 @@ def _bin_counts(chunk: np.ndarray, edges: np.ndarray) -> np.ndarray:
     return np.bincount(index.ravel(), minlength=chunk.shape[0] * n_bins).reshape(
         chunk.shape[0], n_bins
     )
+
+
+def _sorted_bin_counts(ordered: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """:func:`_bin_counts` of rows already sorted, by binary search: a value's bin
+    (``floor((x - edges[0]) / width)``, clipped) never decreases along a sorted row, so
+    each bin's count is the distance between the first positions reaching it and the
+    next bin. The same counts, from about 17 probes per bin instead of a pass per value.
+    """
+    n_bins = len(edges) - 1
+    width = edges[1] - edges[0]
+    m, n = ordered.shape
+    targets = np.arange(1, n_bins)[None, :]
+    low = np.zeros((m, n_bins - 1), dtype=np.int64)
+    high = np.full((m, n_bins - 1), n, dtype=np.int64)
+    rows = np.arange(m)[:, None]
+    while (active := low < high).any():
+        middle = (low + high) // 2
+        values = ordered[rows, np.minimum(middle, n - 1)]
+        bins = np.clip(((values - edges[0]) / width).astype(np.int64), 0, n_bins - 1)
+        below = active & (bins < targets)  # the first position of the bin is further on
+        low = np.where(below, middle + 1, low)
+        high = np.where(active & ~below, middle, high)
+    starts = np.concatenate([np.zeros((m, 1), np.int64), low, np.full((m, 1), n)], axis=1)
+    return np.diff(starts, axis=1)
 
 
 def _smoothed_density(counts: np.ndarray, edges: np.ndarray, smooth_bins: float) -> np.ndarray:
@@ -978,10 +1004,11 @@ def stage_qc(
     counts = np.empty((n, density_bins))
     for block in slices(n, BLOCK):
         chunk = _sample_block(values, block)
-        table[block] = _distribution_rows(chunk)
-        counts[block] = _bin_counts(chunk, edges)
+        table[block], ordered = _distribution_rows(chunk)
+        counts[block] = _sorted_bin_counts(ordered, edges)
+        del ordered
         chunk -= genes.median[None, :]
-        rle_table[block] = _distribution_rows(chunk)
+        rle_table[block] = _distribution_rows(chunk)[0]
     distribution = _summary_frame(table, samples)
     rle = _summary_frame(rle_table, samples)
     density = _smoothed_density(counts, edges, 1.5)
