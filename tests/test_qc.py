@@ -293,7 +293,6 @@ def test_exact_pca_of_duplicated_samples_has_zero_not_nan_components() -> None:
     np.testing.assert_allclose(result.scores[:, 1:], 0.0, atol=1e-12)
 
 
-
 def test_density_counts_by_binary_search_equal_bincount() -> None:
     """The QC pass counts each sorted row's bins by binary search; the counts are those of
     the per-value bin index, values beyond the edges going to the end bins."""
@@ -303,6 +302,7 @@ def test_density_counts_by_binary_search_equal_bincount() -> None:
         ours = qc._sorted_bin_counts(np.sort(rows, axis=1), edges)
         np.testing.assert_array_equal(ours, qc._bin_counts(rows, edges))
         assert (ours.sum(axis=1) == rows.shape[1]).all()
+
 
 def test_density_histograms_match_numpy() -> None:
     rng = np.random.default_rng(4)
