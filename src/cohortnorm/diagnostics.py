@@ -303,13 +303,10 @@ def _top_eigen(matrix: np.ndarray) -> tuple[float, np.ndarray]:
 
 
 def _top_eigenvalue(matrix: np.ndarray) -> float:
-    """Largest eigenvalue of a symmetric matrix, computed alone (LAPACK ``syevr`` with an
-    index range): several times faster than the full decomposition for a samples ×
-    samples Gram matrix, equal to it up to rounding."""
-    from scipy.linalg import eigh
-
-    n = matrix.shape[0]
-    return float(eigh(matrix, eigvals_only=True, subset_by_index=[n - 1, n - 1])[0])
+    """Largest eigenvalue of a symmetric matrix, without eigenvectors (LAPACK ``syevd``
+    with ``jobz = N``): half the time of the full decomposition for a samples × samples
+    Gram matrix, equal to it up to rounding."""
+    return float(np.linalg.eigvalsh(matrix)[-1])
 
 
 #: Permutations whose indicator matrices go through one product with the Gram matrix.
