@@ -31,7 +31,7 @@ import resource  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from cohortnorm import edger, plots, qc  # noqa: E402
+from cohortnorm import diagnostics, edger, plots, qc  # noqa: E402
 
 
 def peak_rss_mb() -> float:
@@ -93,11 +93,27 @@ def main() -> None:
             t = time.perf_counter()
             logcpm = edger.cpm(counts, sizes, log=True, prior_count=2.0)
             result = qc.stage_qc(logcpm, samples, condition=condition, batch=batch, stage=stage)
-            del logcpm
             t_core = time.perf_counter() - t
+            # What the qc_stage job adds: gPCA (every gene, as qc.gpca_top_genes: null, with
+            # the default 200 permutations) and the per-gene variance explained.
+            t = time.perf_counter()
+            diagnostics.gpca_delta(
+                logcpm, list(batch), n_permutations=200, gene_variance=result.gene_variance
+            )
+            t_gpca = time.perf_counter() - t
+            diagnostics.variance_explained_table(
+                {stage: logcpm},
+                {"batch": list(batch), "condition": list(condition)},
+                [f"g{i}" for i in range(len(logcpm))],
+            )
+            t_variance = time.perf_counter() - t - t_gpca
+            del logcpm
+            t = time.perf_counter()
             stage_figures(result, stage, directory)
             timings[f"{stage} (logCPM + core)"] = t_core
-            timings[f"{stage} (figures)"] = time.perf_counter() - t - t_core
+            timings[f"{stage} (gPCA)"] = t_gpca
+            timings[f"{stage} (variance explained)"] = t_variance
+            timings[f"{stage} (figures)"] = time.perf_counter() - t
             metrics.append(result.metrics)
             if stage == "normalized":
                 per_sample = result.per_sample

@@ -80,6 +80,7 @@ def main(smk, logger):
             n_permutations=settings["gpca_permutations"],
             seed=settings["seed"],
             top_genes=settings["gpca_top_genes"],
+            gene_variance=result.gene_variance,
         )
         metrics["gpca_delta"], metrics["gpca_p_value"] = gpca.delta, gpca.p_value
         logger.info(

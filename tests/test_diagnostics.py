@@ -190,6 +190,25 @@ def test_gpca_top_genes_filter_matches_direct():
     assert result.delta == pytest.approx(_gpca_direct(values[:50], batch), rel=1e-10)
 
 
+def test_gpca_permutations_in_blocks_equal_one_at_a_time():
+    """The permutations go through the Gram matrix in blocks; each δ equals the one of its
+    own labelling computed alone (from the definition in _guided_variance and a full
+    eigendecomposition), and so does the p-value."""
+    values, batch = _batch_cohort(shift=0.03, seed=9)
+    result = gpca_delta(values, batch, n_permutations=150, seed=4)  # 3 blocks of 64
+    codes = pd.factorize(pd.Series(batch), sort=True)[0]
+    rng = np.random.default_rng(4)
+    labelings = [codes, *(rng.permutation(codes) for _ in range(150))]
+    x = values.T - values.T.mean(axis=0)
+    gram = x @ x.T.copy()
+    unguided = np.linalg.eigvalsh(gram)[-1]
+    alone = np.array([diagnostics._guided_variance(gram, c, 3) for c in labelings]) / unguided
+    assert result.delta == pytest.approx(alone[0], rel=1e-12)
+    np.testing.assert_allclose(result.permuted, alone[1:], rtol=1e-12)
+    assert 0.0 < result.p_value < 1.0
+    assert result.p_value == np.mean(alone[1:] >= alone[0] - 1e-10 * max(alone[0], 1.0))
+
+
 def test_gpca_is_deterministic_with_a_seed():
     values, batch = _batch_cohort(shift=0.3, seed=5)
     first = gpca_delta(values, batch, n_permutations=100, seed=7)
@@ -317,3 +336,19 @@ def test_gpca_large_cohort_path_equals_gram_path(monkeypatch, limit, top_genes):
     assert result.delta == pytest.approx(expected.delta, rel=1e-9)
     np.testing.assert_allclose(result.permuted, expected.permuted, rtol=1e-9)
     assert result.p_value == expected.p_value
+
+
+def test_variance_explained_table_of_two_factors_equals_each_alone():
+    """The table computes every factor in one pass over the matrix; the numbers are those
+    of variance_explained on each factor, digit for digit, constant genes left out."""
+    values, batch = _batch_cohort(shift=1.0, seed=12)
+    values[7] = 3.0  # a constant gene: no R²
+    condition = np.tile(["A", "B"], 12)
+    table = variance_explained_table(
+        {"s": values}, {"batch": batch, "condition": condition}, [f"g{i}" for i in range(400)]
+    )
+    for name, labels in (("batch", batch), ("condition", condition)):
+        alone = variance_explained(values, labels)
+        rows = table[table["factor"] == name]
+        assert "g7" not in set(rows["gene_id"]) and np.isnan(alone[7])
+        np.testing.assert_array_equal(rows["r2"].to_numpy(), alone[~np.isnan(alone)])

@@ -207,6 +207,103 @@ def test_distribution_summary_matches_numpy_and_matplotlib() -> None:
     np.testing.assert_allclose(rle["median"], np.median(values - center[:, None], axis=0))
 
 
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 8, 1001])
+def test_sorted_quantiles_equal_numpy_quantile_bit_for_bit(n: int) -> None:
+    rng = np.random.default_rng(n)
+    # Rounded values: ties, and both interpolation branches of numpy's _lerp.
+    rows = np.round(rng.normal(size=(7, n)), 1)
+    probabilities = [0.0, 0.001, 0.25, 0.5, 0.75, 0.999, 1.0]
+    ours = qc.sorted_quantiles(np.sort(rows, axis=1), probabilities)
+    np.testing.assert_array_equal(ours, np.quantile(rows, probabilities, axis=1))
+
+
+def test_distribution_summary_equals_numpy_per_column() -> None:
+    """Every column (quantiles, ends, mean, whiskers) equals numpy on the matrix exactly,
+    including the whiskers' definition (extreme values within 1.5 IQR)."""
+    rng = np.random.default_rng(11)
+    values = np.round(rng.standard_t(2, size=(999, 141)), 2)  # ties and far outliers
+    summary = qc.distribution_summary(values)
+    q1, median, q3 = np.quantile(values, [0.25, 0.5, 0.75], axis=0)
+    iqr = q3 - q1
+    inside_low = np.where(values >= q1 - 1.5 * iqr, values, np.inf).min(axis=0)
+    inside_high = np.where(values <= q3 + 1.5 * iqr, values, -np.inf).max(axis=0)
+    expected = {
+        "min": values.min(axis=0),
+        "q1": q1,
+        "median": median,
+        "q3": q3,
+        "max": values.max(axis=0),
+        "iqr": iqr,
+        "whislo": inside_low,
+        "whishi": inside_high,
+    }
+    for column, numbers in expected.items():
+        np.testing.assert_array_equal(summary[column].to_numpy(), numbers, err_msg=column)
+    np.testing.assert_allclose(summary["mean"], values.mean(axis=0), rtol=0, atol=1e-14)
+    assert (summary["whislo"] > summary["min"]).any()  # the outliers were left out
+
+
+def test_gene_summary_equals_numpy() -> None:
+    rng = np.random.default_rng(12)
+    for n in (1000, 999):  # even and odd number of samples: two medians
+        values = np.round(rng.normal(size=(2500, n)), 2)
+        genes = qc.gene_summary(np.asfortranarray(values))
+        np.testing.assert_array_equal(genes.median, np.median(values, axis=1))
+        np.testing.assert_array_equal(genes.mean, values.mean(axis=1))
+        np.testing.assert_array_equal(genes.variance, values.var(axis=1))
+        assert (genes.low, genes.high) == (values.min(), values.max())
+
+
+def test_stage_qc_one_pass_equals_the_separate_summaries(cohort: dict) -> None:
+    """The fused pass of stage_qc gives what each summary function gives alone."""
+    values, samples = cohort["logcpm"], cohort["samples"]
+    result = qc.stage_qc(values, samples, batch=cohort["batch"], top_genes=300, n_pcs=3)
+    pd.testing.assert_frame_equal(result.distribution, qc.distribution_summary(values, samples))
+    rle = qc.distribution_summary(values, samples, center=np.median(values, axis=1))
+    pd.testing.assert_frame_equal(result.rle, rle)
+    np.testing.assert_array_equal(
+        result.density, qc.density_histograms(values, result.density_edges)
+    )
+    assert result.density_edges[[0, -1]].tolist() == [values.min(), values.max()]
+    np.testing.assert_array_equal(result.gene_variance, values.var(axis=1))
+    np.testing.assert_array_equal(result.pca.genes, qc.top_variable_genes(values, 300))
+    np.testing.assert_array_equal(result.pca.scores, qc.pca(values, top_genes=300, n_pcs=3).scores)
+
+
+@pytest.mark.parametrize("shape", [(40, 300), (300, 40)])
+def test_exact_pca_triplets_equal_a_full_svd(shape: tuple[int, int]) -> None:
+    """The exact path (top eigenvectors of the smaller Gram matrix) gives numpy's SVD."""
+    rng = np.random.default_rng(shape[0])
+    matrix = rng.normal(size=shape) * np.linspace(3, 1, shape[1])
+    matrix -= matrix.mean(axis=0)
+    u, s, vt = qc._svd(matrix, 5, seed=0)
+    full_u, full_s, full_vt = np.linalg.svd(matrix, full_matrices=False)
+    np.testing.assert_allclose(s, full_s[:5], rtol=1e-12)
+    signs = np.sign(np.sum(vt * full_vt[:5], axis=1))
+    np.testing.assert_allclose(vt * signs[:, None], full_vt[:5], atol=1e-10)
+    np.testing.assert_allclose(u * signs, full_u[:, :5], atol=1e-10)
+
+
+def test_exact_pca_of_duplicated_samples_has_zero_not_nan_components() -> None:
+    one = np.random.default_rng(1).normal(size=(50, 1))
+    values = np.hstack([one, one, one + 1.0, one + 1.0])  # rank 1 after centring
+    result = qc.pca(values, top_genes=50, n_pcs=3)
+    assert np.isfinite(result.scores).all()
+    np.testing.assert_allclose(np.abs(result.scores[:, 0]), np.sqrt(50) / 2, rtol=1e-12)
+    np.testing.assert_allclose(result.scores[:, 1:], 0.0, atol=1e-12)
+
+
+def test_density_counts_by_binary_search_equal_bincount() -> None:
+    """The QC pass counts each sorted row's bins by binary search; the counts are those of
+    the per-value bin index, values beyond the edges going to the end bins."""
+    rng = np.random.default_rng(13)
+    rows = np.round(rng.normal(size=(9, 5001)), 2)  # ties, and values on the bin edges
+    for edges in (np.linspace(rows.min(), rows.max(), 121), np.linspace(-1.0, 1.5, 26)):
+        ours = qc._sorted_bin_counts(np.sort(rows, axis=1), edges)
+        np.testing.assert_array_equal(ours, qc._bin_counts(rows, edges))
+        assert (ours.sum(axis=1) == rows.shape[1]).all()
+
+
 def test_density_histograms_match_numpy() -> None:
     rng = np.random.default_rng(4)
     values = rng.normal(size=(2000, 5))
@@ -704,7 +801,11 @@ def test_many_samples_are_drawn_as_bands_per_group(tmp_path) -> None:
             "density": plots.density_figure(result.density_edges, result.density, groups=batch),
             "library": plots.library_size_figure(summary, groups=batch),
         }
-        counts[n] = {name: _artists(figure) for name, figure in figures.items()}
+        # Every figure of a stage too (RLE, PCA, heatmap, MA): as many artists either way.
+        stage = {f"stage {k}": f for k, f in plots.stage_figures(result).items()}
+        counts[n] = {name: _artists(figure) for name, figure in {**figures, **stage}.items()}
+        rle_ax = stage["stage rle"].axes[0]
+        assert rle_ax.get_xlabel().startswith(f"{n} samples, grouped by batch")
         box_ax = figures["box"].axes[0]
         assert box_ax.get_xlabel() == (
             f"{n} samples, grouped by batch, in sample-sheet order within each group"

@@ -22,9 +22,7 @@ import numpy as np
 import pandas as pd
 
 from cohortnorm import combat as combat_module
-from cohortnorm import combat_seq as combat_seq_module
 from cohortnorm import limma
-from cohortnorm.combat_ref import combat_ref
 from cohortnorm.errors import InputError
 from cohortnorm.model_matrix import (
     batch_factor,
@@ -153,6 +151,10 @@ def correct_combat(data: BatchInput) -> BatchCorrection:
 
 def combat_seq_model(settings: Mapping[str, Any]) -> tuple[str | None, list[str]]:
     """ComBat-seq's ``group`` and ``covar_mod`` columns (see combat_seq.model_columns)."""
+    # Imported here: ComBat-seq loads scipy (half a second at start-up), which the
+    # other methods do not need.
+    from cohortnorm import combat_seq as combat_seq_module
+
     options = settings["combat_seq"]
     return combat_seq_module.model_columns(
         settings["covariates"], options.get("group"), options.get("covariates")
@@ -161,6 +163,10 @@ def combat_seq_model(settings: Mapping[str, Any]) -> tuple[str | None, list[str]
 
 def correct_combat_seq(data: BatchInput) -> BatchCorrection:
     """``sva::ComBat_seq`` on the filtered counts, with its ``group`` and ``covar_mod``."""
+    # Imported here: ComBat-seq loads scipy (half a second at start-up), which the
+    # other methods do not need.
+    from cohortnorm import combat_seq as combat_seq_module
+
     values, sheet, settings = data.values, data.sheet, data.settings
     options = settings["combat_seq"]
     batch = data.column(settings["batch"], "batch_correction.batch")
@@ -303,6 +309,9 @@ def correct_combat_ref(data: BatchInput) -> BatchCorrection:
     ``dispersion`` (edgeR common dispersion), ``dispersion_design``, ``reference`` (the
     kept batch) and ``capped_genes``.
     """
+    # Imported here: ComBat-ref and ComBat-seq load scipy (half a second at start-up),
+    # which the other methods do not need.
+    from cohortnorm.combat_ref import combat_ref
     from cohortnorm.design import combat_ref_group
 
     values, settings = data.values, data.settings

@@ -31,7 +31,6 @@ import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike, NDArray
 from scipy.special import betainc, gammaln, ndtri
-from scipy.stats import nbinom
 
 from cohortnorm.blocks import available_cpus
 from cohortnorm.edger_glm import (
@@ -529,6 +528,9 @@ def _monte_carlo_int_nb(
     For gene i, every other gene j supplies a prior draw with likelihood
     ``prod_k dnbinom(x_ik, mu=mu_jk, size=1/phi_j)``.
     """
+    # Imported here: scipy.stats takes half a second to load, and only this step uses it.
+    from scipy.stats import nbinom
+
     ngenes = dat.shape[0]
     gamma_star = gamma.copy()
     phi_star = phi.copy()

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
+from cohortnorm.blocks import cell_slices
 from cohortnorm.errors import InputError
 from cohortnorm.qc import cramers_v, cross_product, top_variable_genes
 
@@ -29,6 +29,8 @@ from cohortnorm.qc import cramers_v, cross_product, top_variable_genes
 #: permutation then costs samples² operations); above it, on the samples × genes matrix
 #: (two passes per permutation), so 17,000 samples never need a 17,000² matrix.
 GRAM_SAMPLES = 2000
+#: Cells of a block of genes in :func:`variance_explained` (8 MB of float64).
+VARIANCE_BLOCK_CELLS = 1 << 20
 #: Below this expected count in a cell of a 2 × 2 table, Fisher's exact test replaces the
 #: chi-square test (Cochran's rule: the chi-square approximation needs expected counts ≥ 5).
 MIN_EXPECTED = 5.0
@@ -77,6 +79,10 @@ def _is_numeric(column: pd.Series, name: str, numeric: Sequence[str]) -> bool:
 
 
 def _categorical_row(name: str, batch: np.ndarray, level: np.ndarray) -> dict[str, object]:
+    # scipy.stats is imported where used: it takes half a second to load, and the QC stage
+    # jobs (gPCA, variance explained) never need it.
+    from scipy import stats
+
     table = pd.crosstab(pd.Series(batch, name="batch"), pd.Series(level, name="level"))
     n = int(table.to_numpy().sum())
     n_batches, n_levels = table.shape
@@ -144,6 +150,8 @@ def _categorical_row(name: str, batch: np.ndarray, level: np.ndarray) -> dict[st
 
 
 def _numeric_row(name: str, batch: np.ndarray, values: np.ndarray) -> dict[str, object]:
+    from scipy import stats
+
     levels = sorted(set(batch))
     groups = [values[batch == b] for b in levels]
     row: dict[str, object] = {
@@ -294,6 +302,41 @@ def _top_eigen(matrix: np.ndarray) -> tuple[float, np.ndarray]:
     return float(values[-1]), vectors[:, -1]
 
 
+def _top_eigenvalue(matrix: np.ndarray) -> float:
+    """Largest eigenvalue of a symmetric matrix, without eigenvectors (LAPACK ``syevd``
+    with ``jobz = N``): half the time of the full decomposition for a samples × samples
+    Gram matrix, equal to it up to rounding."""
+    return float(np.linalg.eigvalsh(matrix)[-1])
+
+
+#: Permutations whose indicator matrices go through one product with the Gram matrix.
+PERMUTATION_BLOCK = 64
+
+
+def _guided_variances(gram: np.ndarray, labelings: list[np.ndarray], n_levels: int) -> np.ndarray:
+    """:func:`_guided_variance` of every labelling, with one product ``G Y`` per block of
+    :data:`PERMUTATION_BLOCK` labellings instead of one per labelling (the samples ×
+    samples Gram is read once per block, not once per permutation)."""
+    n = gram.shape[0]
+    result = np.empty(len(labelings))
+    for block in range(0, len(labelings), PERMUTATION_BLOCK):
+        chosen = labelings[block : block + PERMUTATION_BLOCK]
+        indicator = np.zeros((n, len(chosen) * n_levels))
+        for k, codes in enumerate(chosen):
+            indicator[np.arange(n), k * n_levels + codes] = 1.0
+        products = gram @ indicator
+        for k in range(len(chosen)):
+            columns = slice(k * n_levels, (k + 1) * n_levels)
+            gy = products[:, columns]
+            sigma2, u = _top_eigen(indicator[:, columns].T @ gy)
+            if sigma2 <= 0:
+                result[block + k] = 0.0
+                continue
+            scores = gy @ u
+            result[block + k] = float(scores @ scores / sigma2)
+    return result
+
+
 def _guided_variance(gram: np.ndarray, codes: np.ndarray, n_levels: int) -> float:
     """||X v||² for v the first right singular vector of Yᵀ X, from the Gram G = X Xᵀ.
 
@@ -341,6 +384,7 @@ def gpca_delta(
     n_permutations: int = 1000,
     seed: int = 0,
     top_genes: int | None = None,
+    gene_variance: np.ndarray | None = None,
 ) -> GPCAResult:
     """gPCA's δ and its permutation p-value, as ``gPCA::gPCA.batchdetect``.
 
@@ -366,6 +410,9 @@ def gpca_delta(
     top_genes
         Keep the most variable genes only (``filt``); ``None`` uses every gene. Give it
         for large cohorts: the genes × samples matrix of the genes kept is copied.
+    gene_variance
+        ``values.var(axis=1)`` when already known (QC computes it for its PCA): saves
+        a pass over the matrix.
 
     Returns
     -------
@@ -389,20 +436,32 @@ def gpca_delta(
     codes, levels = pd.factorize(pd.Series(labels), sort=True)
     if len(levels) < 2:
         raise InputError(f"gPCA needs at least two batches; every sample is in batch {levels[0]!r}")
-    genes = top_variable_genes(x, x.shape[0] if top_genes is None else top_genes)
-    centred = x[genes].T - x[genes].T.mean(axis=0)  # samples × genes, genes centred
+    genes = top_variable_genes(
+        x, x.shape[0] if top_genes is None else top_genes, variance=gene_variance
+    )
+    # samples × genes with every gene centred, built by blocks of genes: the genes kept
+    # are copied once, straight into the result.
+    centred_t = np.empty((len(genes), x.shape[1]))
+    for rows in cell_slices(len(genes), x.shape[1], VARIANCE_BLOCK_CELLS):
+        kept = x[genes[rows]].T
+        centred_t[rows] = (kept - kept.mean(axis=0)).T
+    centred = centred_t.T
     total = float(np.square(centred).sum())
     if total <= 0:
         raise InputError("gPCA needs genes that vary across samples; every gene is constant")
     rng = np.random.default_rng(seed)
     labelings = [codes, *(rng.permutation(codes) for _ in range(n_permutations))]
     if centred.shape[0] <= GRAM_SAMPLES:
-        gram = cross_product(centred)
-        unguided, _ = _top_eigen(gram)
-        guided_all = np.array([_guided_variance(gram, c, len(levels)) for c in labelings])
+        # centred is the transpose of the C-ordered centred_t: multiplying it by a plain
+        # copy of centred_t is the same gemm with the same bits as cross_product, without
+        # its transposing copy of the genes × samples matrix. Two buffers: never syrk
+        # (docs/blas.md).
+        gram = np.matmul(centred, centred_t.copy())
+        unguided = _top_eigenvalue(gram)
+        guided_all = _guided_variances(gram, labelings, len(levels))
     else:
         unguided = (
-            _top_eigen(cross_product(centred.T))[0]
+            _top_eigenvalue(cross_product(centred.T))
             if centred.shape[1] <= GRAM_SAMPLES
             else _top_singular_value(centred) ** 2
         )
@@ -444,24 +503,42 @@ def variance_explained(values: np.ndarray, factor: Sequence[object]) -> np.ndarr
         One R² per gene in [0, 1]; NaN for a gene that is constant across samples (no
         variance to explain). With a single level every R² is 0.
     """
+    return _variance_explained(values, [factor])[0]
+
+
+def _variance_explained(values: np.ndarray, factors: Sequence[Sequence[object]]) -> list:
+    """:func:`variance_explained` of several factors in one pass over ``values``: the
+    centring and the total sum of squares of each gene do not depend on the factor."""
     x = np.asarray(values, dtype=np.float64)
-    labels = _labels(factor, "the factor")
-    if len(labels) != x.shape[1]:
-        raise InputError(f"{len(labels)} labels for {x.shape[1]} samples")
-    codes, levels = pd.factorize(pd.Series(labels), sort=True)
-    centred = x - x.mean(axis=1, keepdims=True)
-    total = np.square(centred).sum(axis=1)
-    indicator = np.zeros((len(codes), len(levels)))
-    indicator[np.arange(len(codes)), codes] = 1.0
-    sums = centred @ indicator  # genes × levels: per-level sums of the centred values
-    sizes = np.bincount(codes, minlength=len(levels))
-    between = (np.square(sums) / sizes).sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        r2 = np.where(total > 0, between / np.where(total > 0, total, 1.0), np.nan)
+    models = []
+    for factor in factors:
+        labels = _labels(factor, "the factor")
+        if len(labels) != x.shape[1]:
+            raise InputError(f"{len(labels)} labels for {x.shape[1]} samples")
+        codes, levels = pd.factorize(pd.Series(labels), sort=True)
+        indicator = np.zeros((len(codes), len(levels)))
+        indicator[np.arange(len(codes)), codes] = 1.0
+        models.append((indicator, np.bincount(codes, minlength=len(levels))))
+    total, scale = np.empty(x.shape[0]), np.empty(x.shape[0])
+    between = [np.empty(x.shape[0]) for _ in models]
+    # By blocks of genes: the same row-wise arithmetic without matrix-sized temporaries.
+    for rows in cell_slices(x.shape[0], x.shape[1], VARIANCE_BLOCK_CELLS):
+        block = np.array(x[rows], order="C")
+        scale[rows] = np.square(block).sum(axis=1)
+        centred = block - block.mean(axis=1, keepdims=True)
+        total[rows] = np.square(centred).sum(axis=1)
+        for (indicator, sizes), result in zip(models, between, strict=True):
+            sums = centred @ indicator  # genes × levels: per-level sums of the centred values
+            result[rows] = (np.square(sums) / sizes).sum(axis=1)
     # Constant up to rounding: relative to the gene's scale, not an absolute cut-off.
-    scale = np.square(x).sum(axis=1)
-    r2[total <= 1e-24 * np.maximum(scale, 1.0)] = np.nan
-    return np.clip(r2, 0.0, 1.0)
+    constant = total <= 1e-24 * np.maximum(scale, 1.0)
+    results = []
+    for part in between:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            r2 = np.where(total > 0, part / np.where(total > 0, total, 1.0), np.nan)
+        r2[constant] = np.nan
+        results.append(np.clip(r2, 0.0, 1.0))
+    return results
 
 
 def variance_explained_table(
@@ -475,8 +552,11 @@ def variance_explained_table(
     """
     frames = []
     for stage, values in values_by_stage.items():
-        for name, labels in factors.items():
-            r2 = variance_explained(values, labels)
+        if not factors:
+            break
+        for name, r2 in zip(
+            factors, _variance_explained(values, list(factors.values())), strict=True
+        ):
             keep = ~np.isnan(r2)
             frames.append(
                 pd.DataFrame(

@@ -12,20 +12,21 @@ from __future__ import annotations
 import difflib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
-from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
 
-from cohortnorm import plots
 from cohortnorm.errors import InputError
 from cohortnorm.io.gtf import _leading_comment_lines, _read_gtf
 from cohortnorm.io.tables import check_input_file, explain_read_errors
 from cohortnorm.lengths import ensembl_stem
+
+if TYPE_CHECKING:  # matplotlib loads when a panel is drawn, not for gene_symbols
+    from matplotlib.figure import Figure
 
 RESOLVED_COLUMNS = ["requested", "gene_id", "gene_name", "matched_by"]
 #: Close matches suggested for a name that is not found.
@@ -256,7 +257,6 @@ def _offsets(n: int, width: float = 0.5) -> np.ndarray:
     return np.linspace(-width / 2, width / 2, n)
 
 
-@plots.styled
 def draw_panel(
     values_by_stage: Mapping[str, pd.DataFrame],
     genes: Sequence[str],
@@ -294,6 +294,41 @@ def draw_panel(
     -------
     matplotlib.figure.Figure
     """
+    import matplotlib
+
+    from cohortnorm import plots
+
+    with matplotlib.rc_context(plots.STYLE):
+        return _draw_panel(
+            values_by_stage,
+            genes,
+            condition,
+            batch,
+            symbols,
+            value_label=value_label,
+            condition_name=condition_name,
+            batch_name=batch_name,
+            title=title,
+        )
+
+
+def _draw_panel(
+    values_by_stage: Mapping[str, pd.DataFrame],
+    genes: Sequence[str],
+    condition: Sequence[object],
+    batch: Sequence[object] | None = None,
+    symbols: Mapping[str, str] | None = None,
+    *,
+    value_label: str = "log2 CPM",
+    condition_name: str = "condition",
+    batch_name: str = "batch",
+    title: str = "",
+) -> Figure:
+    """:func:`draw_panel`, under :data:`cohortnorm.plots.STYLE`."""
+    from matplotlib.lines import Line2D
+
+    from cohortnorm import plots
+
     stages = list(values_by_stage)
     if not stages or not genes:
         raise InputError("a biomarker panel needs at least one stage and one gene")

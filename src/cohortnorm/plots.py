@@ -31,7 +31,6 @@ from matplotlib.collections import LineCollection, PolyCollection
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
-from scipy.cluster import hierarchy
 
 from cohortnorm.io.tables import atomic_output
 from cohortnorm.qc import MAHistograms, PCAResult, StageQC
@@ -507,6 +506,8 @@ def correlation_figure(
     tree_ax = fig.add_subplot(grid[0, 0])
     order = np.arange(n)
     if len(linkage):
+        from scipy.cluster import hierarchy  # only here: a quarter of a second to load
+
         tree = hierarchy.dendrogram(
             linkage, ax=tree_ax, no_labels=True, color_threshold=0, above_threshold_color="k"
         )
@@ -552,12 +553,31 @@ def correlation_figure(
 
 @styled
 def ma_figure(ma: MAHistograms, *, title: str = "", columns: int = 4) -> Figure:
-    """A grid of MA panels (2D histograms, log colour scale), one per sample shown."""
+    """A grid of MA panels (2D histograms, log colour scale), one per sample shown.
+
+    The panels sit on a fixed grid (no layout engine): with a dozen axes, constrained
+    layout measured every tick label several times and took most of the drawing time.
+    Shared axes leave labels on the outer panels only, and the tight bounding box of
+    :func:`save_figure` takes in what lies outside the grid (axis labels, colour bar,
+    title).
+    """
     panels = len(ma.samples)
     columns = max(1, min(columns, panels))
     rows = max(1, int(np.ceil(panels / columns)))
-    fig = _figure(2.6 * columns + 0.6, 2.3 * rows + 0.8)
-    axes = fig.subplots(rows, columns, squeeze=False, sharex=True, sharey=True)
+    width, height = 2.6 * columns + 0.6, 2.3 * rows + 0.8
+    with matplotlib.rc_context(STYLE):
+        fig = Figure(figsize=(width, height))
+    grid = fig.add_gridspec(
+        rows,
+        columns,
+        left=0.7 / width,
+        right=1 - 0.6 / width,
+        bottom=0.5 / height,
+        top=1 - 0.3 / height,
+        wspace=0.06,
+        hspace=0.16,
+    )
+    axes = grid.subplots(sharex=True, sharey=True, squeeze=False)
     extent = (ma.a_edges[0], ma.a_edges[-1], ma.m_edges[0], ma.m_edges[-1])
     peak = max(float(ma.counts.max()), 1.0) if ma.counts.size else 1.0
     norm = matplotlib.colors.LogNorm(vmin=1, vmax=peak)
@@ -582,7 +602,9 @@ def ma_figure(ma: MAHistograms, *, title: str = "", columns: int = 4) -> Figure:
     for ax in axes[:, 0]:
         ax.set_ylabel("M (log2 ratio)")
     if panels:
-        bar = fig.colorbar(image, ax=axes, label="genes", shrink=0.8)
+        right = 1 - 0.6 / width
+        bar_axes = fig.add_axes((right + 0.12 / width, 0.5 / height, 0.12 / width, 0.6))
+        bar = fig.colorbar(image, cax=bar_axes, label="genes")
         # Plain numbers: the default log labels are mathtext, which STYLE turns off.
         bar.ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(_plain_number))
         bar.ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
@@ -591,7 +613,12 @@ def ma_figure(ma: MAHistograms, *, title: str = "", columns: int = 4) -> Figure:
         if panels < ma.n_samples
         else ""
     )
-    _suptitle(fig, f"{title} — each sample against the pseudo-reference (gene mean){note}")
+    # Above the panel titles; the tight bounding box makes room for it.
+    fig.suptitle(
+        _wrap(f"{title} — each sample against the pseudo-reference (gene mean){note}", width),
+        y=1.0,
+        va="bottom",
+    )
     return fig
 
 

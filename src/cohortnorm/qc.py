@@ -23,8 +23,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from scipy.cluster import hierarchy
-from scipy.spatial.distance import squareform
 
 from cohortnorm.blocks import cell_slices, slices
 
@@ -127,6 +125,9 @@ class StageQC:
         Per-sample table: median, IQR, median RLE, RLE IQR, PC scores, PCA distance.
     correlation_samples
         Column indices (increasing) of the samples in ``correlation``.
+    gene_variance
+        Variance of each gene across samples (``values.var(axis=1)``), which chose the
+        top genes; :func:`cohortnorm.diagnostics.gpca_delta` reuses it.
     """
 
     samples: list[str]
@@ -144,6 +145,7 @@ class StageQC:
     batch: np.ndarray | None = None
     messages: list[str] = field(default_factory=list)
     correlation_samples: np.ndarray | None = None
+    gene_variance: np.ndarray | None = None
 
 
 def _as_float(values: np.ndarray) -> np.ndarray:
@@ -151,6 +153,84 @@ def _as_float(values: np.ndarray) -> np.ndarray:
     if values.ndim != 2:
         raise ValueError(f"expected a genes × samples matrix, got shape {values.shape}")
     return values
+
+
+def sorted_quantiles(rows: np.ndarray, probabilities: Sequence[float]) -> np.ndarray:
+    """Quantiles of each row of an already sorted matrix, as :func:`numpy.quantile`.
+
+    The same order statistics and the same interpolation (``method="linear"``, numpy's
+    ``_lerp``) as ``numpy.quantile(rows, probabilities, axis=1)``, so the numbers are
+    identical; only the sort is shared by every quantile, the minimum, the maximum
+    and the whiskers, instead of one selection per call.
+
+    Parameters
+    ----------
+    rows
+        m × n, each row sorted increasingly, n >= 1.
+    probabilities
+        Probabilities in [0, 1].
+
+    Returns
+    -------
+    numpy.ndarray
+        len(probabilities) × m.
+    """
+    n = rows.shape[1]
+    result = np.empty((len(probabilities), rows.shape[0]))
+    for i, probability in enumerate(probabilities):
+        virtual = (n - 1) * float(probability)
+        if virtual >= n - 1:
+            result[i] = rows[:, n - 1]
+            continue
+        previous = int(np.floor(virtual))
+        gamma = virtual - previous
+        low, high = rows[:, previous], rows[:, previous + 1]
+        difference = high - low
+        # numpy's _lerp: from the nearer end, so that gamma 0 and 1 give the ends exactly.
+        result[i] = high - difference * (1 - gamma) if gamma >= 0.5 else low + difference * gamma
+    return result
+
+
+#: Columns of :func:`distribution_summary`.
+DISTRIBUTION_COLUMNS = ["min", "q1", "median", "q3", "max", "mean", "iqr", "whislo", "whishi"]
+
+
+def _distribution_rows(chunk: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The :data:`DISTRIBUTION_COLUMNS` of each row of ``chunk`` (samples × genes).
+
+    One sort per row gives the quartiles, the ends and the whiskers (the first sorted
+    value at or above q1 - 1.5 IQR, the last at or below q3 + 1.5 IQR); the mean is
+    taken on the unsorted row, so its summation order is numpy's usual one. The sorted
+    rows are returned too.
+    """
+    mean = chunk.mean(axis=1)
+    ordered = np.sort(chunk, axis=1)
+    q1, median, q3 = sorted_quantiles(ordered, [0.25, 0.5, 0.75])
+    iqr = q3 - q1
+    low, high = q1 - 1.5 * iqr, q3 + 1.5 * iqr
+    rows = np.arange(len(ordered))
+    first = np.array(
+        [np.searchsorted(r, v, side="left") for r, v in zip(ordered, low, strict=True)]
+    )
+    last = np.array(
+        [np.searchsorted(r, v, side="right") - 1 for r, v in zip(ordered, high, strict=True)]
+    )
+    whislo, whishi = ordered[rows, first], ordered[rows, last]
+    table = np.column_stack(
+        [ordered[:, 0], q1, median, q3, ordered[:, -1], mean, iqr, whislo, whishi]
+    )
+    return table, ordered
+
+
+def _summary_frame(table: np.ndarray, samples: Sequence[str] | None) -> pd.DataFrame:
+    n = len(table)
+    index = pd.Index(list(samples) if samples is not None else range(n), name="sample")
+    return pd.DataFrame(table, index=index, columns=DISTRIBUTION_COLUMNS)
+
+
+def _sample_block(values: np.ndarray, block: slice) -> np.ndarray:
+    """Columns ``block`` of ``values`` as a C-ordered samples × genes copy."""
+    return np.array(values[:, block].T, order="C", dtype=np.float64)
 
 
 def distribution_summary(
@@ -173,38 +253,120 @@ def distribution_summary(
     Returns
     -------
     pandas.DataFrame
-        One row per sample with ``min, q1, median, q3, max, mean, iqr, whislo, whishi``;
-        the whiskers are the most extreme values within 1.5 IQR of the quartiles, as
-        in :meth:`matplotlib.axes.Axes.boxplot`.
+        One row per sample with ``min, q1, median, q3, max, mean, iqr, whislo, whishi``
+        (quantiles as :func:`numpy.quantile`); the whiskers are the most extreme values
+        within 1.5 IQR of the quartiles, as in :meth:`matplotlib.axes.Axes.boxplot`.
     """
     values = _as_float(values)
     n = values.shape[1]
-    table = np.empty((n, 9))
+    table = np.empty((n, len(DISTRIBUTION_COLUMNS)))
     for block in slices(n, BLOCK):
-        chunk = np.array(values[:, block].T, order="C")
+        chunk = _sample_block(values, block)
         if center is not None:
             chunk -= center[None, :]
-        q1, median, q3 = np.quantile(chunk, [0.25, 0.5, 0.75], axis=1)
-        iqr = q3 - q1
-        low, high = q1 - 1.5 * iqr, q3 + 1.5 * iqr
-        whislo = np.where(chunk >= low[:, None], chunk, np.inf).min(axis=1)
-        whishi = np.where(chunk <= high[:, None], chunk, -np.inf).max(axis=1)
-        table[block] = np.column_stack(
-            [
-                chunk.min(axis=1),
-                q1,
-                median,
-                q3,
-                chunk.max(axis=1),
-                chunk.mean(axis=1),
-                iqr,
-                whislo,
-                whishi,
-            ]
-        )
-    columns = ["min", "q1", "median", "q3", "max", "mean", "iqr", "whislo", "whishi"]
-    index = pd.Index(list(samples) if samples is not None else range(n), name="sample")
-    return pd.DataFrame(table, index=index, columns=columns)
+        table[block] = _distribution_rows(chunk)[0]
+    return _summary_frame(table, samples)
+
+
+@dataclass(frozen=True)
+class GeneSummary:
+    """Per-gene mean, variance (``ddof=0``) and median across samples, and the range.
+
+    Attributes
+    ----------
+    mean, variance, median
+        One value per gene, as ``values.mean(axis=1)``, ``values.var(axis=1)`` and
+        ``numpy.median(values, axis=1)``.
+    low, high
+        Smallest and largest value of the matrix.
+    """
+
+    mean: np.ndarray
+    variance: np.ndarray
+    median: np.ndarray
+    low: float
+    high: float
+
+
+#: Cells of a block of genes in :func:`gene_summary` (8 MB of float64).
+GENE_BLOCK_CELLS = 1 << 20
+
+
+def gene_summary(values: np.ndarray) -> GeneSummary:
+    """:class:`GeneSummary` of a genes × samples matrix in one pass over blocks of genes.
+
+    Each block is a small C-ordered copy, so the three statistics and the range cost
+    one read of the matrix and no matrix-sized temporary (``values.var(axis=1)`` alone
+    makes two).
+    """
+    values = _as_float(values)
+    n_genes, n = values.shape
+    mean, variance, median = np.empty(n_genes), np.empty(n_genes), np.empty(n_genes)
+    low, high = np.inf, -np.inf
+    for rows in cell_slices(n_genes, n, GENE_BLOCK_CELLS):
+        block = np.array(values[rows], order="C")
+        if n == 0:
+            mean[rows] = variance[rows] = median[rows] = np.nan
+            continue
+        mean[rows] = block.mean(axis=1)
+        variance[rows] = block.var(axis=1)
+        block.sort(axis=1)
+        low, high = min(low, float(block[:, 0].min())), max(high, float(block[:, -1].max()))
+        half = n // 2
+        # numpy.median: the middle value, or the mean of the two middle ones.
+        median[rows] = block[:, half] if n % 2 else block[:, half - 1 : half + 1].mean(axis=1)
+    return GeneSummary(mean, variance, median, low, high)
+
+
+def _bin_counts(chunk: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Counts of each row of ``chunk`` (samples × genes) in the equal-width ``edges``;
+    values outside go to the end bins."""
+    n_bins = len(edges) - 1
+    width = edges[1] - edges[0]
+    index = np.clip(((chunk - edges[0]) / width).astype(np.int64), 0, n_bins - 1)
+    index += np.arange(chunk.shape[0])[:, None] * n_bins
+    return np.bincount(index.ravel(), minlength=chunk.shape[0] * n_bins).reshape(
+        chunk.shape[0], n_bins
+    )
+
+
+def _sorted_bin_counts(ordered: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """:func:`_bin_counts` of rows already sorted, by binary search: a value's bin
+    (``floor((x - edges[0]) / width)``, clipped) never decreases along a sorted row, so
+    each bin's count is the distance between the first positions reaching it and the
+    next bin. The same counts, from about 17 probes per bin instead of a pass per value.
+    """
+    n_bins = len(edges) - 1
+    width = edges[1] - edges[0]
+    m, n = ordered.shape
+    targets = np.arange(1, n_bins)[None, :]
+    low = np.zeros((m, n_bins - 1), dtype=np.int64)
+    high = np.full((m, n_bins - 1), n, dtype=np.int64)
+    rows = np.arange(m)[:, None]
+    while (active := low < high).any():
+        middle = (low + high) // 2
+        values = ordered[rows, np.minimum(middle, n - 1)]
+        bins = np.clip(((values - edges[0]) / width).astype(np.int64), 0, n_bins - 1)
+        below = active & (bins < targets)  # the first position of the bin is further on
+        low = np.where(below, middle + 1, low)
+        high = np.where(active & ~below, middle, high)
+    starts = np.concatenate([np.zeros((m, 1), np.int64), low, np.full((m, 1), n)], axis=1)
+    return np.diff(starts, axis=1)
+
+
+def _smoothed_density(counts: np.ndarray, edges: np.ndarray, smooth_bins: float) -> np.ndarray:
+    """Histogram counts (samples × bins) smoothed and scaled to integrate to 1."""
+    counts = np.asarray(counts, dtype=np.float64)
+    width = edges[1] - edges[0]
+    if smooth_bins > 0:
+        radius = int(np.ceil(4 * smooth_bins))
+        kernel = np.exp(-0.5 * (np.arange(-radius, radius + 1) / smooth_bins) ** 2)
+        kernel /= kernel.sum()
+        padded = np.pad(counts, ((0, 0), (radius, radius)))
+        windows = np.lib.stride_tricks.sliding_window_view(padded, len(kernel), axis=1)
+        counts = windows @ kernel
+    totals = counts.sum(axis=1, keepdims=True) * width
+    return counts / np.where(totals > 0, totals, 1.0)
 
 
 def density_histograms(
@@ -229,34 +391,25 @@ def density_histograms(
     """
     values = _as_float(values)
     edges = np.asarray(edges, dtype=np.float64)
-    n_bins = len(edges) - 1
-    width = edges[1] - edges[0]
     n = values.shape[1]
-    counts = np.empty((n, n_bins))
+    counts = np.empty((n, len(edges) - 1))
     for block in slices(n, BLOCK):
-        chunk = values[:, block].T
-        index = np.clip(((chunk - edges[0]) / width).astype(np.int64), 0, n_bins - 1)
-        index += np.arange(chunk.shape[0])[:, None] * n_bins
-        counts[block] = np.bincount(index.ravel(), minlength=chunk.shape[0] * n_bins).reshape(
-            chunk.shape[0], n_bins
-        )
-    if smooth_bins > 0:
-        radius = int(np.ceil(4 * smooth_bins))
-        kernel = np.exp(-0.5 * (np.arange(-radius, radius + 1) / smooth_bins) ** 2)
-        kernel /= kernel.sum()
-        padded = np.pad(counts, ((0, 0), (radius, radius)))
-        windows = np.lib.stride_tricks.sliding_window_view(padded, len(kernel), axis=1)
-        counts = windows @ kernel
-    totals = counts.sum(axis=1, keepdims=True) * width
-    return counts / np.where(totals > 0, totals, 1.0)
+        counts[block] = _bin_counts(values[:, block].T, edges)
+    return _smoothed_density(counts, edges, smooth_bins)
 
 
-def top_variable_genes(values: np.ndarray, n: int) -> np.ndarray:
+def top_variable_genes(
+    values: np.ndarray, n: int, *, variance: np.ndarray | None = None
+) -> np.ndarray:
     """Row indices of the ``n`` genes with the largest variance across samples.
 
     Ties are broken by row order; genes with zero variance are never chosen.
+    ``variance`` (``values.var(axis=1)``, e.g. :attr:`GeneSummary.variance`) saves the
+    pass over the matrix when already known.
     """
-    return top_genes_by_variance(_as_float(values).var(axis=1), n)
+    if variance is None:
+        variance = _as_float(values).var(axis=1)
+    return top_genes_by_variance(variance, n)
 
 
 def top_genes_by_variance(variance: np.ndarray, n: int) -> np.ndarray:
@@ -270,10 +423,34 @@ def top_genes_by_variance(variance: np.ndarray, n: int) -> np.ndarray:
 
 
 def _svd(matrix: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Leading ``k`` singular triplets: exact for small matrices, else randomized."""
+    """Leading ``k`` singular triplets: exact for small matrices, else randomized.
+
+    Exact: the top ``k`` eigenvectors of the smaller Gram matrix (LAPACK ``syevr`` with an
+    index range), then one multiplication by ``matrix`` each way, so the singular values
+    and vectors come from ``matrix`` itself. The same triplets as a full SVD up to
+    rounding, at a fraction of its cost: the full SVD computed every singular vector of a
+    1,000 × 1,000 matrix to keep five.
+    """
     if min(matrix.shape) <= EXACT_SVD_LIMIT:
-        u, s, vt = np.linalg.svd(matrix, full_matrices=False)
-        return u[:, :k], s[:k], vt[:k]
+        from scipy.linalg import eigh
+
+        n, g = matrix.shape
+        small = min(n, g)
+        k = min(k, small)
+        gram = cross_product(matrix) if n <= g else cross_product(matrix.T)
+        eigenvalues, vectors = eigh(gram, subset_by_index=[small - k, small - 1])
+        eigenvalues, vectors = eigenvalues[::-1], vectors[:, ::-1]
+        right = matrix.T @ vectors if n <= g else vectors  # genes × k, along V
+        norms = np.linalg.norm(right, axis=0)
+        # Rank deficient (e.g. duplicated samples): an eigenvalue at rounding level of the
+        # largest is a zero singular value, whose vector would be rounding noise; it gets
+        # a zero component, as the full SVD gives one at rounding level.
+        top = max(float(eigenvalues[0]), 0.0) if k else 0.0
+        zero = (eigenvalues <= max(n, g) * np.finfo(float).eps * top) | (norms == 0)
+        right = np.where(zero, 0.0, right / np.where(zero, 1.0, norms))
+        scaled = matrix @ right  # samples × k: U · s
+        s = np.linalg.norm(scaled, axis=0)
+        return scaled / np.where(s > 0, s, 1.0), s, right.T
     rng = np.random.default_rng(seed)
     oversample = min(k + 10, min(matrix.shape))
     q, _ = np.linalg.qr(matrix @ rng.standard_normal((matrix.shape[1], oversample)))
@@ -284,7 +461,14 @@ def _svd(matrix: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray,
     return (q @ u_small)[:, :k], s[:k], vt[:k]
 
 
-def pca(values: np.ndarray, *, top_genes: int = 1000, n_pcs: int = 5, seed: int = 0) -> PCAResult:
+def pca(
+    values: np.ndarray,
+    *,
+    top_genes: int = 1000,
+    n_pcs: int = 5,
+    seed: int = 0,
+    variance: np.ndarray | None = None,
+) -> PCAResult:
     """PCA of the samples on the ``top_genes`` most variable genes (centred, not scaled).
 
     Parameters
@@ -297,6 +481,8 @@ def pca(values: np.ndarray, *, top_genes: int = 1000, n_pcs: int = 5, seed: int 
         Components kept; at most ``samples - 1`` and the number of genes used.
     seed
         Seed of the randomized SVD used when both dimensions exceed 2,000.
+    variance
+        Per-gene variance when already known (see :func:`top_variable_genes`).
 
     Returns
     -------
@@ -305,7 +491,7 @@ def pca(values: np.ndarray, *, top_genes: int = 1000, n_pcs: int = 5, seed: int 
         loading is positive.
     """
     values = _as_float(values)
-    genes = top_variable_genes(values, top_genes)
+    genes = top_variable_genes(values, top_genes, variance=variance)
     n_samples = values.shape[1]
     k = max(0, min(n_pcs, n_samples - 1, len(genes)))
     if k == 0:
@@ -528,15 +714,18 @@ def ma_histograms(
     *,
     max_panels: int = 12,
     bins: int = 60,
+    reference: np.ndarray | None = None,
 ) -> MAHistograms:
     """MA histograms of the first ``max_panels`` samples against the pseudo-reference.
 
     The pseudo-reference is the gene-wise mean over all samples; M = sample - reference
     and A = (sample + reference) / 2. Ranges are shared by all panels (M clipped to its
-    0.1-99.9 % quantiles).
+    0.1-99.9 % quantiles). ``reference`` (the gene means, e.g. :attr:`GeneSummary.mean`)
+    saves a pass over the matrix when already known.
     """
     values = _as_float(values)
-    reference = values.mean(axis=1)
+    if reference is None:
+        reference = values.mean(axis=1)
     shown = min(max_panels, values.shape[1])
     columns = values[:, :shown]
     m = columns - reference[:, None]
@@ -634,6 +823,11 @@ def correlation_clustering(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         samples × samples correlation, and the scipy linkage matrix of ``1 - r``
         (empty with fewer than two samples).
     """
+    # Imported here: scipy.cluster loads scipy.spatial and scipy.sparse (a quarter of a
+    # second), which the modules importing qc for its small helpers do not need.
+    from scipy.cluster import hierarchy
+    from scipy.spatial.distance import squareform
+
     values = _as_float(values)
     n = values.shape[1]
     if n < 2:
@@ -811,20 +1005,33 @@ def stage_qc(
     condition_array = None if condition is None else np.asarray(condition, dtype=str)
     batch_array = None if batch is None else np.asarray(batch, dtype=str)
 
-    distribution = distribution_summary(values, samples)
-    low, high = float(distribution["min"].min()), float(distribution["max"].max())
+    genes = gene_summary(values)
+    low, high = genes.low, genes.high
     if high <= low:
         high = low + 1.0
     edges = np.linspace(low, high, density_bins + 1)
-    density = density_histograms(values, edges)
-    gene_median = np.median(values, axis=1)
-    rle = distribution_summary(values, samples, center=gene_median)
-    pca_result = pca(values, top_genes=top_genes, n_pcs=n_pcs, seed=seed)
+    # One pass over blocks of samples: each block is copied once and sorted twice (its
+    # values, then its RLE), which gives every quantile and whisker of both summaries;
+    # the density histogram comes from the same copy.
+    n = values.shape[1]
+    table, rle_table = (np.empty((n, len(DISTRIBUTION_COLUMNS))) for _ in range(2))
+    counts = np.empty((n, density_bins))
+    for block in slices(n, BLOCK):
+        chunk = _sample_block(values, block)
+        table[block], ordered = _distribution_rows(chunk)
+        counts[block] = _sorted_bin_counts(ordered, edges)
+        del ordered
+        chunk -= genes.median[None, :]
+        rle_table[block] = _distribution_rows(chunk)[0]
+    distribution = _summary_frame(table, samples)
+    rle = _summary_frame(rle_table, samples)
+    density = _smoothed_density(counts, edges, 1.5)
+    pca_result = pca(values, top_genes=top_genes, n_pcs=n_pcs, seed=seed, variance=genes.variance)
     shown = heatmap_samples(
         values.shape[1], condition_array, batch_array, limit=heatmap_max_samples
     )
     correlation, linkage = correlation_clustering(values[np.ix_(pca_result.genes, shown)])
-    ma = ma_histograms(values, samples, max_panels=max_ma_panels)
+    ma = ma_histograms(values, samples, max_panels=max_ma_panels, reference=genes.mean)
 
     metrics = _stage_metrics(
         stage, values.shape, pca_result, distribution, rle, batch_array, condition_array
@@ -859,6 +1066,7 @@ def stage_qc(
         condition=condition_array,
         batch=batch_array,
         correlation_samples=shown,
+        gene_variance=genes.variance,
     )
 
 
