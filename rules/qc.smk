@@ -23,7 +23,9 @@ rule qc_stage:
         ),
     conda:
         "../envs/qc.yaml"
-    threads: 2
+    # Most of a stage's work is on one core; with --cores 2 two stages (or a stage and an
+    # export) run side by side instead of one after the other.
+    threads: 1
     resources:
         mem_mb=job_mem_mb("qc_stage"),
         runtime=job_runtime("qc_stage"),
