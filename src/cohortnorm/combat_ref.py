@@ -192,6 +192,10 @@ def combat_ref(
     at least two conditions; with a single condition the design has an intercept (see the
     module docstring), so the counts differ from the script's (which are meaningless).
     """
+    # One function, over 120 lines: it follows the published ComBat-ref algorithm step by
+    # step (checks, pooled dispersions per batch, reference choice, GLM fit, quantile
+    # mapping), each step a call into combat_seq or edger_glm, so that the order of the
+    # paper's steps is visible in one place.
     y = np.asarray(counts, dtype=np.float64)
     checked_counts(y, "ComBat-ref")
     ngenes, nsamples = y.shape

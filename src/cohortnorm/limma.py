@@ -143,6 +143,9 @@ def remove_batch_effect(
     Ritchie ME et al. (2015) limma powers differential expression analyses for RNA-sequencing
     and microarray studies. Nucleic Acids Research 43(7):e47.
     """
+    # One function, over 120 lines with its docstring: it follows limma's
+    # removeBatchEffect() argument by argument (batch, batch2, covariates, design), so that
+    # it reads side by side with the R source.
     frame = x if isinstance(x, pd.DataFrame) else None
     values = np.array(x, dtype=float, copy=True)
     if values.ndim != 2:

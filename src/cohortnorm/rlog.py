@@ -350,6 +350,9 @@ def rlog(
     Love MI, Huber W, Anders S (2014) Moderated estimation of fold change and dispersion for
     RNA-seq data with DESeq2. Genome Biology 15:550.
     """
+    # One function, over 120 lines with its docstring: it follows DESeq2's rlog() and
+    # rlogData() step by step (prior variance, ridge fit, transform), so that it reads
+    # side by side with the R source; each step is a call into this module.
     frame = counts if isinstance(counts, pd.DataFrame) else None
     k = np.asarray(counts, dtype=float)
     if k.ndim != 2:

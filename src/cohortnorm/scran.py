@@ -603,6 +603,10 @@ def pooled_size_factors(
         A sample with no reads, a one-sample cluster, bad cluster labels or sizes, no gene
         passing ``min_mean``, or non-positive estimates (see the module docstring).
     """
+    # One function, over 120 lines: it follows scran's calculateSumFactors() step by step
+    # (min.mean filter, clusters, pools on the ring, the constrained least-squares system,
+    # rescaling between clusters, cleanSizeFactors), so that it reads side by side with
+    # the R source; each step is a call into this module.
     x = np.asarray(counts, dtype=np.float64)
     if x.ndim != 2:
         raise InputError("counts must be a genes × samples matrix.")
