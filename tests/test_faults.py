@@ -108,12 +108,14 @@ def test_corrupt_intermediate_fails_loudly(clean_run: Path, tmp_path: Path) -> N
     config = airway_config(tmp_path)
     first = run_snakemake(tmp_path, config, "--cores", "2")
     assert first.returncode == 0, first.stderr[-4000:]
-    filtered = tmp_path / "results" / "counts" / "filtered_counts.tsv"
-    lines = filtered.read_text().splitlines(keepends=True)
-    filtered.write_text("".join(lines[:50]) + lines[50][: len(lines[50]) // 2] + "\n")
+    # The rules read the hand-off file, not the deliverable: cut it short.
+    filtered = tmp_path / "results" / ".cohortnorm" / "handoff" / "counts" / "filtered_counts.arrow"
+    data = filtered.read_bytes()
+    filtered.write_bytes(data[: len(data) // 2])
     rerun = run_snakemake(tmp_path, config, "--cores", "2", config_path=tmp_path / "config.yaml")
-    text = rerun.stdout + rerun.stderr
-    # The newer intermediate triggers the downstream jobs, which refuse the broken table.
+    text = " ".join((rerun.stdout + rerun.stderr).split())
+    # The newer intermediate triggers the downstream jobs, which refuse the broken file.
     assert rerun.returncode != 0
-    assert "filtered_counts.tsv" in text
+    assert "filtered_counts.arrow is not a complete Arrow matrix file" in text
+    assert "Delete it and run snakemake again" in text
     assert "size_factors" in text

@@ -14,6 +14,8 @@ import pandas as pd
 import pytest
 from test_workflow import DATA, base_config, run_snakemake
 
+from cohortnorm.vst import variance_stabilizing_transformation
+
 pytestmark = pytest.mark.e2e
 
 REF = DATA / "pasilla" / "reference"
@@ -131,10 +133,12 @@ def test_blind_vst_and_rlog_equal_deseq2_and_the_covariate_run(tmp_path: Path) -
     )
 
 
-def test_too_few_genes_for_nsub_says_how_to_run_the_full_vst(tmp_path: Path) -> None:
+def test_too_few_genes_for_nsub_stops_when_asked_and_says_how_to_run_the_full_vst(
+    tmp_path: Path,
+) -> None:
     config = base_config(
         tmp_path,
-        transforms={"vst": {"nsub": 100000}},
+        transforms={"vst": {"nsub": 100000, "too_few_genes": "stop"}},
         batch_correction={"method": "none"},
     )
     result = run_snakemake(tmp_path, config, str(tmp_path / "results/normalization/vst.tsv"))
@@ -143,6 +147,25 @@ def test_too_few_genes_for_nsub_says_how_to_run_the_full_vst(tmp_path: Path) -> 
     assert "vst with nsub=100000 needs at least 100000 genes, but there are 7919" in text
     assert "Set transforms.vst.nsub: null to run the full varianceStabilizingTransformation" in text
     assert not (tmp_path / "results" / "normalization" / "vst.tsv").exists()
+
+
+def test_too_few_genes_for_nsub_runs_the_full_vst_by_default_and_says_so(
+    tmp_path: Path,
+) -> None:
+    config = base_config(
+        tmp_path, transforms={"vst": {"nsub": 100000}}, batch_correction={"method": "none"}
+    )
+    target = tmp_path / "results/normalization/vst.tsv"
+    filtered_file = tmp_path / "results/counts/filtered_counts.tsv"
+    result = run_snakemake(tmp_path, config, str(target), str(filtered_file))
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = " ".join((tmp_path / "results/logs/transform_vst.log").read_text().split())
+    assert "vst with nsub=100000 needs at least 100000 genes, but there are 7919" in log
+    assert "ran varianceStabilizingTransformation instead" in log
+    filtered = pd.read_csv(filtered_file, sep="\t", index_col=0)
+    expected = variance_stabilizing_transformation(filtered.to_numpy(dtype=float))
+    ours = pd.read_csv(target, sep="\t", index_col=0, float_precision="round_trip")
+    np.testing.assert_array_equal(ours.to_numpy(), expected)
 
 
 def test_fit_type_local_stops_before_any_job(tmp_path: Path) -> None:

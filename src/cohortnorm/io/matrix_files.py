@@ -268,6 +268,20 @@ def matrix_writer(
             writer.close()
 
 
+def open_arrow_matrix(source: pa.NativeFile, path: str | Path) -> pa.ipc.RecordBatchFileReader:
+    """The Arrow IPC reader of a hand-off matrix, or an :class:`InputError` saying that
+    the file is damaged and how to get it written again."""
+    try:
+        return pa.ipc.open_file(source)
+    except (pa.ArrowInvalid, OSError) as error:
+        raise InputError(
+            f"{path} is not a complete Arrow matrix file ({error}). It is a hand-off file "
+            "between the workflow's rules, damaged after it was written (a full disk, a "
+            "copy cut short, or an edit). Delete it and run snakemake again: the step that "
+            "writes it runs again."
+        ) from None
+
+
 def _stored_dtype(schema: pa.Schema) -> type | None:
     """float32 when every value column is float32 (tpm.dtype: float32), else ``None``
     (int64 for integers, else float64), so that a conversion keeps float32's text."""
@@ -297,7 +311,7 @@ def convert_matrix(
         raise InputError(f"{source}: file not found.")
     rows = 0
     with pa.memory_map(str(source)) as mapped:
-        reader = pa.ipc.open_file(mapped)
+        reader = open_arrow_matrix(mapped, source)
         names = reader.schema.names
         labels = ["gene_name"] if gene_names is not None else []
         with matrix_writer(target, names[1:], names[0], labels) as writer:

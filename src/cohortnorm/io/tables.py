@@ -44,6 +44,7 @@ from cohortnorm.io.matrix_files import (  # noqa: F401  (re-exported)
     convert_matrix,
     matrix_format,
     matrix_writer,
+    open_arrow_matrix,
 )
 
 #: Cells per written block (a row group in Parquet): 16 Mi cells, 128 MiB of float64.
@@ -596,7 +597,13 @@ def _read_arrow_matrix(path: Path, dtype: np.dtype | type | None) -> pd.DataFram
     if not path.exists():
         raise InputError(f"{path}: file not found.")
     with pa.memory_map(str(path)) as source:
-        table = pa.ipc.open_file(source).read_all()
+        try:
+            table = open_arrow_matrix(source, path).read_all()
+        except pa.ArrowInvalid as error:
+            raise InputError(
+                f"{path} is not a complete Arrow matrix file ({error}). Delete it and run "
+                "snakemake again: the step that writes it runs again."
+            ) from None
         names = table.column_names
         genes = table.column(0).to_numpy(zero_copy_only=False).astype(object)
         columns = table.columns[1:]
