@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from cohortnorm.blocks import cell_slices
+from cohortnorm.blocks import BLOCK_CELLS, cell_slices
 from cohortnorm.errors import InputError
 from cohortnorm.qc import cramers_v, cross_product, top_variable_genes
 
@@ -29,8 +29,6 @@ from cohortnorm.qc import cramers_v, cross_product, top_variable_genes
 #: permutation then costs samples² operations); above it, on the samples × genes matrix
 #: (two passes per permutation), so 17,000 samples never need a 17,000² matrix.
 GRAM_SAMPLES = 2000
-#: Cells of a block of genes in :func:`variance_explained` (8 MB of float64).
-VARIANCE_BLOCK_CELLS = 1 << 20
 #: Below this expected count in a cell of a 2 × 2 table, Fisher's exact test replaces the
 #: chi-square test (Cochran's rule: the chi-square approximation needs expected counts ≥ 5).
 MIN_EXPECTED = 5.0
@@ -442,7 +440,7 @@ def gpca_delta(
     # samples × genes with every gene centred, built by blocks of genes: the genes kept
     # are copied once, straight into the result.
     centred_t = np.empty((len(genes), x.shape[1]))
-    for rows in cell_slices(len(genes), x.shape[1], VARIANCE_BLOCK_CELLS):
+    for rows in cell_slices(len(genes), x.shape[1], BLOCK_CELLS):
         kept = x[genes[rows]].T
         centred_t[rows] = (kept - kept.mean(axis=0)).T
     centred = centred_t.T
@@ -522,7 +520,7 @@ def _variance_explained(values: np.ndarray, factors: Sequence[Sequence[object]])
     total, scale = np.empty(x.shape[0]), np.empty(x.shape[0])
     between = [np.empty(x.shape[0]) for _ in models]
     # By blocks of genes: the same row-wise arithmetic without matrix-sized temporaries.
-    for rows in cell_slices(x.shape[0], x.shape[1], VARIANCE_BLOCK_CELLS):
+    for rows in cell_slices(x.shape[0], x.shape[1], BLOCK_CELLS):
         block = np.array(x[rows], order="C")
         scale[rows] = np.square(block).sum(axis=1)
         centred = block - block.mean(axis=1, keepdims=True)

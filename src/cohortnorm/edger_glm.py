@@ -15,9 +15,9 @@ Reproduces the pieces of edgeR 3.40.2 that sva's ``ComBat_seq`` relies on:
 
 Every routine works on all genes at once: the per-gene C++ loops become array operations
 over the genes that are still iterating, in blocks of genes small enough for the
-temporaries to stay in cache (:data:`_BLOCK_CELLS`). Blocks are independent, so the
-fitting and dispersion routines take ``threads`` and run blocks in parallel (numpy and
-scipy release the GIL); the result does not depend on the number of threads.
+temporaries to stay in cache (:data:`~cohortnorm.blocks.CACHE_BLOCK_CELLS`). Blocks are
+independent, so the fitting and dispersion routines take ``threads`` and run blocks in
+parallel (numpy and scipy release the GIL); the result does not depend on the number of threads.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from numpy.typing import ArrayLike, NDArray
 from scipy.linalg import solve_triangular
 from scipy.special import gammaln
 
-from cohortnorm.blocks import cell_slices
+from cohortnorm.blocks import CACHE_BLOCK_CELLS, cell_slices
 from cohortnorm.errors import InputError
 
 FloatArray = NDArray[np.float64]
@@ -114,9 +114,6 @@ def _as_matrix(value: ArrayLike, shape: tuple[int, int], byrow: bool, what: str)
     return arr
 
 
-#: Cells per gene block. Elementwise chains run block by block so that their temporaries
-#: (1 MiB each) stay in cache instead of streaming genes × samples arrays through memory.
-_BLOCK_CELLS = 1 << 17
 #: Counts up to this size get lgamma(y + 1/phi) from a table when phi is common.
 _LGAMMA_TABLE = 1 << 16
 
@@ -141,8 +138,10 @@ def lgamma_counts(y: FloatArray) -> FloatArray:
 
 
 def gene_blocks(ngenes: int, nlibs: int) -> list[slice]:
-    """Consecutive row slices of about :data:`_BLOCK_CELLS` cells each."""
-    return cell_slices(ngenes, nlibs, _BLOCK_CELLS)
+    """Consecutive row slices of about :data:`~cohortnorm.blocks.CACHE_BLOCK_CELLS` cells
+    each: elementwise chains run block by block so that their temporaries (1 MiB each)
+    stay in cache instead of streaming genes × samples arrays through memory."""
+    return cell_slices(ngenes, nlibs, CACHE_BLOCK_CELLS)
 
 
 def map_blocks(fn: Callable[[slice], None], blocks: list[slice], threads: int) -> None:

@@ -24,20 +24,16 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from cohortnorm.blocks import cell_slices, slices
+from cohortnorm.blocks import BLOCK_CELLS, cell_slices, slices
 
 #: 1.4826 · MAD estimates the standard deviation of normal data.
 MAD_SCALE = 1.4826
-#: Samples per block in the block-wise passes over a full matrix.
-BLOCK = 128
 #: Above this many samples and top genes the PCA uses a randomized SVD.
 EXACT_SVD_LIMIT = 2000
 #: Most samples drawn in the correlation heatmap (a stated, stratified subset beyond).
 HEATMAP_MAX_SAMPLES = 500
 #: Rows of the left operand per BLAS call in :func:`cross_product`.
 CROSS_PRODUCT_ROWS = 2048
-#: Cells of a block of sample × sample distances in :func:`silhouette` (64 MB of float64).
-DISTANCE_BLOCK_CELLS = 1 << 23
 #: Cramér's V between batch and condition from which the verdict is ``confounded``.
 CONFOUNDED_CRAMERS_V = 0.8
 #: Largest |batch_r2 - condition_r2| for which the verdict is ``unclear``.
@@ -260,7 +256,7 @@ def distribution_summary(
     values = _as_float(values)
     n = values.shape[1]
     table = np.empty((n, len(DISTRIBUTION_COLUMNS)))
-    for block in slices(n, BLOCK):
+    for block in cell_slices(n, values.shape[0], BLOCK_CELLS):
         chunk = _sample_block(values, block)
         if center is not None:
             chunk -= center[None, :]
@@ -288,10 +284,6 @@ class GeneSummary:
     high: float
 
 
-#: Cells of a block of genes in :func:`gene_summary` (8 MB of float64).
-GENE_BLOCK_CELLS = 1 << 20
-
-
 def gene_summary(values: np.ndarray) -> GeneSummary:
     """:class:`GeneSummary` of a genes × samples matrix in one pass over blocks of genes.
 
@@ -303,7 +295,7 @@ def gene_summary(values: np.ndarray) -> GeneSummary:
     n_genes, n = values.shape
     mean, variance, median = np.empty(n_genes), np.empty(n_genes), np.empty(n_genes)
     low, high = np.inf, -np.inf
-    for rows in cell_slices(n_genes, n, GENE_BLOCK_CELLS):
+    for rows in cell_slices(n_genes, n, BLOCK_CELLS):
         block = np.array(values[rows], order="C")
         if n == 0:
             mean[rows] = variance[rows] = median[rows] = np.nan
@@ -393,7 +385,7 @@ def density_histograms(
     edges = np.asarray(edges, dtype=np.float64)
     n = values.shape[1]
     counts = np.empty((n, len(edges) - 1))
-    for block in slices(n, BLOCK):
+    for block in cell_slices(n, values.shape[0], BLOCK_CELLS):
         counts[block] = _bin_counts(values[:, block].T, edges)
     return _smoothed_density(counts, edges, smooth_bins)
 
@@ -658,7 +650,7 @@ def silhouettes(points: np.ndarray, groupings: Sequence[Sequence[object]]) -> li
         one_hot[np.arange(n), offset + codes[i]] = 1.0
     squared = np.square(points).sum(axis=1)
     sums = np.empty((n, one_hot.shape[1]))  # samples × groups: total distance to each group
-    for rows in cell_slices(n, n, DISTANCE_BLOCK_CELLS):
+    for rows in cell_slices(n, n, BLOCK_CELLS):
         # |x - y|² = |x|² + |y|² - 2 x·y, in place on the block's Gram matrix.
         distance = cross_product(points[rows], points)
         distance *= -2.0
@@ -1016,7 +1008,7 @@ def stage_qc(
     n = values.shape[1]
     table, rle_table = (np.empty((n, len(DISTRIBUTION_COLUMNS))) for _ in range(2))
     counts = np.empty((n, density_bins))
-    for block in slices(n, BLOCK):
+    for block in cell_slices(n, values.shape[0], BLOCK_CELLS):
         chunk = _sample_block(values, block)
         table[block], ordered = _distribution_rows(chunk)
         counts[block] = _sorted_bin_counts(ordered, edges)
@@ -1088,7 +1080,7 @@ def count_summary(counts: np.ndarray) -> pd.DataFrame:
     n_genes = counts.shape[0]
     detected = np.zeros(counts.shape[1], dtype=np.int64)
     lib_size = np.zeros(counts.shape[1])
-    for block in slices(counts.shape[1], BLOCK):
+    for block in cell_slices(counts.shape[1], counts.shape[0], BLOCK_CELLS):
         chunk = counts[:, block]
         detected[block] = np.count_nonzero(chunk, axis=0)
         lib_size[block] = chunk.sum(axis=0, dtype=np.float64)

@@ -29,6 +29,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
+from cohortnorm.blocks import BLOCK_CELLS
 from cohortnorm.errors import InputError, preview
 from cohortnorm.io.importers import _check_count_values, _check_labels, _numeric_values
 from cohortnorm.io.tables import (
@@ -44,9 +45,6 @@ from cohortnorm.io.tables import (
 GENE_CHUNK = 2048
 #: Default samples per chunk (a sample shard is best a multiple of it).
 SAMPLE_CHUNK = 16
-#: Cells parsed per block of text when converting a TSV (16 MiB of float64): the rows
-#: per block are this divided by the number of samples.
-BLOCK_CELLS = 1 << 21
 
 COUNTS, GENE_IDS, SAMPLE_IDS = "counts", "gene_ids", "sample_ids"
 _STRINGS = h5py.string_dtype("utf-8")
@@ -355,12 +353,12 @@ def tsv_to_store(
 ) -> None:
     """Convert a genes × samples TSV/CSV count matrix to a chunked store in one pass.
 
-    The text is parsed about ``block_rows`` genes at a time (default: :data:`BLOCK_CELLS`
-    cells' worth) by pyarrow's streaming CSV reader and each block appended to the store,
-    so memory is one block (its text and its values) plus the gene IDs, whatever the
-    number of genes. The checks are the importer's: unique non-empty gene
-    IDs and sample names, every cell a number (the first bad cell is named), no missing,
-    infinite or negative count, no sample whose counts are all zero.
+    The text is parsed about ``block_rows`` genes at a time (default:
+    :data:`~cohortnorm.blocks.BLOCK_CELLS` cells' worth) by pyarrow's streaming CSV reader
+    and each block appended to the store, so memory is one block (its text and its values)
+    plus the gene IDs, whatever the number of genes. The checks are the importer's:
+    unique non-empty gene IDs and sample names, every cell a number (the first bad cell is
+    named), no missing, infinite or negative count, no sample whose counts are all zero.
 
     Raises
     ------
