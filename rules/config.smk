@@ -49,7 +49,7 @@ if not config:
         "`--configfile config/config.yaml`, runs the bundled demo."
     )
 COHORT_KEYS = ("samples", "counts", "lengths", "filter", "normalization", "tpm")
-COHORT_KEYS += ("transforms", "batch_correction", "qc")
+COHORT_KEYS += ("transforms", "batch_correction", "qc", "sharding")
 
 
 def _validate_or_explain(data, schema_name, what):
@@ -267,6 +267,62 @@ def _check_transforms(settings, sheet, what):
         )
 
 
+def sharded(settings):
+    """Whether a cohort runs in the sharded mode (sharding.samples_per_shard is set)."""
+    return settings.get("sharding", {}).get("samples_per_shard") is not None
+
+
+def _sharding_refusals(settings):
+    """The settings the sharded core cannot run, each with what to set instead."""
+    counts, norm = settings["counts"], settings["normalization"]
+    batch = settings["batch_correction"]
+    refusals = []
+    if counts["format"] not in ("matrix", "h5ad") or "{sample}" in counts["path"]:
+        refusals.append(
+            f"counts.format is {counts['format']}"
+            + (" with one file per sample" if "{sample}" in counts["path"] else "")
+            + ": the sharded mode reads one genes × samples matrix (format: matrix, a "
+            "TSV/CSV) or one AnnData file (format: h5ad); merge the counts into one "
+            "matrix first"
+        )
+    if settings["filter"]["method"] == "cpm":
+        refusals.append("set filter.method: filterByExpr or none")
+    if norm["size_factor_type"] == "scran":
+        refusals.append("set normalization.size_factor_type: ratio or poscounts")
+    if norm.get("transforms"):
+        refusals.append("set normalization.transforms: []")
+    for name in ("vst", "rlog"):
+        if settings["transforms"][name]["enabled"]:
+            refusals.append(f"set transforms.{name}.enabled: false")
+    for method in batch["methods"]:
+        if method not in ("combat",):
+            refusals.append(
+                f"batch_correction.method lists {method}: use combat (parametric or "
+                "non-parametric) or none"
+            )
+    if settings["tpm"]["source"] == "batch_corrected":
+        refusals.append("set tpm.source: filtered")
+    if config["io"]["write_h5ad"]:
+        refusals.append("set io.write_h5ad: false")
+    if settings["qc"]["genes_of_interest"]:
+        refusals.append("set qc.genes_of_interest: []")
+    return refusals
+
+
+def _check_sharding(settings, what):
+    """Refuse, before any job, a sharded cohort asking for what the sharded core lacks."""
+    if not sharded(settings):
+        return
+    refusals = _sharding_refusals(settings)
+    if refusals:
+        raise WorkflowError(
+            f"{what}: sharding.samples_per_shard is set (sharded mode), which does not "
+            "support every method yet (docs/sharding.md). In sharded mode: "
+            + "; ".join(refusals)
+            + ". Or set sharding.samples_per_shard: null to run in memory."
+        )
+
+
 def _cohorts(config):
     """Map each cohort's output directory to its merged, validated settings."""
     if not config.get("outdir"):
@@ -329,6 +385,7 @@ def _cohorts(config):
         for note in notes:
             print(f"{what}: {note}", file=sys.stderr)
         _check_transforms(settings, sheet, what)
+        _check_sharding(settings, what)
         settings["sample_names"] = sheet["sample"].tolist()
         if settings["outdir"] in cohorts:
             raise WorkflowError(
@@ -369,6 +426,7 @@ SETTINGS_SECTIONS = {
     "transforms": lambda s: s["transforms"],
     "batch_correction": lambda s: s["batch_correction"],
     "qc": lambda s: {**s["qc"], "cohort": s["cohort"]},
+    "sharding": lambda s: s.get("sharding", {}),
     "io": lambda s: config["io"],
 }
 

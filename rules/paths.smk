@@ -301,6 +301,9 @@ def final_outputs():
     """Every file the workflow produces, over all cohorts."""
     files = []
     for outdir, settings in COHORTS.items():
+        if sharded(settings):  # rules/sharded.smk
+            files += [f"{outdir}/{name}" for name in sharded_outputs(settings)]
+            continue
         files += [f"{outdir}/{name}" for name in cohort_outputs(settings)]
         files += [f"{outdir}/{name}" for name in qc_outputs(settings)]
         files.append(f"{outdir}/{path('provenance')}")
