@@ -13,7 +13,7 @@ SHARD_DIR = ".cohortnorm/shards"
 #: Per-shard statistic steps, in DAG order (scripts/sharded_scatter.py).
 COUNT_STEPS = ["summary", "reached", "stats", "factors"]
 COMBAT_STEPS = ["combat_fit", "combat_residuals", "combat_sums", "combat_squares"]
-PCA_STEPS = ["pca_sums", "pca_squares", "pca_gram"]
+PCA_STEPS = ["pca_sums", "pca_squares", "pca_gram", "pca_scores"]
 SCATTER_STEPS = COUNT_STEPS + COMBAT_STEPS + PCA_STEPS
 #: The step each step's shards need gathered first (None: only the shard).
 PREVIOUS_STEP = dict(zip(SCATTER_STEPS[1:], SCATTER_STEPS[:-1], strict=True))
@@ -117,7 +117,11 @@ def sharded_outputs(settings):
 
 
 #: The QC outputs of the sharded mode (the normalized stage's PCA and per-sample numbers).
-SHARDED_QC = {}
+SHARDED_QC = {
+    "samples": "qc/sharded/samples.tsv",
+    "variance": "qc/sharded/pca_variance.tsv",
+    "figure": "qc/sharded/pca.png",
+}
 
 
 ruleorder: sharded_assemble > filter_counts
@@ -223,6 +227,7 @@ def gather_rule_params(fixed_step=None):
         filter=setting("filter"),
         normalization=setting("normalization"),
         batch_correction=setting("batch_correction"),
+        qc=setting("qc"),
     )
 
 
@@ -241,7 +246,7 @@ rule sharded_gather:
         f"{{outdir}}/benchmarks/sharded/gather_{{step}}.tsv"
     wildcard_constraints:
         outdir=sharded_outdirs(),
-        step="summary|stats|combat_fit|combat_residuals|combat_sums",
+        step="summary|stats|combat_fit|combat_residuals|combat_sums|pca_sums|pca_squares|pca_gram",
     conda:
         "../envs/core.yaml"
     threads: 1
@@ -421,3 +426,36 @@ rule sharded_assemble:
         genes_per_block=setting("sharding", "genes_per_block"),
     script:
         "../scripts/sharded_assemble.py"
+
+
+rule sharded_qc:
+    input:
+        summary=every_shard(f"{{outdir}}/{SHARD_DIR}/summary/{{shard}}.npz"),
+        scores=every_shard(f"{{outdir}}/{SHARD_DIR}/pca_scores/{{shard}}.npz"),
+        axes=gathered("pca_gram"),
+        size_factors=out("size_factors"),
+        samples=setting("samples"),
+        settings=settings_files("qc", "sharding"),
+    output:
+        **{
+            name: f"{{outdir}}/{relative}"
+            for name, relative in SHARDED_QC.items()
+        },
+    log:
+        log("sharded/qc"),
+    benchmark:
+        benchmark_file("sharded/qc")
+    wildcard_constraints:
+        outdir=sharded_outdirs(),
+    conda:
+        "../envs/core.yaml"
+    threads: 1
+    resources:
+        mem_mb=shard_mem_mb("sharded_qc"),
+        runtime=shard_runtime("sharded_qc"),
+    params:
+        sample_names=setting("sample_names"),
+        condition=setting("filter", "group"),
+        batch=setting("batch_correction", "batch"),
+    script:
+        "../scripts/sharded_qc.py"

@@ -10,7 +10,7 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 
-from cohortnorm import combat, edger, expression, sharded
+from cohortnorm import combat, edger, expression, qc, sharded
 from cohortnorm.batch import params_table
 from cohortnorm.errors import InputError
 from cohortnorm.io.shardfiles import (
@@ -276,6 +276,39 @@ def combat_squares(smk, parts, logger):
     write_table(table, smk.output.params, finite=True)
 
 
+def pca_sums(smk, parts, logger):
+    n = len(smk.params.sample_names)
+    save(smk.output.gathered, gene_mean=np.sum([p["sums"] for p in parts], axis=0) / n)
+
+
+def pca_squares(smk, parts, logger):
+    """The top variable genes (qc.top_variable_genes), as cohortnorm.qc.pca picks them."""
+    n = len(smk.params.sample_names)
+    variance = np.sum([p["squares"] for p in parts], axis=0) / n
+    genes = qc.top_genes_by_variance(variance, smk.params.qc["top_variable_genes"])
+    save(smk.output.gathered, gene_mean=load(smk.input.gathered)["gene_mean"], genes=genes)
+
+
+def pca_gram(smk, parts, logger):
+    """The PCA axes: eigenvectors of the gathered cross-product of the top genes."""
+    gathered = load(smk.input.gathered)
+    axes = sharded.gather_pca_axes(
+        np.sum([p["gram"] for p in parts], axis=0),
+        gathered["genes"],
+        gathered["gene_mean"],
+        len(smk.params.sample_names),
+        smk.params.qc["n_pcs"],
+    )
+    save(
+        smk.output.gathered,
+        genes=axes.genes,
+        gene_mean=axes.gene_mean,
+        loadings=axes.loadings,
+        variance=axes.variance,
+        variance_ratio=axes.variance_ratio,
+    )
+
+
 STEPS = {
     "summary": summary,
     "reached": reached,
@@ -285,6 +318,9 @@ STEPS = {
     "combat_residuals": combat_residuals,
     "combat_sums": combat_sums,
     "combat_squares": combat_squares,
+    "pca_sums": pca_sums,
+    "pca_squares": pca_squares,
+    "pca_gram": pca_gram,
 }
 
 

@@ -7,7 +7,7 @@ steps and their order are in docs/sharding.md.
 
 import numpy as np
 
-from cohortnorm import sharded
+from cohortnorm import qc, sharded
 from cohortnorm.errors import InputError
 from cohortnorm.io.chunked import open_store, shard_columns
 from cohortnorm.io.shardfiles import (
@@ -41,8 +41,16 @@ def main(smk, logger):
 
 
 def summary(smk, values, columns):
+    """Library sizes, gene totals, expressed genes; the per-sample QC counts."""
     part = sharded.shard_summary(values)
-    return {"lib_size": part.lib_size, "gene_totals": part.gene_totals, "expressed": part.expressed}
+    detected = qc.count_summary(values)
+    return {
+        "lib_size": part.lib_size,
+        "gene_totals": part.gene_totals,
+        "expressed": part.expressed,
+        "detected_genes": detected["detected_genes"].to_numpy(),
+        "dropout_rate": detected["dropout_rate"].to_numpy(),
+    }
 
 
 def reached(smk, values, columns):
@@ -156,6 +164,24 @@ def pca_gram(smk, values, columns):
     return {"gram": gram}
 
 
+def pca_scores(smk, values, columns):
+    """The shard's PCA scores, and each sample's logCPM median and IQR."""
+    gathered = load(smk.input.gathered)
+    axes = sharded.PCAAxes(
+        gathered["genes"],
+        gathered["gene_mean"],
+        gathered["loadings"],
+        gathered["variance"],
+        gathered["variance_ratio"],
+    )
+    distribution = qc.distribution_summary(values)
+    return {
+        "scores": sharded.shard_pca_scores(values, axes),
+        "median": distribution["median"].to_numpy(),
+        "iqr": distribution["iqr"].to_numpy(),
+    }
+
+
 STEPS = {
     "summary": summary,
     "reached": reached,
@@ -168,6 +194,7 @@ STEPS = {
     "pca_sums": pca_sums,
     "pca_squares": pca_squares,
     "pca_gram": pca_gram,
+    "pca_scores": pca_scores,
 }
 
 
