@@ -300,6 +300,14 @@ def _sharding_refusals(settings):
                 f"batch_correction.method lists {method}: use combat (parametric or "
                 "non-parametric) or none"
             )
+    if norm["method"] == "RLE" and "combat" in batch["methods"]:
+        # RLE's geometric means are added shard by shard (equal to 1e-12, not bitwise);
+        # ComBat's test for genes constant within a batch is exact equality, and logCPM
+        # of zero counts can be equal to the last bit: the sets of adjusted genes differ.
+        refusals.append(
+            "normalization.method RLE with ComBat: use TMM, TMMwsp, upperquartile or "
+            "none (bitwise equal to the in-memory factors), or run RLE in memory"
+        )
     if settings["tpm"]["source"] == "batch_corrected":
         refusals.append("set tpm.source: filtered")
     if config["io"]["write_h5ad"]:

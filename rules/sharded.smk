@@ -121,6 +121,7 @@ SHARDED_QC = {
     "samples": "qc/sharded/samples.tsv",
     "variance": "qc/sharded/pca_variance.tsv",
     "figure": "qc/sharded/pca.png",
+    "metrics": "qc/sharded/metrics.tsv",
 }
 
 
@@ -457,5 +458,6 @@ rule sharded_qc:
         sample_names=setting("sample_names"),
         condition=setting("filter", "group"),
         batch=setting("batch_correction", "batch"),
+        cohort=setting("cohort"),
     script:
         "../scripts/sharded_qc.py"

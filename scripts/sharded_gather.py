@@ -306,6 +306,7 @@ def pca_gram(smk, parts, logger):
         loadings=axes.loadings,
         variance=axes.variance,
         variance_ratio=axes.variance_ratio,
+        n_genes=gathered["gene_mean"].size,
     )
 
 

@@ -64,6 +64,20 @@ def main(smk, logger):
         title="normalized logCPM (sharded PCA)",
     )
     plots.save_figure(figure, smk.output.figure)
+    # The normalized stage's metrics row of qc/metrics.tsv, from the same PCA and
+    # per-sample IQRs; median_abs_rle needs every gene's median over all samples (gene
+    # blocks), which the sharded QC does not compute, so that column is left out.
+    metrics = qc._stage_metrics(
+        "normalized",
+        (int(axes["n_genes"]), len(samples)),
+        result,
+        pd.DataFrame({"iqr": table["logcpm_iqr"]}),
+        pd.DataFrame({"median": np.zeros(len(samples))}),
+        qc.resolve_factor(sheet, batch_name, samples),
+        qc.resolve_factor(sheet, condition_name, samples),
+    )
+    del metrics["median_abs_rle"]
+    write_table(pd.DataFrame([{"cohort": smk.params.cohort, **metrics}]), smk.output.metrics)
     logger.info("PCA of %d samples on %d genes", len(samples), len(result.genes))
 
 
