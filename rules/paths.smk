@@ -493,3 +493,11 @@ def genes_of_interest_inputs(wildcards):
     if annotation_file(settings):
         inputs["annotation"] = annotation_file(settings)
     return inputs
+
+
+def export_inputs(wildcards):
+    """The hand-off matrix, and with io.gene_name_column the cohort's gene names."""
+    inputs = {"matrix": f"{wildcards.outdir}/{HANDOFF_DIR}/{wildcards.stem}.arrow"}
+    if config["io"]["gene_name_column"]:
+        inputs["gene_symbols"] = at(wildcards, "gene_symbols")
+    return inputs

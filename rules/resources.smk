@@ -97,7 +97,8 @@ def job_runtime(rule_name):
 
 def shard_shape(rule_name, wildcards):
     """Genes × samples a sharded job holds: a shard (all genes × samples_per_shard), a
-    gather (one vector per gene and shard), or a block (genes_per_block × all samples)."""
+    gather (one vector per gene and shard), or a block (genes_per_block × all samples).
+    """
     settings = cohort(wildcards)
     genes, samples = raw_shape(wildcards.outdir)
     shard = min(settings["sharding"]["samples_per_shard"], samples)

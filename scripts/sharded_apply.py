@@ -27,8 +27,9 @@ def main(smk, logger):
         raise InputError(
             f"shard {shard} (samples {columns.start + 1} to {columns.stop}): {error}"
         ) from None
-    logger.info("%s of shard %d (samples %d to %d)", smk.params.step, shard, columns.start + 1,
-                columns.stop)
+    logger.info(
+        "%s of shard %d (samples %d to %d)", smk.params.step, shard, columns.start + 1, columns.stop
+    )
 
 
 def values_step(smk, shard, columns):

@@ -250,12 +250,17 @@ def combat_squares(smk, parts, logger):
     n = model.n_per_batch.astype(float)[:, None]
     cnt = np.broadcast_to(n, fit.mean.shape).copy()
     delta_hat, gamma_star, delta_star, _ = combat._shrink(
-        cnt, fit.mean, ss, fit.gamma_hat, model.ref, plan.parametric, plan.mean_only, None,
+        cnt,
+        fit.mean,
+        ss,
+        fit.gamma_hat,
+        model.ref,
+        plan.parametric,
+        plan.mean_only,
+        None,
         smk.threads,
     )
-    fit = replace(
-        fit, gamma_star=gamma_star, delta_star=delta_star, delta_hat=delta_hat
-    )
+    fit = replace(fit, gamma_star=gamma_star, delta_star=delta_star, delta_hat=delta_hat)
     save_combat_fit(smk.output.gathered, fit)
     with open_source(smk.input.source) as source:
         genes = source.genes[load(smk.input.filtered)["keep"]]

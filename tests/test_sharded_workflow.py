@@ -54,7 +54,7 @@ CASES = {
 
 
 def case_config(workdir: Path, name: str, samples_per_shard: int | None) -> dict:
-    dataset, k, normalization, combat = CASES[name]
+    dataset, _, normalization, combat = CASES[name]
     config = base_config(
         workdir,
         samples=str(DATA / dataset / "samples.tsv"),

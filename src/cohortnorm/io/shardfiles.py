@@ -42,7 +42,9 @@ def open_source(path: str | Path) -> Source:
     return open_store(record["path"], layer=record["layer"])
 
 
-def read_shard(source: MatrixSource, shard: int, samples_per_shard: int) -> tuple[slice, np.ndarray]:
+def read_shard(
+    source: MatrixSource, shard: int, samples_per_shard: int
+) -> tuple[slice, np.ndarray]:
     """Shard ``shard``'s columns and values, float64 and Fortran-ordered (the layout the
     in-memory steps read, so that column sums are bitwise theirs)."""
     columns = shard_columns(source.shape[1], shard, samples_per_shard)
