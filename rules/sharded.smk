@@ -16,6 +16,8 @@ ruleorder: sharded_assemble > batch_correction_combat
 ruleorder: sharded_gather_reached > filter_counts
 ruleorder: sharded_gather_factors > size_factors
 ruleorder: sharded_gather_combat_squares > batch_correction_combat
+ruleorder: sharded_assemble > tpm
+ruleorder: sharded_lengths > import_counts
 
 
 rule sharded_source_matrix:
@@ -324,3 +326,63 @@ rule sharded_qc:
         cohort=setting("cohort"),
     script:
         "../scripts/sharded_qc.py"
+
+
+rule sharded_lengths:
+    input:
+        source=f"{{outdir}}/{SHARD_DIR}/source.json",
+        filtered=gathered("reached"),
+        lengths=setting("lengths"),
+        settings=settings_files("import", "tpm", "sharding"),
+    output:
+        lengths=out("gene_lengths"),
+        report=out("length_report"),
+        rows=f"{{outdir}}/{SHARD_DIR}/tpm_lengths.npz",
+    log:
+        log("sharded/lengths"),
+    benchmark:
+        benchmark_file("sharded/lengths")
+    wildcard_constraints:
+        outdir=sharded_outdirs(),
+    conda:
+        "../envs/core.yaml"
+    threads: 1
+    resources:
+        mem_mb=shard_mem_mb("sharded_gather"),
+        runtime=shard_runtime("sharded_gather"),
+    params:
+        missing_lengths=setting("tpm", "missing_lengths"),
+        unit=setting("tpm", "unit"),
+    script:
+        "../scripts/sharded_lengths.py"
+
+
+rule sharded_tpm:
+    input:
+        source=f"{{outdir}}/{SHARD_DIR}/source.json",
+        filtered=gathered("reached"),
+        lengths=f"{{outdir}}/{SHARD_DIR}/tpm_lengths.npz",
+        settings=settings_files("tpm", "sharding"),
+    output:
+        handoff(f"{{outdir}}/{SHARD_DIR}/tpm/{{shard}}.h5"),
+    log:
+        f"{{outdir}}/logs/sharded/tpm/{{shard}}.log",
+    benchmark:
+        f"{{outdir}}/benchmarks/sharded/tpm/{{shard}}.tsv"
+    wildcard_constraints:
+        outdir=sharded_outdirs(),
+        shard=r"\d+",
+    conda:
+        "../envs/core.yaml"
+    threads: 1
+    resources:
+        mem_mb=shard_mem_mb("sharded_values"),
+        runtime=shard_runtime("sharded_values"),
+    params:
+        step="tpm",
+        n_samples=lambda wildcards: len(cohort(wildcards)["sample_names"]),
+        samples_per_shard=setting("sharding", "samples_per_shard"),
+        unit=setting("tpm", "unit"),
+        dtype=setting("tpm", "dtype"),
+    script:
+        "../scripts/sharded_apply.py"

@@ -19,6 +19,7 @@ VALUE_MATRICES = ["filtered_counts", "logcpm", "cpm", "normalized_counts"]
 #: Store name → the matrix stem it is assembled into.
 SHARDED_STEMS = {name: OUTPUTS[name] for name in VALUE_MATRICES}
 SHARDED_STEMS["combat_logcpm"] = BATCH_CORRECTORS["combat"].output
+SHARDED_STEMS["tpm"] = OUTPUTS["tpm"]
 
 
 def sharded_outdirs(fmt=None):
@@ -99,6 +100,8 @@ def sharded_outputs(settings):
     """The deliverables of a sharded cohort (relative to its outdir), docs/sharding.md."""
     files = [delivered(name) for name in VALUE_MATRICES]
     files += [path("filter_report"), path("size_factors")]
+    if settings.get("lengths"):
+        files += [delivered("tpm"), path("gene_lengths"), path("length_report")]
     for method in batch_methods(settings):
         files += [as_delivered(batch_output(settings, method)), batch_params(method)]
     files += list(SHARDED_QC.values())

@@ -7,7 +7,7 @@ size). combat: the shard's ComBat-adjusted logCPM from the gathered fit.
 
 import numpy as np
 
-from cohortnorm import sharded
+from cohortnorm import expression, sharded
 from cohortnorm.errors import InputError
 from cohortnorm.io.chunked import open_store, shard_columns, write_shard_store
 from cohortnorm.io.shardfiles import combat_plan, load, load_combat_fit, open_source, read_shard
@@ -21,6 +21,8 @@ def main(smk, logger):
     try:
         if smk.params.step == "values":
             values_step(smk, shard, columns)
+        elif smk.params.step == "tpm":
+            tpm_step(smk, shard)
         else:
             combat_step(smk, columns)
     except (InputError, ValueError) as error:
@@ -54,6 +56,25 @@ def values_step(smk, shard, columns):
     write_shard_store(smk.output.logcpm, logcpm, genes, samples)
     write_shard_store(smk.output.cpm, sharded.apply_cpm(counts, effective), genes, samples)
     write_shard_store(smk.output.normalized_counts, counts / divisor, genes, samples)
+
+
+def tpm_step(smk, shard):
+    """The shard's TPM (or FPKM) over the kept genes with a length, as scripts/tpm.py
+    computes it: per sample, so the shard alone suffices."""
+    keep = load(smk.input.filtered)["keep"]
+    lengths = load(smk.input.lengths)
+    with open_source(smk.input.source) as source:
+        columns, values = read_shard(source, shard, smk.params.samples_per_shard)
+        genes = source.genes[keep][lengths["rows"]]
+        samples = list(source.samples[columns])
+    counts = np.asfortranarray(values[keep][lengths["rows"]])
+    dtype = np.float32 if smk.params.dtype == "float32" else np.float64
+    length_values = lengths["lengths"][:, None]
+    if smk.params.unit == "FPKM":
+        result = expression.fpkm(counts, length_values, counts.sum(axis=0), dtype=dtype)
+    else:
+        result = expression.tpm(counts, length_values, overwrite=True, dtype=dtype)
+    write_shard_store(smk.output[0], result, genes, samples)
 
 
 def combat_step(smk, columns):
