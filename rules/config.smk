@@ -295,11 +295,13 @@ def _sharding_refusals(settings):
         if settings["transforms"][name]["enabled"]:
             refusals.append(f"set transforms.{name}.enabled: false")
     for method in batch["methods"]:
-        if method not in ("combat",):
+        if method not in ("combat", "combat_seq"):
             refusals.append(
                 f"batch_correction.method lists {method}: use combat (parametric or "
-                "non-parametric) or none"
+                "non-parametric), combat_seq or none"
             )
+    if "combat_seq" in batch["methods"] and batch["combat_seq"]["shrink"]:
+        refusals.append("set batch_correction.combat_seq.shrink: false")
     if norm["method"] == "RLE" and "combat" in batch["methods"]:
         # RLE's geometric means are added shard by shard (equal to 1e-12, not bitwise);
         # ComBat's test for genes constant within a batch is exact equality, and logCPM

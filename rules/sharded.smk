@@ -17,6 +17,7 @@ ruleorder: sharded_gather_reached > filter_counts
 ruleorder: sharded_gather_factors > size_factors
 ruleorder: sharded_gather_combat_squares > batch_correction_combat
 ruleorder: sharded_assemble > tpm
+ruleorder: sharded_seq_assemble > batch_correction_combat_seq
 ruleorder: sharded_lengths > import_counts
 
 
@@ -121,7 +122,7 @@ rule sharded_gather:
         f"{{outdir}}/benchmarks/sharded/gather_{{step}}.tsv"
     wildcard_constraints:
         outdir=sharded_outdirs(),
-        step="summary|stats|combat_fit|combat_residuals|combat_sums|pca_sums|pca_squares|pca_gram",
+        step="summary|stats|combat_fit|combat_residuals|combat_sums|pca_sums|pca_squares|pca_gram|seq_nonzero|seq_lib",
     conda:
         "../envs/core.yaml"
     threads: 1
@@ -195,7 +196,7 @@ rule sharded_gather_combat_squares:
     benchmark:
         f"{{outdir}}/benchmarks/sharded/gather_combat_squares.tsv"
     wildcard_constraints:
-        outdir=sharded_outdirs(),
+        outdir=sharded_outdirs(method="combat"),
     conda:
         "../envs/batch.yaml"
     threads: 2
@@ -386,3 +387,63 @@ rule sharded_tpm:
         dtype=setting("tpm", "dtype"),
     script:
         "../scripts/sharded_apply.py"
+
+
+rule sharded_seq_block:
+    input:
+        source=f"{{outdir}}/{SHARD_DIR}/source.json",
+        filtered=gathered("reached"),
+        gathered=gathered("seq_lib"),
+        samples=setting("samples"),
+        settings=settings_files("batch_correction", "sharding"),
+    output:
+        f"{{outdir}}/{SHARD_DIR}/combat_seq/{{block}}.npz",
+    log:
+        f"{{outdir}}/logs/sharded/combat_seq/{{block}}.log",
+    benchmark:
+        f"{{outdir}}/benchmarks/sharded/combat_seq/{{block}}.tsv"
+    wildcard_constraints:
+        outdir=sharded_outdirs(method="combat_seq"),
+        block=r"\d+",
+    conda:
+        "../envs/batch.yaml"
+    threads: 2
+    resources:
+        mem_mb=shard_mem_mb("sharded_seq_block"),
+        runtime=shard_runtime("sharded_seq_block"),
+    params:
+        genes_per_block=setting("sharding", "genes_per_block"),
+        sample_names=setting("sample_names"),
+        batch_correction=setting("batch_correction"),
+    script:
+        "../scripts/sharded_seq_block.py"
+
+
+rule sharded_seq_assemble:
+    input:
+        blocks=every_block,
+        source=f"{{outdir}}/{SHARD_DIR}/source.json",
+        samples=setting("samples"),
+        settings=settings_files("batch_correction", "sharding"),
+    output:
+        counts=handoff(
+            f"{{outdir}}/{matrix_file(BATCH_CORRECTORS['combat_seq'].output)}"
+        ),
+        params=f"{{outdir}}/{batch_params('combat_seq')}",
+    log:
+        log("sharded/combat_seq_assemble"),
+    benchmark:
+        benchmark_file("sharded/combat_seq_assemble")
+    wildcard_constraints:
+        outdir=sharded_outdirs(method="combat_seq"),
+    conda:
+        "../envs/batch.yaml"
+    threads: 1
+    resources:
+        mem_mb=shard_mem_mb("sharded_assemble"),
+        runtime=shard_runtime("sharded_assemble"),
+    params:
+        sample_names=setting("sample_names"),
+        batch_correction=setting("batch_correction"),
+    script:
+        "../scripts/sharded_seq_assemble.py"

@@ -10,10 +10,11 @@ SHARD_DIR = ".cohortnorm/shards"
 COUNT_STEPS = ["summary", "reached", "stats", "factors"]
 COMBAT_STEPS = ["combat_fit", "combat_residuals", "combat_sums", "combat_squares"]
 PCA_STEPS = ["pca_sums", "pca_squares", "pca_gram", "pca_scores"]
-SCATTER_STEPS = COUNT_STEPS + COMBAT_STEPS + PCA_STEPS
+SEQ_STEPS = ["seq_nonzero", "seq_lib"]
+SCATTER_STEPS = COUNT_STEPS + COMBAT_STEPS + PCA_STEPS + SEQ_STEPS
 #: The step each step's shards need gathered first (None: only the shard).
 PREVIOUS_STEP = dict(zip(SCATTER_STEPS[1:], SCATTER_STEPS[:-1], strict=True))
-PREVIOUS_STEP.update(summary=None, combat_fit=None, pca_sums=None)
+PREVIOUS_STEP.update(summary=None, combat_fit=None, pca_sums=None, seq_nonzero="reached")
 #: Matrices written one store per shard, then assembled into their hand-off files.
 VALUE_MATRICES = ["filtered_counts", "logcpm", "cpm", "normalized_counts"]
 #: Store name → the matrix stem it is assembled into.
@@ -22,14 +23,35 @@ SHARDED_STEMS["combat_logcpm"] = BATCH_CORRECTORS["combat"].output
 SHARDED_STEMS["tpm"] = OUTPUTS["tpm"]
 
 
-def sharded_outdirs(fmt=None):
-    """A regex of the sharded cohorts' outdirs (of counts format `fmt` when given)."""
+def sharded_outdirs(fmt=None, method=None):
+    """A regex of the sharded cohorts' outdirs (of counts format `fmt`, using batch
+    corrector `method`, when given)."""
     outdirs = [
         re.escape(outdir)
         for outdir, settings in COHORTS.items()
-        if sharded(settings) and fmt in (None, settings["counts"]["format"])
+        if sharded(settings)
+        and fmt in (None, settings["counts"]["format"])
+        and (method is None or method in batch_methods(settings))
     ]
     return "|".join(outdirs) or "(?!)"
+
+
+def n_gene_blocks(outdir):
+    """How many gene blocks (sharding.genes_per_block genes of the count file each) cover
+    a cohort's genes; the gene count is read from the file's header or metadata."""
+    genes = raw_shape(outdir)[0]
+    if not genes:
+        raise WorkflowError(
+            f"{outdir}: the number of genes of {COHORTS[outdir]['counts']['path']} could "
+            "not be read before the run, which ComBat-seq's gene blocks need in sharded mode."
+        )
+    return -(-genes // COHORTS[outdir]["sharding"]["genes_per_block"])
+
+
+def every_block(wildcards):
+    """The ComBat-seq result of every gene block of the cohort."""
+    count = n_gene_blocks(wildcards.outdir)
+    return [f"{wildcards.outdir}/{SHARD_DIR}/combat_seq/{b}.npz" for b in range(count)]
 
 
 def n_shards(settings):
@@ -60,13 +82,13 @@ def scatter_inputs(wildcards):
     step = wildcards.step
     folder = f"{wildcards.outdir}/{SHARD_DIR}"
     inputs = {"samples": cohort(wildcards)["samples"]}
-    if step in COUNT_STEPS:
+    if step in COUNT_STEPS + SEQ_STEPS:
         inputs["source"] = f"{folder}/source.json"
     else:
         inputs["values"] = f"{folder}/logcpm/{wildcards.shard}.h5"
     if PREVIOUS_STEP[step]:
         inputs["gathered"] = f"{folder}/gathered/{PREVIOUS_STEP[step]}.npz"
-    if step == "factors":
+    if step in ("factors", "seq_lib"):
         inputs["filtered"] = f"{folder}/gathered/reached.npz"
     return inputs
 

@@ -15,6 +15,7 @@ from cohortnorm.batch import params_table
 from cohortnorm.errors import InputError
 from cohortnorm.io.shardfiles import (
     combat_plan,
+    combat_seq_model,
     load,
     load_combat_fit,
     open_source,
@@ -315,6 +316,36 @@ def pca_gram(smk, parts, logger):
     )
 
 
+def seq_nonzero(smk, parts, logger):
+    """The filtered genes ComBat-seq adjusts: nonzero somewhere in every batch."""
+    keep = sharded.gather_seq_keep([p["nonzero"] for p in parts])
+    logger.info("ComBat-seq adjusts %d of %d filtered genes", int(keep.sum()), keep.size)
+    save(smk.output.gathered, keep=keep)
+
+
+class FilteredRows:
+    """The filtered genes of the counts (what ComBat-seq reads) as a matrix source."""
+
+    def __init__(self, source, keep):
+        self.source, self.keep = source, keep
+        self.shape = (int(keep.sum()), source.shape[1])
+
+    def read_columns(self, columns):
+        return self.source.read_columns(columns)[self.keep]
+
+
+def seq_lib(smk, parts, logger):
+    """Library sizes over the adjusted genes, and the pooled pass: each batch's common
+    dispersion over all of them (reads one batch at a time: kept genes × its samples)."""
+    keep = load(smk.input.gathered)["keep"]
+    lib_size = np.concatenate([p["lib_size"] for p in parts])
+    model = combat_seq_model(smk)
+    with open_source(smk.input.source) as source:
+        rows = FilteredRows(source, load(smk.input.filtered)["keep"])
+        common = sharded.seq_common_dispersions(rows, model.plan, keep, lib_size, smk.threads)
+    save(smk.output.gathered, keep=keep, lib_size=lib_size, common=np.asarray(common))
+
+
 STEPS = {
     "summary": summary,
     "reached": reached,
@@ -327,6 +358,8 @@ STEPS = {
     "pca_sums": pca_sums,
     "pca_squares": pca_squares,
     "pca_gram": pca_gram,
+    "seq_nonzero": seq_nonzero,
+    "seq_lib": seq_lib,
 }
 
 

@@ -12,6 +12,7 @@ from cohortnorm.errors import InputError
 from cohortnorm.io.chunked import open_store, shard_columns
 from cohortnorm.io.shardfiles import (
     combat_plan,
+    combat_seq_model,
     load,
     load_combat_fit,
     open_source,
@@ -182,6 +183,18 @@ def pca_scores(smk, values, columns):
     }
 
 
+def seq_nonzero(smk, values, columns):
+    """ComBat-seq: per batch × filtered gene, whether the shard has a nonzero count."""
+    counts = filtered(values, load(smk.input.gathered)["keep"])
+    return {"nonzero": sharded.seq_shard_nonzero(counts, columns, combat_seq_model(smk).plan)}
+
+
+def seq_lib(smk, values, columns):
+    """ComBat-seq: each sample's sum over the genes it adjusts."""
+    counts = filtered(values, load(smk.input.filtered)["keep"])
+    return {"lib_size": sharded.seq_shard_lib_size(counts, load(smk.input.gathered)["keep"])}
+
+
 STEPS = {
     "summary": summary,
     "reached": reached,
@@ -195,6 +208,8 @@ STEPS = {
     "pca_squares": pca_squares,
     "pca_gram": pca_gram,
     "pca_scores": pca_scores,
+    "seq_nonzero": seq_nonzero,
+    "seq_lib": seq_lib,
 }
 
 

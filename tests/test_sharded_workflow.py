@@ -11,6 +11,7 @@ tests/test_workflow.py; the pasilla logCPM is checked against edgeR here too.
 from __future__ import annotations
 
 import gzip
+import re
 from pathlib import Path
 
 import numpy as np
@@ -37,19 +38,20 @@ BITWISE_METHODS = ("TMM", "TMMwsp", "upperquartile", "none")
 #: (dataset, samples per shard, normalization, ComBat options): each run covers other
 #: methods, and both shard sizes cut both cohorts' batches across shards.
 CASES = {
-    "pasilla-2-TMM": ("pasilla", 2, {"method": "TMM"}, {"parametric": True}),
+    "pasilla-2-TMM": ("pasilla", 2, {"method": "TMM"}, {"parametric": False}),
     "pasilla-3-RLE": ("pasilla", 3, {"method": "RLE", "size_factor_type": "poscounts"}, None),
+    # ComBat-seq (gene blocks of 5,000 of airway's genes) instead of ComBat.
     "airway-2-TMMwsp": (
         "airway",
         2,
         {"method": "TMMwsp", "normalized_counts_factors": "method"},
-        {"parametric": True},
+        "combat_seq",
     ),
     "airway-3-upperquartile": (
         "airway",
         3,
         {"method": "upperquartile", "size_factor_type": "poscounts"},
-        {"parametric": False},
+        {"parametric": True, "mean_only": True},
     ),
 }
 
@@ -66,12 +68,14 @@ def case_config(workdir: Path, name: str, samples_per_shard: int | None) -> dict
     )
     if combat is None:  # RLE with ComBat is refused in sharded mode (config.smk)
         config["batch_correction"] = {"method": "none", "batch": "batch"}
+    elif combat == "combat_seq":
+        config["batch_correction"]["method"] = "combat_seq"
     else:
         config["batch_correction"]["combat"] = combat
     if name == "airway-3-upperquartile":  # FPKM written as float32
         config["tpm"] = {"unit": "FPKM", "dtype": "float32"}
     if samples_per_shard is not None:
-        config["sharding"] = {"samples_per_shard": samples_per_shard}
+        config["sharding"] = {"samples_per_shard": samples_per_shard, "genes_per_block": 5000}
     return config
 
 
@@ -117,6 +121,8 @@ def compared(name: str) -> tuple[list[str], list[str]]:
     """The matrices and tables both runs of case `name` write."""
     if CASES[name][3] is None:
         return MATRICES[:-1], TABLES[:-1]
+    if CASES[name][3] == "combat_seq":
+        return [*MATRICES[:-1], "batch/combat_seq_counts.tsv"], TABLES
     return MATRICES, TABLES
 
 
@@ -131,6 +137,7 @@ def test_outputs_equal_the_in_memory_run(runs) -> None:
         "tpm/tpm.tsv",
         "counts/gene_lengths.tsv",
         "counts/length_report.tsv",
+        *(["batch/combat_seq_counts.tsv"] if CASES[name][3] == "combat_seq" else []),
     ]:
         assert (sharded / relative).read_bytes() == (memory / relative).read_bytes(), relative
     if bitwise:  # the edgeR factors and what is made from them alone
@@ -262,5 +269,10 @@ def test_sharding_off_leaves_the_dag_unchanged(tmp_path: Path) -> None:
     config["sharding"] = {"samples_per_shard": None}
     off = run_snakemake(tmp_path, config, "-n", "--quiet", "rules")
     assert plain.returncode == 0 and off.returncode == 0, plain.stderr + off.stderr
+
+    def job_counts(text: str) -> list[str]:  # the "job  count" table of the dry run
+        return [line for line in text.splitlines() if re.fullmatch(r"\w+\s+\d+", line)]
+
+    assert job_counts(plain.stdout), plain.stdout
+    assert job_counts(plain.stdout) == job_counts(off.stdout)
     assert "sharded" not in plain.stdout + off.stdout
-    assert plain.stdout == off.stdout

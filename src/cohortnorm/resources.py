@@ -120,6 +120,7 @@ RULE_COSTS: dict[str, RuleCost] = {
     "sharded_combat": RuleCost(3.05, 0.50),
     "sharded_assemble": RuleCost(1.0, 0.2),
     "sharded_qc": RuleCost(2.0, 0.2),
+    "sharded_seq_block": RuleCost(4.0, 2.4),
 }
 
 

@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
+from cohortnorm import batch as batch_module
+from cohortnorm.combat_seq import SeqPlan, seq_plan
 from cohortnorm.io.chunked import MatrixSource, Source, open_store, shard_columns
 from cohortnorm.io.tables import atomic_output, read_table
-from cohortnorm.model_matrix import design_column_names, design_matrix
+from cohortnorm.model_matrix import design_column_names, design_matrix, factor_levels
 from cohortnorm.sharded import CombatFit, CombatPlan, plan_combat
 from cohortnorm.validation import sheet_column
 
@@ -98,3 +101,42 @@ def save_combat_fit(path: str | Path, fit: CombatFit) -> None:
 def load_combat_fit(path: str | Path) -> CombatFit:
     """The fit :func:`save_combat_fit` wrote."""
     return CombatFit(**load(path))  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class SeqModel:
+    """ComBat-seq's plan and what its per-gene steps need besides (for divergent genes)."""
+
+    plan: SeqPlan
+    group_labels: list[str] | None
+    covariates: np.ndarray | None
+    covariate_names: list[str] | None
+
+
+def combat_seq_model(smk: object) -> SeqModel:
+    """ComBat-seq's batches, group and covariates from the sample sheet, as
+    ``batch.correct_combat_seq`` builds them, for the sharded ComBat-seq."""
+    settings = smk.params.batch_correction  # type: ignore[attr-defined]
+    samples = list(smk.params.sample_names)  # type: ignore[attr-defined]
+    source = str(smk.input.samples)  # type: ignore[attr-defined]
+    group_name, covariate_names = batch_module.combat_seq_model(settings)
+    identifiers = [name for name in ("sample", settings["batch"], group_name) if name]
+    sheet = read_table(source, string_columns=identifiers).set_index("sample").loc[samples]
+
+    def column(name: str, purpose: str) -> pd.Series:
+        return sheet_column(sheet, name, samples, sheet_source=source, purpose=purpose)
+
+    batch = column(settings["batch"], "batch_correction.batch")
+    group = None
+    if group_name:
+        labels = column(group_name, "batch_correction.combat_seq.group")
+        group = pd.Categorical(labels, categories=factor_levels(labels))
+    covariates, names = None, None
+    if covariate_names:
+        for name in covariate_names:
+            column(name, "batch_correction.combat_seq.covariates")
+        covariates = design_matrix(sheet, covariate_names)[:, 1:]
+        names = design_column_names(sheet, covariate_names)[1:]
+    plan = seq_plan(batch.to_numpy(), len(samples), group, covariates, True, names)
+    labels_out = [plan.glevels[c] for c in plan.gcode] if plan.full else None
+    return SeqModel(plan, labels_out, plan.cov, names)
