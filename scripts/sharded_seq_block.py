@@ -30,7 +30,9 @@ def main(smk, logger):
             values, seq_keep, model.plan, list(pooled["common"]), pooled["lib_size"], smk.threads
         )
     except (InputError, ValueError) as error:
-        raise InputError(f"gene block {block} (genes {start + 1} to {start + size}): {error}")
+        raise InputError(
+            f"gene block {block} (genes {start + 1} to {start + size}): {error}"
+        ) from None
     divergent = combat_seq.divergent_levels(
         values[seq_keep], model.group_labels, model.covariates, model.covariate_names
     )
