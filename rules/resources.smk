@@ -104,7 +104,10 @@ def shard_shape(rule_name, wildcards):
     shard = min(settings["sharding"]["samples_per_shard"], samples)
     shards = -(-samples // max(shard, 1))
     if rule_name in ("sharded_gather", "sharded_gather_combat", "sharded_qc"):
-        if rule_name == "sharded_gather" and getattr(wildcards, "step", None) == "seq_lib":
+        if (
+            rule_name == "sharded_gather"
+            and getattr(wildcards, "step", None) == "seq_lib"
+        ):
             # ComBat-seq's pooled pass reads one batch whole: bounded by the cohort.
             return genes, samples
         return genes, shards

@@ -14,7 +14,9 @@ SEQ_STEPS = ["seq_nonzero", "seq_lib"]
 SCATTER_STEPS = COUNT_STEPS + COMBAT_STEPS + PCA_STEPS + SEQ_STEPS
 #: The step each step's shards need gathered first (None: only the shard).
 PREVIOUS_STEP = dict(zip(SCATTER_STEPS[1:], SCATTER_STEPS[:-1], strict=True))
-PREVIOUS_STEP.update(summary=None, combat_fit=None, pca_sums=None, seq_nonzero="reached")
+PREVIOUS_STEP.update(
+    summary=None, combat_fit=None, pca_sums=None, seq_nonzero="reached"
+)
 #: Matrices written one store per shard, then assembled into their hand-off files.
 VALUE_MATRICES = ["filtered_counts", "logcpm", "cpm", "normalized_counts"]
 #: Store name → the matrix stem it is assembled into.
