@@ -412,7 +412,7 @@ rule sharded_seq_block:
         mem_mb=shard_mem_mb("sharded_seq_block"),
         runtime=shard_runtime("sharded_seq_block"),
     params:
-        genes_per_block=setting("sharding", "genes_per_block"),
+        n_blocks=lambda wildcards: n_gene_blocks(wildcards.outdir),
         sample_names=setting("sample_names"),
         batch_correction=setting("batch_correction"),
     script:
@@ -422,6 +422,7 @@ rule sharded_seq_block:
 rule sharded_seq_assemble:
     input:
         blocks=every_block,
+        filtered=gathered("reached"),
         source=f"{{outdir}}/{SHARD_DIR}/source.json",
         samples=setting("samples"),
         settings=settings_files("batch_correction", "sharding"),

@@ -39,8 +39,10 @@ def sharded_outdirs(fmt=None, method=None):
 
 
 def n_gene_blocks(outdir):
-    """How many gene blocks (sharding.genes_per_block genes of the count file each) cover
-    a cohort's genes; the gene count is read from the file's header or metadata."""
+    """How many ComBat-seq gene blocks a cohort has: its estimated gene count (from the
+    count file's size or metadata, rules/resources.smk) over sharding.genes_per_block.
+    Each job cuts the real gene count into this many equal ranges, so an estimate off by
+    some genes changes the blocks' size, never which genes are covered."""
     genes = raw_shape(outdir)[0]
     if not genes:
         raise WorkflowError(

@@ -5,6 +5,7 @@ batch/combat_params.tsv as the in-memory ComBat-seq writes it (batches, then gen
 import numpy as np
 import pandas as pd
 
+from cohortnorm.errors import InputError
 from cohortnorm.io.shardfiles import combat_seq_model, load, read_source
 from cohortnorm.io.tables import matrix_writer, write_table
 from cohortnorm.runner import run
@@ -22,6 +23,13 @@ def main(smk, logger):
             gamma.append(part["gamma_hat"])
             phi.append(part["phi_hat"])
             divergent.append(part["divergent"])
+    written = sum(load(path)["adjusted"].shape[0] for path in smk.input.blocks)
+    expected = int(load(smk.input.filtered)["keep"].sum())
+    if written != expected:  # never a deliverable missing genes
+        raise InputError(
+            f"the ComBat-seq gene blocks hold {written} genes, the filtered counts "
+            f"{expected}: rerun the blocks (--forcerun sharded_seq_block)."
+        )
     kept = np.concatenate(genes)
     gamma_hat, phi_hat = np.vstack(gamma), np.vstack(phi)
     frames = []

@@ -11,13 +11,16 @@ from cohortnorm.runner import run
 
 
 def main(smk, logger):
-    block = int(smk.wildcards.block)
-    size = smk.params.genes_per_block
+    block, n_blocks = int(smk.wildcards.block), smk.params.n_blocks
     filtered = load(smk.input.filtered)["keep"]
     pooled = load(smk.input.gathered)
     model = combat_seq_model(smk)
-    start = block * size
-    in_block = np.flatnonzero(filtered[start : start + size]) + start
+    # The count file's genes cut into n_blocks equal ranges: the number of blocks is fixed
+    # before the run (from the estimated gene count), the ranges from the real one, so
+    # the blocks always cover every gene whatever the estimate.
+    start = filtered.size * block // n_blocks
+    stop = filtered.size * (block + 1) // n_blocks
+    in_block = np.flatnonzero(filtered[start:stop]) + start
     # Position of these genes among the filtered genes (what the ComBat-seq keep vector
     # and the deliverable are indexed by).
     first = int(filtered[:start].sum())
@@ -30,9 +33,7 @@ def main(smk, logger):
             values, seq_keep, model.plan, list(pooled["common"]), pooled["lib_size"], smk.threads
         )
     except (InputError, ValueError) as error:
-        raise InputError(
-            f"gene block {block} (genes {start + 1} to {start + size}): {error}"
-        ) from None
+        raise InputError(f"gene block {block} (genes {start + 1} to {stop}): {error}") from None
     divergent = combat_seq.divergent_levels(
         values[seq_keep], model.group_labels, model.covariates, model.covariate_names
     )
