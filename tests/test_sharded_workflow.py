@@ -276,3 +276,20 @@ def test_sharding_off_leaves_the_dag_unchanged(tmp_path: Path) -> None:
     assert job_counts(plain.stdout), plain.stdout
     assert job_counts(plain.stdout) == job_counts(off.stdout)
     assert "sharded" not in plain.stdout + off.stdout
+
+
+def test_resources_come_from_the_shard(tmp_path: Path) -> None:
+    """A per-shard job asks for the memory of all genes × samples_per_shard, a gather for
+    one vector per gene and shard (cohortnorm.resources), not for the cohort."""
+    from cohortnorm import resources
+
+    config = sharded_config(tmp_path)
+    config["sharding"] = {"samples_per_shard": 2}
+    result = run_snakemake(tmp_path, config, "-n")
+    assert result.returncode == 0, result.stderr[-3000:]
+    genes = resources.matrix_shape(DATA / "pasilla" / "counts.tsv.gz")[0]
+    blocks = re.split(r"\n\[[^\]]+\]\n", result.stdout)
+    scatter = next(b for b in blocks if "rule sharded_scatter:" in b)
+    cost = resources.RULE_COSTS["sharded_scatter"]
+    assert f"mem_mb={resources.mem_mb(cost, genes, 2)}," in scatter
+    assert f"runtime={resources.runtime_min(cost, genes, 2)}," in scatter
