@@ -20,6 +20,8 @@ include: "rules/batch.smk"
 include: "rules/qc.smk"
 include: "rules/provenance.smk"
 include: "rules/export.smk"
+include: "rules/sharded_paths.smk"
+include: "rules/sharded.smk"
 
 
 report: "report/workflow.rst"

@@ -49,7 +49,7 @@ if not config:
         "`--configfile config/config.yaml`, runs the bundled demo."
     )
 COHORT_KEYS = ("samples", "counts", "lengths", "filter", "normalization", "tpm")
-COHORT_KEYS += ("transforms", "batch_correction", "qc")
+COHORT_KEYS += ("transforms", "batch_correction", "qc", "sharding")
 
 
 def _validate_or_explain(data, schema_name, what):
@@ -267,6 +267,72 @@ def _check_transforms(settings, sheet, what):
         )
 
 
+def sharded(settings):
+    """Whether a cohort runs in the sharded mode (sharding.samples_per_shard is set)."""
+    return settings.get("sharding", {}).get("samples_per_shard") is not None
+
+
+def _sharding_refusals(settings):
+    """The settings the sharded core cannot run, each with what to set instead."""
+    counts, norm = settings["counts"], settings["normalization"]
+    batch = settings["batch_correction"]
+    refusals = []
+    if counts["format"] not in ("matrix", "h5ad") or "{sample}" in counts["path"]:
+        refusals.append(
+            f"counts.format is {counts['format']}"
+            + (" with one file per sample" if "{sample}" in counts["path"] else "")
+            + ": the sharded mode reads one genes × samples matrix (format: matrix, a "
+            "TSV/CSV) or one AnnData file (format: h5ad); merge the counts into one "
+            "matrix first"
+        )
+    if settings["filter"]["method"] == "cpm":
+        refusals.append("set filter.method: filterByExpr or none")
+    if norm["size_factor_type"] == "scran":
+        refusals.append("set normalization.size_factor_type: ratio or poscounts")
+    if norm.get("transforms"):
+        refusals.append("set normalization.transforms: []")
+    for name in ("vst", "rlog"):
+        if settings["transforms"][name]["enabled"]:
+            refusals.append(f"set transforms.{name}.enabled: false")
+    for method in batch["methods"]:
+        if method not in ("combat", "combat_seq"):
+            refusals.append(
+                f"batch_correction.method lists {method}: use combat (parametric or "
+                "non-parametric), combat_seq or none"
+            )
+    if "combat_seq" in batch["methods"] and batch["combat_seq"]["shrink"]:
+        refusals.append("set batch_correction.combat_seq.shrink: false")
+    if norm["method"] == "RLE" and "combat" in batch["methods"]:
+        # RLE's geometric means are added shard by shard (equal to 1e-12, not bitwise);
+        # ComBat's test for genes constant within a batch is exact equality, and logCPM
+        # of zero counts can be equal to the last bit: the sets of adjusted genes differ.
+        refusals.append(
+            "normalization.method RLE with ComBat: use TMM, TMMwsp, upperquartile or "
+            "none (bitwise equal to the in-memory factors), or run RLE in memory"
+        )
+    if settings["tpm"]["source"] == "batch_corrected":
+        refusals.append("set tpm.source: filtered")
+    if config["io"]["write_h5ad"]:
+        refusals.append("set io.write_h5ad: false")
+    if settings["qc"]["genes_of_interest"]:
+        refusals.append("set qc.genes_of_interest: []")
+    return refusals
+
+
+def _check_sharding(settings, what):
+    """Refuse, before any job, a sharded cohort asking for what the sharded core lacks."""
+    if not sharded(settings):
+        return
+    refusals = _sharding_refusals(settings)
+    if refusals:
+        raise WorkflowError(
+            f"{what}: sharding.samples_per_shard is set (sharded mode), which does not "
+            "support every method yet (docs/sharding.md). In sharded mode: "
+            + "; ".join(refusals)
+            + ". Or set sharding.samples_per_shard: null to run in memory."
+        )
+
+
 def _cohorts(config):
     """Map each cohort's output directory to its merged, validated settings."""
     if not config.get("outdir"):
@@ -329,6 +395,7 @@ def _cohorts(config):
         for note in notes:
             print(f"{what}: {note}", file=sys.stderr)
         _check_transforms(settings, sheet, what)
+        _check_sharding(settings, what)
         settings["sample_names"] = sheet["sample"].tolist()
         if settings["outdir"] in cohorts:
             raise WorkflowError(
@@ -369,6 +436,7 @@ SETTINGS_SECTIONS = {
     "transforms": lambda s: s["transforms"],
     "batch_correction": lambda s: s["batch_correction"],
     "qc": lambda s: {**s["qc"], "cohort": s["cohort"]},
+    "sharding": lambda s: s.get("sharding", {}),
     "io": lambda s: config["io"],
 }
 

@@ -3,14 +3,6 @@
 # waits for text formatting and no rule parses text written by another.
 
 
-def export_inputs(wildcards):
-    """The hand-off matrix, and with io.gene_name_column the cohort's gene names."""
-    inputs = {"matrix": f"{wildcards.outdir}/{HANDOFF_DIR}/{wildcards.stem}.arrow"}
-    if config["io"]["gene_name_column"]:
-        inputs["gene_symbols"] = at(wildcards, "gene_symbols")
-    return inputs
-
-
 rule export_matrix:
     input:
         unpack(export_inputs),

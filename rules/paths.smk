@@ -301,6 +301,9 @@ def final_outputs():
     """Every file the workflow produces, over all cohorts."""
     files = []
     for outdir, settings in COHORTS.items():
+        if sharded(settings):  # rules/sharded.smk
+            files += [f"{outdir}/{name}" for name in sharded_outputs(settings)]
+            continue
         files += [f"{outdir}/{name}" for name in cohort_outputs(settings)]
         files += [f"{outdir}/{name}" for name in qc_outputs(settings)]
         files.append(f"{outdir}/{path('provenance')}")
@@ -489,4 +492,12 @@ def genes_of_interest_inputs(wildcards):
             inputs["size_factors"] = at(wildcards, "size_factors")
     if annotation_file(settings):
         inputs["annotation"] = annotation_file(settings)
+    return inputs
+
+
+def export_inputs(wildcards):
+    """The hand-off matrix, and with io.gene_name_column the cohort's gene names."""
+    inputs = {"matrix": f"{wildcards.outdir}/{HANDOFF_DIR}/{wildcards.stem}.arrow"}
+    if config["io"]["gene_name_column"]:
+        inputs["gene_symbols"] = at(wildcards, "gene_symbols")
     return inputs

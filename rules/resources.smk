@@ -90,3 +90,59 @@ def job_runtime(rule_name):
         )
 
     return _runtime
+
+
+# --- the sharded mode: sizes from the shard or block a job holds, not the cohort --------
+
+
+def shard_shape(rule_name, wildcards):
+    """Genes × samples a sharded job holds: a shard (all genes × samples_per_shard), a
+    gather (one vector per gene and shard), or a block (genes_per_block × all samples).
+    """
+    settings = cohort(wildcards)
+    genes, samples = raw_shape(wildcards.outdir)
+    shard = min(settings["sharding"]["samples_per_shard"], samples)
+    shards = -(-samples // max(shard, 1))
+    if rule_name in ("sharded_gather", "sharded_gather_combat", "sharded_qc"):
+        if (
+            rule_name == "sharded_gather"
+            and getattr(wildcards, "step", None) == "seq_lib"
+        ):
+            # ComBat-seq's pooled pass reads one batch whole: bounded by the cohort.
+            return genes, samples
+        return genes, shards
+    if rule_name == "sharded_seq_block":
+        return min(settings["sharding"]["genes_per_block"], genes), samples
+    if rule_name == "sharded_assemble":
+        return min(settings["sharding"]["genes_per_block"], genes), samples
+    return genes, shard
+
+
+def _shard_cost(rule_name, wildcards):
+    combat = cohort(wildcards)["batch_correction"]["combat"]
+    if rule_name == "sharded_gather_combat" and not combat["parametric"]:
+        # The non-parametric prior step is quadratic in the genes (genes² × batches).
+        rule_name = "sharded_gather_combat_nonparametric"
+    return resources.RULE_COSTS[rule_name]
+
+
+def shard_mem_mb(rule_name):
+    """A resources function: memory (MB) of a sharded rule, from its shard or block."""
+
+    def _mem(wildcards, attempt):
+        genes, samples = shard_shape(rule_name, wildcards)
+        cost = _shard_cost(rule_name, wildcards)
+        return resources.mem_mb(cost, genes, samples, attempt)
+
+    return _mem
+
+
+def shard_runtime(rule_name):
+    """A resources function: runtime (minutes) of a sharded rule, from its shard or block."""
+
+    def _runtime(wildcards, attempt):
+        genes, samples = shard_shape(rule_name, wildcards)
+        cost = _shard_cost(rule_name, wildcards)
+        return resources.runtime_min(cost, genes, samples, attempt)
+
+    return _runtime

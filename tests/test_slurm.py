@@ -34,8 +34,16 @@ VENV_BIN = Path(sys.executable).parent
 SNAKEMAKE = VENV_BIN / "snakemake"
 SBIN_PATH = os.pathsep.join([str(VENV_BIN), os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
 NEEDED = ("slurmctld", "slurmd", "munged", "munge", "sinfo", "sbatch", "srun", "squeue")
-# A hung scheduler must fail the test, never hang CI. The demo takes ~1 minute through SLURM.
+# A hung scheduler must fail the test, never hang CI. The demo takes ~1 minute through SLURM;
+# the sharded run has one small job per shard and step (each ~10 s through this SLURM), so
+# it runs the normalization part only (SHARDED_TARGETS: about 20 jobs).
 WORKFLOW_TIMEOUT_S = 240
+SHARDED_TIMEOUT_S = 600
+SHARDED_TARGETS = [
+    "counts/filter_report.tsv",
+    "normalization/size_factors.tsv",
+    "normalization/logcpm.tsv",
+]
 
 
 def _use_existing() -> bool:
@@ -125,21 +133,30 @@ def _absolute_inputs(node: object) -> object:
     return node
 
 
-def _demo_config(tmp_path: Path) -> Path:
+def _demo_config(tmp_path: Path, sharded: bool = False) -> Path:
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    if sharded:  # the sharded mode: shards of 4 samples (VST is not sharded)
+        config["sharding"] = {"samples_per_shard": 4}
+        config["transforms"] = {"vst": {"enabled": False}}
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(_absolute_inputs(config), sort_keys=False))
     return path
 
 
-def _run(cmd: list[str], env: dict[str, str], log: Path, cancel: bool = False) -> None:
+def _run(
+    cmd: list[str],
+    env: dict[str, str],
+    log: Path,
+    cancel: bool = False,
+    timeout: int = WORKFLOW_TIMEOUT_S,
+) -> None:
     """Run snakemake with a hard timeout; on failure show the end of its log."""
     with log.open("w") as out:
         proc = subprocess.Popen(
             cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
         )
         try:
-            proc.wait(timeout=WORKFLOW_TIMEOUT_S)
+            proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             # snakemake's own SIGTERM handling waits on the status thread, so follow up with
             # SIGKILL, then cancel whatever it left queued under its run ID.
@@ -153,7 +170,7 @@ def _run(cmd: list[str], env: dict[str, str], log: Path, cancel: bool = False) -
                 for run_id in re.findall(r"SLURM run ID: (\S+)", log.read_text()):
                     subprocess.run(["scancel", "--name", run_id], env=env, check=False)
             pytest.fail(
-                f"snakemake did not finish within {WORKFLOW_TIMEOUT_S} s: {' '.join(cmd)}\n"
+                f"snakemake did not finish within {timeout} s: {' '.join(cmd)}\n"
                 + log.read_text()[-4000:]
             )
     if proc.returncode != 0:
@@ -198,9 +215,16 @@ def test_profile_dry_run() -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-def test_demo_through_slurm_matches_local_run(slurm_env: dict[str, str], tmp_path: Path) -> None:
-    config = _demo_config(tmp_path)
+@pytest.mark.parametrize("sharded", [False, True], ids=["in-memory", "sharded"])
+def test_demo_through_slurm_matches_local_run(
+    slurm_env: dict[str, str], tmp_path: Path, sharded: bool
+) -> None:
+    """The demo through SLURM equals the local run byte for byte, in memory and in the
+    sharded mode (one SLURM job per shard and step)."""
+    config = _demo_config(tmp_path, sharded)
     common = [str(SNAKEMAKE), "-s", str(REPO / "Snakefile"), "--configfile", str(config)]
+    # Targets relative to the working directory: the demo's outdir is results/demo.
+    targets = [f"results/demo/{name}" for name in SHARDED_TARGETS] if sharded else []
     cpus = subprocess.run(
         ["sinfo", "-h", "-o", "%c"], env=slurm_env, capture_output=True, text=True, check=True
     ).stdout.split()[0]
@@ -222,10 +246,12 @@ def test_demo_through_slurm_matches_local_run(slurm_env: dict[str, str], tmp_pat
             # A rule must not ask for more CPUs than the single node has.
             "--max-threads",
             cpus.rstrip("+"),
+            *targets,
         ],
         slurm_env,
         tmp_path / "slurm.log",
         cancel=True,
+        timeout=SHARDED_TIMEOUT_S if sharded else WORKFLOW_TIMEOUT_S,
     )
     log = (tmp_path / "slurm.log").read_text()
     # Every job but the local `all` target must have gone through sbatch.
@@ -236,9 +262,10 @@ def test_demo_through_slurm_matches_local_run(slurm_env: dict[str, str], tmp_pat
 
     local = tmp_path / "local"
     _run(
-        [*common, "-d", str(local), "--cores", "2"],
+        [*common, "-d", str(local), "--cores", "2", *targets],
         {**os.environ, "PATH": SBIN_PATH},
         tmp_path / "local.log",
+        timeout=SHARDED_TIMEOUT_S if sharded else WORKFLOW_TIMEOUT_S,
     )
 
     slurm_files, local_files = _outputs(on_slurm), _outputs(local)

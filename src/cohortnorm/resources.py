@@ -107,6 +107,20 @@ RULE_COSTS: dict[str, RuleCost] = {
     # Not measured yet: reads one hand-off block at a time and formats it as text, so
     # its memory is a block; TSV formatting is about 0.15 s per million float64 cells.
     "export_matrix": RuleCost(0.5, 0.2),
+    # Sharded mode (docs/sharding.md), not measured yet: each rule is costed as the
+    # in-memory rule doing the same work per cell, on the cells the job holds (a shard:
+    # all genes × samples_per_shard; a gather: one vector per gene and shard; assembling:
+    # genes_per_block × all samples), see rules/resources.smk: shard_shape.
+    "sharded_source": RuleCost(1.61, 0.127),
+    "sharded_scatter": RuleCost(2.00, 0.132),
+    "sharded_gather": RuleCost(2.00, 0.132),
+    "sharded_gather_combat": RuleCost(3.05, 0.50),
+    "sharded_gather_combat_nonparametric": RuleCost(3.05, 0.50, 1.29e-10),
+    "sharded_values": RuleCost(2.28, 0.75),
+    "sharded_combat": RuleCost(3.05, 0.50),
+    "sharded_assemble": RuleCost(1.0, 0.2),
+    "sharded_qc": RuleCost(2.0, 0.2),
+    "sharded_seq_block": RuleCost(4.0, 2.4),
 }
 
 
