@@ -36,6 +36,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy.special import gammaln
 
+from cohortnorm.blocks import BLOCK_CELLS, cell_slices
 from cohortnorm.errors import InputError
 
 FloatArray = NDArray[np.float64]
@@ -43,6 +44,7 @@ FloatArray = NDArray[np.float64]
 __all__ = [
     "DispersionTrend",
     "GeneDispersions",
+    "base_means",
     "base_means_and_variances",
     "estimate_dispersions_fit",
     "estimate_dispersions_gene_est",
@@ -134,6 +136,22 @@ def is_one_way(x: FloatArray) -> bool:
     return np.unique(x, axis=0).shape[0] == x.shape[1]
 
 
+def _long_double_row_means(q: FloatArray) -> FloatArray:
+    # R's rowMeans accumulates in long double: so does this, so that the > 5 cut of
+    # vst() and its baseMean order see the same numbers.
+    return (q.sum(axis=1, dtype=np.longdouble) / q.shape[1]).astype(np.float64)
+
+
+def base_means(counts: FloatArray, size_factors: FloatArray) -> FloatArray:
+    """``rowMeans(counts/s)`` alone, as :func:`base_means_and_variances` computes it, by
+    blocks of genes: no cohort-sized copy and no variance (vst() needs only the means
+    to choose its genes; 1.2 s less at 60,000 × 1,000)."""
+    out = np.empty(counts.shape[0])
+    for rows in cell_slices(counts.shape[0], counts.shape[1], BLOCK_CELLS):
+        out[rows] = _long_double_row_means(counts[rows] / size_factors)
+    return out
+
+
 def base_means_and_variances(
     counts: FloatArray, size_factors: FloatArray
 ) -> tuple[FloatArray, FloatArray, NDArray[np.bool_]]:
@@ -146,9 +164,7 @@ def base_means_and_variances(
         whose counts are all zero.
     """
     q = counts / size_factors
-    # R's rowMeans accumulates in long double: so does this, so that the > 5 cut of
-    # vst() and its baseMean order see the same numbers.
-    base_mean = (q.sum(axis=1, dtype=np.longdouble) / q.shape[1]).astype(np.float64)
+    base_mean = _long_double_row_means(q)
     base_var = np.var(q, axis=1, ddof=1) if q.shape[1] > 1 else np.full(q.shape[0], np.nan)
     all_zero = ~(counts > 0).any(axis=1)
     return base_mean, base_var, all_zero

@@ -30,7 +30,7 @@ from cohortnorm.blocks import BLOCK_CELLS
 from cohortnorm.deseq2_dispersion import (
     DispersionTrend,
     _check_counts,
-    base_means_and_variances,
+    base_means,
     estimate_dispersions_fit,
     estimate_dispersions_gene_est,
 )
@@ -69,11 +69,14 @@ def _libm_log_counts(values: FloatArray) -> FloatArray:
     rows = max(1, BLOCK_CELLS // max(1, values.shape[1]))
     for start in range(0, values.shape[0], rows):
         block = values[start : start + rows]
-        small = block < _LOG_TABLE_SIZE
-        part = np.empty_like(block)
-        part[small] = _LOG_TABLE[block[small].astype(np.int64)]
-        with np.errstate(divide="ignore"):
-            part[~small] = np.log(block[~small])
+        # One gather from the table for every cell, then numpy's log for the few counts
+        # beyond it: boolean masks over every cell took 1.3 s of the 60,000 × 1,000 VST.
+        index = block.astype(np.intp)
+        np.minimum(index, _LOG_TABLE_SIZE - 1, out=index)
+        part = np.take(_LOG_TABLE, index)
+        large = block >= _LOG_TABLE_SIZE
+        if large.any():
+            part[large] = np.log(block[large])
         out[start : start + rows] = part
     return out
 
@@ -89,16 +92,22 @@ def deseq2_ratio_size_factors(counts: ArrayLike) -> FloatArray:
     """
     y = np.asarray(counts, dtype=np.float64)
     logs = _libm_log_counts(y)
-    log_geo = (logs.sum(axis=1, dtype=np.longdouble) / y.shape[1]).astype(np.float64)
-    usable = np.isfinite(log_geo)
+    # A gene with a zero has log geometric mean -inf and takes no part. Its row is left
+    # out before the long-double sum: x87 arithmetic on -inf is microcoded, and summing
+    # those rows took 3.9 of the 4.2 s of this sum at 60,000 × 1,000.
+    usable = ~(y == 0).any(axis=1)
     if not usable.any():
         raise InputError(
             "DESeq2's size factors cannot be computed: every gene contains at least one "
             "zero. Filter out lowly expressed genes first, or supply size factors"
         )
-    # One sample per contiguous row, so that each median reads contiguous memory.
-    ratios = np.ascontiguousarray((logs[usable] - log_geo[usable, None]).T)
+    kept = logs[usable]
     del logs
+    kept = np.asfortranarray(kept) if y.flags.f_contiguous else kept
+    log_geo = (kept.sum(axis=1, dtype=np.longdouble) / y.shape[1]).astype(np.float64)
+    # One sample per contiguous row, so that each median reads contiguous memory.
+    ratios = np.ascontiguousarray((kept - log_geo[:, None]).T)
+    del kept
     factors = np.empty(y.shape[1])
     for j in range(y.shape[1]):
         column = ratios[j]
@@ -137,8 +146,21 @@ def transform(normalized: ArrayLike, trend: DispersionTrend) -> FloatArray:
     q = np.asarray(normalized, dtype=np.float64)
     if trend.fit_type == "parametric":
         a0, a1 = trend.asympt_disp, trend.extra_pois
-        inner = 1.0 + a1 + 2.0 * a0 * q + 2.0 * np.sqrt(a0 * q * (1.0 + a1 + a0 * q))
-        return np.log(inner / (4.0 * a0)) / math.log(2)
+        # 1 + a1 + 2·a0·q + 2·sqrt(a0·q·(1 + a1 + a0·q)), the same operations in the same
+        # order as the one-line formula (the same bits), in place: three temporaries
+        # instead of nine, about half the time of this transform.
+        aq = a0 * q
+        root = (1.0 + a1) + aq
+        root *= aq
+        np.sqrt(root, out=root)
+        root *= 2.0
+        inner = (2.0 * a0) * q
+        inner += 1.0 + a1
+        inner += root
+        inner /= 4.0 * a0
+        np.log(inner, out=inner)
+        inner /= math.log(2)
+        return inner
     if trend.fit_type == "mean":
         alpha = trend.mean_disp
         return (2.0 * np.arcsinh(np.sqrt(alpha * q)) - math.log(alpha) - math.log(4)) / math.log(2)
@@ -262,7 +284,7 @@ def vst_trend(
             f"{y.shape[0]}. Use varianceStabilizingTransformation (the full VST, no gene "
             "subset) or a smaller nsub"
         )
-    base_mean, _, _ = base_means_and_variances(y, sf)
+    base_mean = base_means(y, sf)
     n5 = int(np.sum(base_mean > 5))
     if n5 < nsub:
         raise InputError(
