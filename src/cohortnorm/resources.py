@@ -104,9 +104,12 @@ RULE_COSTS: dict[str, RuleCost] = {
     # it); gene_symbols reads the raw counts' gene IDs and the annotation (an import).
     "qc_genes_of_interest": RuleCost(3.34, 0.50),
     "gene_symbols": RuleCost(1.61, 0.127),
-    # Not measured yet: reads one hand-off block at a time and formats it as text, so
-    # its memory is a block; TSV formatting is about 0.15 s per million float64 cells.
-    "export_matrix": RuleCost(0.5, 0.2),
+    # Measured in the workflow at 60,000 × 1,000 (bench/RESULTS.md, workflow-vs-R): the
+    # TSV export of a 33,858 × 1,000 float64 matrix (258 MiB dense, 34 M cells) took
+    # 4.7–6.0 s and peaked at 681–755 MiB, most of it the memory-mapped hand-off file's
+    # pages (which a cgroup limit counts): 0.18 s per million cells, 2.3× dense above
+    # an idle interpreter.
+    "export_matrix": RuleCost(2.3, 0.18),
     # Sharded mode (docs/sharding.md), not measured yet: each rule is costed as the
     # in-memory rule doing the same work per cell, on the cells the job holds (a shard:
     # all genes × samples_per_shard; a gather: one vector per gene and shard; assembling:
