@@ -192,30 +192,14 @@ def factors(smk, parts, logger):
     size_factor = np.concatenate([p["size_factor"] for p in parts])
     if sf_type == "poscounts":
         size_factor = edger.rescale_factors(size_factor)
-    table = pd.DataFrame(
-        {
-            "sample": list(smk.params.sample_names),
-            "lib_size": lib_size,
-            "norm_factor": norm_factor,
-            "effective_lib_size": lib_size * norm_factor,
-            "size_factor": size_factor,
-        }
+    table = expression.size_factor_table(
+        list(smk.params.sample_names),
+        lib_size,
+        norm_factor,
+        size_factor,
+        settings,
+        smk.params.counts,
     )
-    source = settings["normalized_counts_factors"]
-    try:
-        table["normalized_counts_factor"] = expression.normalized_counts_factors(
-            size_factor, table["effective_lib_size"].to_numpy(), source
-        )
-    except ValueError as error:
-        raise InputError(
-            f"{smk.params.counts}: {error}, so normalized counts cannot use the "
-            f"{method} factors. Remove the samples without reads, or set "
-            "normalization.normalized_counts_factors: deseq2."
-        ) from error
-    if source == "deseq2":
-        table["normalized_counts_factors"] = f"DESeq2 {sf_type}"
-    else:
-        table["normalized_counts_factors"] = method.replace("none", "library sizes")
     write_table(table, smk.output.table, finite=True)
 
 

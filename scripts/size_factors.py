@@ -3,7 +3,6 @@
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-import pandas as pd
 
 from cohortnorm import edger, expression
 from cohortnorm.errors import InputError
@@ -56,37 +55,13 @@ def main(smk, logger):
             "low-input data set normalization.size_factor_type: poscounts and "
             "normalization.method: TMMwsp."
         ) from error
-    table = pd.DataFrame(
-        {
-            "sample": counts.columns,
-            "lib_size": lib_size,
-            "norm_factor": norm_factor,
-            "effective_lib_size": lib_size * norm_factor,
-            "size_factor": size_factor,
-        }
+    table = expression.size_factor_table(
+        list(counts.columns), lib_size, norm_factor, size_factor, settings, smk.input.counts
     )
-    # What normalized_counts divides by, and whose factors those are, stated in the table.
-    source = settings["normalized_counts_factors"]
-    try:
-        table["normalized_counts_factor"] = expression.normalized_counts_factors(
-            size_factor, table["effective_lib_size"].to_numpy(), source
-        )
-    except ValueError as error:
-        raise InputError(
-            f"{smk.input.counts}: {error}, so normalized counts cannot use the "
-            f"{settings['method']} factors. Remove the samples without reads, or set "
-            "normalization.normalized_counts_factors: deseq2."
-        ) from error
-    if source == "deseq2" and settings["size_factor_type"] == "scran":
-        table["normalized_counts_factors"] = "scran pooled"
-    elif source == "deseq2":
-        table["normalized_counts_factors"] = f"DESeq2 {settings['size_factor_type']}"
-    else:  # method none: plain library sizes
-        table["normalized_counts_factors"] = settings["method"].replace("none", "library sizes")
     logger.info(
         "normalized_counts divide by %s factors (normalization.normalized_counts_factors: %s)",
         table["normalized_counts_factors"].iloc[0],
-        source,
+        settings["normalized_counts_factors"],
     )
     logger.info(
         "%s norm factors in [%.4g, %.4g]; %s size factors in [%.4g, %.4g]",

@@ -286,3 +286,69 @@ def normalized_counts_factors(
     if not np.all(np.isfinite(effective) & (effective > 0)):
         raise ValueError("every effective library size must be a finite number > 0")
     return effective / np.exp(np.mean(np.log(effective)))
+
+
+def size_factor_table(
+    samples: list[str],
+    lib_size: npt.ArrayLike,
+    norm_factor: npt.ArrayLike,
+    size_factor: npt.ArrayLike,
+    settings: dict[str, Any],
+    counts_name: str,
+) -> Any:
+    """``normalization/size_factors.tsv``: each sample's library size, factors, and what
+    ``normalized_counts`` divides by (and whose factors those are).
+
+    One table for the in-memory and the sharded size-factor jobs.
+
+    Parameters
+    ----------
+    samples
+        Sample names, in the columns' order.
+    lib_size, norm_factor, size_factor
+        Filtered library sizes, the edgeR method's factors and the DESeq2 (or scran)
+        size factors.
+    settings
+        The config's ``normalization`` section (``method``, ``size_factor_type``,
+        ``normalized_counts_factors``).
+    counts_name
+        The filtered counts' file, named in the message.
+
+    Raises
+    ------
+    InputError
+        The method's factors cannot give normalized counts (a sample without reads).
+    """
+    import pandas as pd
+
+    from cohortnorm.errors import InputError
+
+    lib_size = np.asarray(lib_size, dtype=np.float64)
+    norm_factor = np.asarray(norm_factor, dtype=np.float64)
+    table = pd.DataFrame(
+        {
+            "sample": list(samples),
+            "lib_size": lib_size,
+            "norm_factor": norm_factor,
+            "effective_lib_size": lib_size * norm_factor,
+            "size_factor": np.asarray(size_factor, dtype=np.float64),
+        }
+    )
+    source = settings["normalized_counts_factors"]
+    try:
+        table["normalized_counts_factor"] = normalized_counts_factors(
+            table["size_factor"].to_numpy(), table["effective_lib_size"].to_numpy(), source
+        )
+    except ValueError as error:
+        raise InputError(
+            f"{counts_name}: {error}, so normalized counts cannot use the "
+            f"{settings['method']} factors. Remove the samples without reads, or set "
+            "normalization.normalized_counts_factors: deseq2."
+        ) from error
+    if source == "deseq2" and settings["size_factor_type"] == "scran":
+        table["normalized_counts_factors"] = "scran pooled"
+    elif source == "deseq2":
+        table["normalized_counts_factors"] = f"DESeq2 {settings['size_factor_type']}"
+    else:  # method none: plain library sizes
+        table["normalized_counts_factors"] = settings["method"].replace("none", "library sizes")
+    return table
