@@ -284,10 +284,17 @@ def create_store(
         yield CountStore(handle, str(path))
 
 
-def gather_shards(shards: Sequence[str | Path], path: str | Path) -> None:
-    """Concatenate per-shard stores (same genes, consecutive samples) into one store.
+@contextlib.contextmanager
+def opened_shards(
+    shards: Sequence[str | Path], fix: str
+) -> Iterator[tuple[list[Source], pd.Index, list[str]]]:
+    """The per-shard stores of one result, open, with their common genes and their
+    samples in shard order; closed on leaving.
 
-    Reads one shard at a time; the genes of every shard must be the first shard's.
+    Raises
+    ------
+    InputError
+        A shard's genes differ from the first shard's (``fix`` says what to do).
     """
     opened = [open_store(shard) for shard in shards]
     try:
@@ -295,19 +302,27 @@ def gather_shards(shards: Sequence[str | Path], path: str | Path) -> None:
         for part in opened[1:]:
             if not part.genes.equals(genes):
                 raise InputError(
-                    f"{part.source}: its genes differ from those of {opened[0].source}; "
-                    "every shard of one result must hold the same genes in the same order."
+                    f"{part.source}: its genes differ from those of {opened[0].source}; {fix}"
                 )
-        samples = [s for part in opened for s in part.samples]
+        yield opened, genes, [s for part in opened for s in part.samples]
+    finally:
+        for part in opened:
+            part.close()
+
+
+def gather_shards(shards: Sequence[str | Path], path: str | Path) -> None:
+    """Concatenate per-shard stores (same genes, consecutive samples) into one store.
+
+    Reads one shard at a time; the genes of every shard must be the first shard's.
+    """
+    fix = "every shard of one result must hold the same genes in the same order."
+    with opened_shards(shards, fix) as (opened, genes, samples):
         dtype = opened[0].counts.dtype if isinstance(opened[0], CountStore) else np.float64
         with create_store(path, genes, samples, dtype=dtype) as out:
             start = 0
             for part in opened:
                 out.write_columns(start, part.read_columns(slice(None)))
                 start += part.shape[1]
-    finally:
-        for part in opened:
-            part.close()
 
 
 def write_shard_store(
