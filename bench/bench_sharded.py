@@ -27,11 +27,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 from simulate import simulate_cohort, write_cohort  # noqa: E402
+from suite_workflow import bench_config, job_benchmarks, snakemake_command  # noqa: E402
 
 from cohortnorm.io.tables import read_matrix  # noqa: E402
 
@@ -51,36 +51,20 @@ def run_workflow(workdir: Path, name: str, sharding: dict[str, Any] | None) -> d
     run_dir = workdir / name
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True)
-    config = {
-        "samples": str(workdir / "samples.tsv"),
-        "counts": {"format": "matrix", "path": str(workdir / "counts.tsv")},
-        "lengths": str(workdir / "lengths.tsv"),
-        "outdir": "results",
-        "filter": {"method": "filterByExpr", "group": "condition"},
-        "normalization": {"method": "TMM"},
-        "batch_correction": {"method": "combat", "batch": "batch", "covariates": ["condition"]},
+    settings: dict[str, Any] = {
         "transforms": {"vst": {"enabled": False}},
         "io": {"keep_handoff": False},
     }
     if sharding:
-        config["sharding"] = sharding
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
-    snakemake = Path(sys.executable).with_name("snakemake")
-    command = [str(snakemake), "-s", str(BENCH.parent / "Snakefile"), "-d", str(run_dir)]
-    command += ["--configfile", str(run_dir / "config.yaml"), "--cores", "2", "--nocolor"]
+        settings["sharding"] = sharding
+    command = snakemake_command(run_dir, bench_config(workdir, "results", **settings))
     start = time.perf_counter()
     proc = subprocess.run(command, capture_output=True, text=True)
     wall = time.perf_counter() - start
     if proc.returncode != 0:
         raise SystemExit(f"{name}: snakemake failed:\n{proc.stderr[-3000:]}")
-    jobs = {}
     results = run_dir / "results"
-    for path in sorted((results / "benchmarks").rglob("*.tsv")):
-        row = pd.read_csv(path, sep="\t").iloc[0]
-        jobs[str(path.relative_to(results / "benchmarks").with_suffix(""))] = {
-            "seconds": float(row["s"]),
-            "max_rss_mb": float(row["max_rss"]),
-        }
+    jobs = job_benchmarks(results)
     return {"wall_seconds": wall, "jobs": jobs, "results": str(results)}
 
 

@@ -27,6 +27,47 @@ def _job_logs(results: Path) -> dict[str, float]:
     return seconds
 
 
+def bench_config(workdir: Path, outdir: str, **settings: Any) -> dict[str, Any]:
+    """The benchmarks' workflow config for the simulated cohort in ``workdir``: TMM and
+    parametric ComBat on ~condition; ``settings`` override or add top-level sections."""
+    return {
+        "samples": str(workdir / "samples.tsv"),
+        "counts": {"format": "matrix", "path": str(workdir / "counts.tsv")},
+        "lengths": str(workdir / "lengths.tsv"),
+        "outdir": outdir,
+        "filter": {"method": "filterByExpr", "group": "condition"},
+        "normalization": {"method": "TMM"},
+        "batch_correction": {"method": "combat", "batch": "batch", "covariates": ["condition"]},
+        **settings,
+    }
+
+
+def snakemake_command(run_dir: Path, config: dict[str, Any]) -> list[str]:
+    """Write ``config`` into ``run_dir`` and return the ``snakemake --cores 2`` command
+    that runs the workflow there."""
+    import yaml
+
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
+    snakemake = Path(sys.executable).with_name("snakemake")
+    command = [str(snakemake), "-s", str(BENCH.parent / "Snakefile"), "-d", str(run_dir)]
+    return [*command, "--configfile", str(run_dir / "config.yaml"), "--cores", "2", "--nocolor"]
+
+
+def job_benchmarks(results: Path) -> dict[str, dict[str, float]]:
+    """Each job's seconds and peak RSS from the rules' ``benchmark:`` files under an
+    outdir, by path below ``benchmarks/`` without the suffix."""
+    import pandas as pd
+
+    jobs = {}
+    for path in sorted((results / "benchmarks").rglob("*.tsv")):
+        row = pd.read_csv(path, sep="\t").iloc[0]
+        jobs[str(path.relative_to(results / "benchmarks").with_suffix(""))] = {
+            "seconds": float(row["s"]),
+            "max_rss_mb": float(row["max_rss"]),
+        }
+    return jobs
+
+
 def workflow_run(
     workdir: Path,
     outdir: Path,
@@ -44,27 +85,13 @@ def workflow_run(
     script preamble. ``dag_seconds`` is a dry run (``-n``) of the same command:
     Snakemake's own start-up, config validation and DAG building, without any job.
     """
-    import pandas as pd
-    import yaml
-
     run_dir = outdir / f"workflow_{workdir.name}{tag}"
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True)
-    config = {
-        "samples": str(workdir / "samples.tsv"),
-        "counts": {"format": "matrix", "path": str(workdir / "counts.tsv")},
-        "lengths": str(workdir / "lengths.tsv"),
-        "outdir": "results/bench",
-        "filter": {"method": "filterByExpr", "group": "condition"},
-        "normalization": {"method": "TMM"},
-        "batch_correction": {"method": "combat", "batch": "batch", "covariates": ["condition"]},
-        "io": {"matrix_format": matrix_format},
-        **(settings or {}),
-    }
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
-    snakemake = Path(sys.executable).with_name("snakemake")
-    command = [str(snakemake), "-s", str(BENCH.parent / "Snakefile"), "-d", str(run_dir)]
-    command += ["--configfile", str(run_dir / "config.yaml"), "--cores", "2", "--nocolor"]
+    config = bench_config(
+        workdir, "results/bench", **{"io": {"matrix_format": matrix_format}, **(settings or {})}
+    )
+    command = snakemake_command(run_dir, config)
     start = time.perf_counter()
     subprocess.run([*command, "-n", "-q"], capture_output=True, text=True, timeout=600)
     dag_seconds = time.perf_counter() - start
@@ -76,16 +103,10 @@ def workflow_run(
         return {"status": "error", "reason": f"snakemake failed: {tail}"}
     results = run_dir / "results" / "bench"
     main_seconds = _job_logs(results)
-    rules = {}
-    for path in sorted((results / "benchmarks").rglob("*.tsv")):
-        row = pd.read_csv(path, sep="\t").iloc[0]
-        name = str(path.relative_to(results / "benchmarks").with_suffix(""))
+    rules = job_benchmarks(results)
+    for name, job in rules.items():
         log_name = "batch_correction" if name.startswith("batch_correction_") else name
-        rules[name] = {
-            "seconds": float(row["s"]),
-            "max_rss_mb": float(row["max_rss"]),
-            "main_seconds": main_seconds.get(log_name),
-        }
+        job["main_seconds"] = main_seconds.get(log_name)
     shutil.rmtree(run_dir / "results", ignore_errors=True)
     return {
         "status": "ok",
