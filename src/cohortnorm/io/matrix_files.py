@@ -268,18 +268,30 @@ def matrix_writer(
             writer.close()
 
 
-def open_arrow_matrix(source: pa.NativeFile, path: str | Path) -> pa.ipc.RecordBatchFileReader:
-    """The Arrow IPC reader of a hand-off matrix, or an :class:`InputError` saying that
-    the file is damaged and how to get it written again."""
-    try:
-        return pa.ipc.open_file(source)
-    except (pa.ArrowInvalid, OSError) as error:
-        raise InputError(
-            f"{path} is not a complete Arrow matrix file ({error}). It is a hand-off file "
-            "between the workflow's rules, damaged after it was written (a full disk, a "
-            "copy cut short, or an edit). Delete it and run snakemake again: the step that "
-            "writes it runs again."
-        ) from None
+def damaged_arrow_matrix(path: str | Path, error: Exception) -> InputError:
+    """The error for a hand-off matrix that cannot be read: what it is and how to get it
+    written again."""
+    return InputError(
+        f"{path} is not a complete Arrow matrix file ({error}). It is a hand-off file "
+        "between the workflow's rules, damaged after it was written (a full disk, a "
+        "copy cut short, or an edit). Delete it and run snakemake again: the step that "
+        "writes it runs again."
+    )
+
+
+@contextlib.contextmanager
+def arrow_matrix(path: str | Path) -> Iterator[pa.ipc.RecordBatchFileReader]:
+    """The memory-mapped Arrow IPC reader of a matrix file; :class:`InputError` when the
+    file is missing or damaged (:func:`damaged_arrow_matrix`)."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: file not found.")
+    with pa.memory_map(str(path)) as source:
+        try:
+            reader = pa.ipc.open_file(source)
+        except (pa.ArrowInvalid, OSError) as error:
+            raise damaged_arrow_matrix(path, error) from None
+        yield reader
 
 
 def _stored_dtype(schema: pa.Schema) -> type | None:
@@ -307,11 +319,8 @@ def convert_matrix(
     source = Path(source)
     if matrix_format(source) != "arrow":
         raise InputError(f"{source}: the source of a conversion must be an .arrow matrix.")
-    if not source.exists():
-        raise InputError(f"{source}: file not found.")
     rows = 0
-    with pa.memory_map(str(source)) as mapped:
-        reader = open_arrow_matrix(mapped, source)
+    with arrow_matrix(source) as reader:
         names = reader.schema.names
         labels = ["gene_name"] if gene_names is not None else []
         with matrix_writer(target, names[1:], names[0], labels) as writer:

@@ -38,13 +38,14 @@ from cohortnorm.errors import InputError
 from cohortnorm.io.matrix_files import (  # noqa: F401  (re-exported)
     MATRIX_FORMATS,
     MatrixWriter,
+    arrow_matrix,
     atomic_output,
     check_finite,
     columns_to_array,
     convert_matrix,
+    damaged_arrow_matrix,
     matrix_format,
     matrix_writer,
-    open_arrow_matrix,
 )
 
 #: Cells per written block (a row group in Parquet): 16 Mi cells, 128 MiB of float64.
@@ -594,16 +595,11 @@ def read_matrix(path: str | Path, *, dtype: np.dtype | type | None = None) -> pd
 
 def _read_arrow_matrix(path: Path, dtype: np.dtype | type | None) -> pd.DataFrame:
     """Read an Arrow IPC matrix written by :class:`MatrixWriter` (memory-mapped)."""
-    if not path.exists():
-        raise InputError(f"{path}: file not found.")
-    with pa.memory_map(str(path)) as source:
+    with arrow_matrix(path) as reader:
         try:
-            table = open_arrow_matrix(source, path).read_all()
+            table = reader.read_all()
         except pa.ArrowInvalid as error:
-            raise InputError(
-                f"{path} is not a complete Arrow matrix file ({error}). Delete it and run "
-                "snakemake again: the step that writes it runs again."
-            ) from None
+            raise damaged_arrow_matrix(path, error) from None
         names = table.column_names
         genes = table.column(0).to_numpy(zero_copy_only=False).astype(object)
         columns = table.columns[1:]
