@@ -198,9 +198,14 @@ def transform_design_columns(wildcards):
     return ([batch["batch"]] if batch["batch"] else []) + list(batch["covariates"])
 
 
+def transform_stem(name):
+    """The matrix stem of transform `name`."""
+    return f"normalization/{name}"
+
+
 def transform_output(name):
     """The matrix transform `name` writes (relative to the cohort's outdir)."""
-    return matrix_file(f"normalization/{name}")
+    return matrix_file(transform_stem(name))
 
 
 def matrix_stems():
@@ -209,18 +214,10 @@ def matrix_stems():
     stems = [OUTPUTS[name] for name in OUTPUTS if is_matrix(name)]
     stems += [entry.output for entry in BATCH_CORRECTORS.values()]
     stems += [
-        f"normalization/{name}"
+        transform_stem(name)
         for name in normalizers("transforms") + normalizers("transform_section")
     ]
     return stems
-
-
-def as_delivered(relative):
-    """The deliverable of a hand-off path relative to an outdir (others as they are)."""
-    prefix = f"{HANDOFF_DIR}/"
-    if relative.startswith(prefix) and relative.endswith(".arrow"):
-        return deliverable(relative[len(prefix) : -len(".arrow")])
-    return relative
 
 
 #: A regex for the {transform} wildcard: the registered transforms only.
@@ -253,9 +250,9 @@ def cohort_outputs(settings):
     names += ["length_report"]
     names += ["abundance_tpm"] if is_quantifier(settings) else []
     files = [delivered(name) for name in names]
-    files += [as_delivered(transform_output(name)) for name in transforms(settings)]
+    files += [deliverable(transform_stem(name)) for name in transforms(settings)]
     for method in batch_methods(settings):
-        files += [as_delivered(batch_output(settings, method)), batch_params(method)]
+        files += [deliverable(BATCH_CORRECTORS[method].output), batch_params(method)]
     if config["io"]["write_h5ad"]:
         files.append(path("h5ad"))
     return files

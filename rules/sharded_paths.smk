@@ -129,7 +129,7 @@ def sharded_outputs(settings):
     if settings.get("lengths"):
         files += [delivered("tpm"), path("gene_lengths"), path("length_report")]
     for method in batch_methods(settings):
-        files += [as_delivered(batch_output(settings, method)), batch_params(method)]
+        files += [deliverable(BATCH_CORRECTORS[method].output), batch_params(method)]
     files += list(SHARDED_QC.values())
     return files
 
